@@ -1,0 +1,339 @@
+//! The application: builds every capability from the settings, assembles the router behind the
+//! one middleware stack, binds its listeners and runs until asked to stop.
+//!
+//! This is the only module that knows every capability.
+//!
+//! # The middleware stack, outermost first
+//! 1. request id + request span ([`telemetry::request_id_layer`]): the id is current for
+//!    everything below and echoed on the response;
+//! 2. metrics ([`telemetry::http_metrics`]) by route template — outside the layers below so that
+//!    shed, timed-out and panicked requests are counted too;
+//! 3. catch panic → 500 in the error shape;
+//! 4. deadline → 504 `request.timeout`;
+//! 5. body limit → 413 (declared length at once, streamed bodies while read);
+//! 6. load shedding → 503 `overloaded` + `Retry-After`;
+//! 7. per-surface authentication, as `route_layer`s inside each capability's router.
+//!
+//! # Runtime layout
+//! See [`crate::runtime`]: `server.io_threads` single-threaded runtimes, each serving the same
+//! router on its own `SO_REUSEPORT` socket. Background tasks run on the runtime that calls
+//! [`Application::run_until_stopped`].
+
+mod edge;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::serve::ListenerExt;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::auth::InboundAuth;
+use crate::config::Settings;
+use crate::ops::{self, OpsState, Readiness, ReadinessCheck};
+use crate::store::Store;
+use crate::telemetry::{self, Metrics};
+use crate::{admin, runtime};
+
+/// A built gateway, bound to its port, not yet serving.
+pub struct Application {
+    settings: Arc<Settings>,
+    listeners: Vec<std::net::TcpListener>,
+    addr: SocketAddr,
+    router: Router,
+    store: Store,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stops a running [`Application`] from elsewhere (signal handler, test).
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle(CancellationToken);
+
+impl ShutdownHandle {
+    /// Begins the graceful shutdown.
+    pub fn shutdown(&self) {
+        self.0.cancel();
+    }
+}
+
+struct StoreCheck(Store);
+
+impl ReadinessCheck for StoreCheck {
+    fn name(&self) -> &'static str {
+        "store"
+    }
+    fn check(&self) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move {
+            self.0.ping().await.map_err(|err| {
+                tracing::warn!(error = %err, "store readiness check failed");
+                "the store does not answer".to_owned()
+            })
+        })
+    }
+}
+
+impl Application {
+    /// Builds every capability and binds the listeners (port 0 picks a free port).
+    ///
+    /// # Errors
+    /// When the store cannot be opened, a capability cannot be built, or the port cannot be bound.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let settings = Arc::new(settings);
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+
+        let store = Store::connect(&settings.store.url, &settings.source.base_dir)
+            .await
+            .context("cannot open the store")?;
+
+        let readiness = Readiness::new(vec![Arc::new(StoreCheck(store.clone()))]);
+
+        let mut api = OpenApiRouter::with_openapi(openapi_base()).merge(ops::router(OpsState {
+            readiness: readiness.clone(),
+            metrics: metrics.clone(),
+        }));
+        let admin_tokens = settings.admin_tokens();
+        if !admin_tokens.is_empty() {
+            api = api.merge(admin::router(
+                admin::AdminState {
+                    store: store.clone(),
+                },
+                InboundAuth::bearer(admin_tokens),
+            ));
+        }
+        let (router, openapi) = api.split_for_parts();
+        let openapi = Arc::new(openapi);
+        let router = router
+            .route(
+                "/openapi.json",
+                axum::routing::get(move || {
+                    let doc = openapi.clone();
+                    async move { axum::Json(doc.as_ref().clone()) }
+                }),
+            )
+            .fallback(edge::not_found)
+            .method_not_allowed_fallback(edge::method_not_allowed);
+        let router = middleware_stack(router, &settings, metrics.clone());
+
+        let listeners = runtime::bind_shared(
+            settings.server.listen_addr(),
+            settings.server.io_thread_count(),
+        )
+        .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
+        let addr = listeners[0].local_addr()?;
+
+        Ok(Self {
+            settings,
+            listeners,
+            addr,
+            router,
+            store,
+            readiness,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A handle that begins the graceful shutdown.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.shutdown.clone())
+    }
+
+    /// Serves until [`ShutdownHandle::shutdown`] is called, then drains: readiness turns 503,
+    /// listeners close, in-flight requests finish, background tasks stop; whatever is still
+    /// running after `server.shutdown_grace_ms` is abandoned.
+    ///
+    /// # Errors
+    /// When a server thread cannot start.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Self {
+            settings,
+            listeners,
+            addr,
+            router,
+            store,
+            readiness,
+            shutdown,
+            tasks,
+        } = self;
+        let hard_stop = CancellationToken::new();
+        // Server runtimes stay alive (idle) until everything else has stopped: database
+        // connections opened on them are driven by their reactors.
+        let release = CancellationToken::new();
+        let mut done = Vec::with_capacity(listeners.len());
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let (tx, rx) = oneshot::channel();
+            let router = router.clone();
+            let graceful = shutdown.clone();
+            let hard_stop = hard_stop.clone();
+            let release = release.clone();
+            std::thread::Builder::new()
+                .name(format!("gateway-io-{index}"))
+                .spawn(move || {
+                    serve_on_thread(index, listener, router, graceful, hard_stop, release, tx);
+                })
+                .context("cannot start a server thread")?;
+            done.push(rx);
+        }
+        tracing::info!(%addr, threads = done.len(), "gateway listening");
+
+        shutdown.cancelled().await;
+        tracing::info!("shutting down: draining in-flight requests");
+        readiness.set_stopping();
+        tasks.close();
+
+        let grace = settings.server.shutdown_grace();
+        let drained = tokio::time::timeout(grace, async {
+            for rx in done {
+                if let Ok(Err(err)) = rx.await {
+                    tracing::error!(error = %err, "server thread failed");
+                }
+            }
+            tasks.wait().await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "shutdown grace period over: abandoning what is still running"
+            );
+        }
+        hard_stop.cancel();
+        store.close().await;
+        release.cancel();
+        tracing::info!("gateway stopped");
+        Ok(())
+    }
+}
+
+fn serve_on_thread(
+    index: usize,
+    listener: std::net::TcpListener,
+    router: Router,
+    graceful: CancellationToken,
+    hard_stop: CancellationToken,
+    release: CancellationToken,
+    done: oneshot::Sender<std::io::Result<()>>,
+) {
+    runtime::set_worker_index(index);
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            let _ = done.send(Err(err));
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let result = async {
+            let listener = tokio::net::TcpListener::from_std(listener)?.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let server = axum::serve(listener, router.into_make_service())
+                .with_graceful_shutdown(graceful.cancelled_owned());
+            tokio::select! {
+                result = server => result,
+                () = hard_stop.cancelled() => Ok(()),
+            }
+        }
+        .await;
+        let _ = done.send(result);
+        release.cancelled().await;
+    });
+}
+
+/// The one middleware stack (see the module docs for the order and why).
+fn middleware_stack(router: Router, settings: &Settings, metrics: Arc<Metrics>) -> Router {
+    let server = &settings.server;
+    // `Router::layer` wraps in call order: the last layer added is the outermost.
+    router
+        .layer(from_fn_with_state(
+            edge::InFlight::new(server.max_concurrent_requests),
+            edge::load_shed,
+        ))
+        .layer(from_fn_with_state(server.max_body_bytes, edge::body_limit))
+        .layer(from_fn_with_state(server.request_timeout(), edge::deadline))
+        .layer(CatchPanicLayer::custom(edge::panic_response))
+        .layer(from_fn_with_state(metrics, telemetry::http_metrics))
+        .layer(from_fn(telemetry::request_id_layer))
+}
+
+fn openapi_base() -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+    let mut doc = utoipa::openapi::OpenApiBuilder::new()
+        .info(
+            utoipa::openapi::InfoBuilder::new()
+                .title("genesys-gateway")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "Connects Genesys Cloud to an enterprise's systems. Every error answers \
+                     {status, code, message, contextId, details, errors}.",
+                ))
+                .build(),
+        )
+        .build();
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+    );
+    components.add_security_scheme(
+        "basic",
+        SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
+    );
+    doc
+}
+
+/// Waits for SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

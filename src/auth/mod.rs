@@ -1,0 +1,311 @@
+//! Inbound authentication of the gateway's surfaces.
+//!
+//! Each surface has one credential scheme, compiled once from its settings into an
+//! [`InboundAuth`] and applied with [`require`] as a `route_layer` on that surface's router only.
+//! Every comparison of a shared secret is constant-time ([`subtle`]); credentials never reach
+//! logs or error bodies. A missing (or empty) credential is 401 `authentication.required`, a
+//! wrong one 401 `invalid.token`; both carry `WWW-Authenticate` for the scheme (SPEC §5).
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
+
+use crate::config::InboundAuthSettings;
+use crate::error::{ApiError, ErrorCode};
+
+const REALM: &str = "genesys-gateway";
+
+/// A compiled inbound credential check.
+#[derive(Clone)]
+pub enum InboundAuth {
+    /// Anyone may call.
+    None,
+    /// HTTP Basic with one user.
+    Basic {
+        /// Expected user name.
+        username: Arc<str>,
+        /// Expected password.
+        password: SecretString,
+    },
+    /// A shared key in a header.
+    Header {
+        /// Header name.
+        name: HeaderName,
+        /// Expected value.
+        value: SecretString,
+    },
+    /// `Authorization: Bearer <token>` with any of these tokens.
+    Bearer {
+        /// Accepted tokens.
+        tokens: Arc<[SecretString]>,
+    },
+}
+
+impl std::fmt::Debug for InboundAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::None => "InboundAuth::None",
+            Self::Basic { .. } => "InboundAuth::Basic([REDACTED])",
+            Self::Header { .. } => "InboundAuth::Header([REDACTED])",
+            Self::Bearer { .. } => "InboundAuth::Bearer([REDACTED])",
+        })
+    }
+}
+
+impl InboundAuth {
+    /// Compiles the settings of a surface (validated at load: header names are valid).
+    pub fn from_settings(settings: &InboundAuthSettings) -> Self {
+        match settings {
+            InboundAuthSettings::None => Self::None,
+            InboundAuthSettings::Basic { username, password } => Self::Basic {
+                username: Arc::from(username.as_str()),
+                password: password.clone(),
+            },
+            InboundAuthSettings::Header { name, value } => Self::Header {
+                name: HeaderName::from_bytes(name.as_bytes())
+                    .unwrap_or(HeaderName::from_static("x-api-key")),
+                value: value.clone(),
+            },
+        }
+    }
+
+    /// Bearer tokens (empty ones must already be filtered out).
+    pub fn bearer(tokens: Vec<SecretString>) -> Self {
+        Self::Bearer {
+            tokens: tokens.into(),
+        }
+    }
+
+    /// Checks the credentials of a request.
+    ///
+    /// # Errors
+    /// 401 `authentication.required` when none were sent, 401 `invalid.token` when wrong.
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        match self {
+            Self::None => Ok(()),
+            Self::Basic { username, password } => {
+                let Some(value) = non_empty(headers, &header::AUTHORIZATION) else {
+                    return Err(self.missing());
+                };
+                let Some((user, pass)) = parse_basic(value) else {
+                    return Err(self.wrong());
+                };
+                // Both comparisons run whatever the first one gave.
+                let user_ok = ct_eq(user.as_bytes(), username.as_bytes());
+                let pass_ok = ct_eq(pass.as_bytes(), password.expose_secret().as_bytes());
+                if (user_ok & pass_ok).into() {
+                    Ok(())
+                } else {
+                    Err(self.wrong())
+                }
+            }
+            Self::Header { name, value } => {
+                let Some(sent) = non_empty(headers, name) else {
+                    return Err(self.missing());
+                };
+                if ct_eq(sent, value.expose_secret().as_bytes()).into() {
+                    Ok(())
+                } else {
+                    Err(self.wrong())
+                }
+            }
+            Self::Bearer { tokens } => {
+                let Some(value) = non_empty(headers, &header::AUTHORIZATION) else {
+                    return Err(self.missing());
+                };
+                let Some(token) = strip_scheme(value, b"bearer") else {
+                    return Err(self.wrong());
+                };
+                if token.is_empty() {
+                    return Err(self.missing());
+                }
+                let mut ok = subtle::Choice::from(0);
+                for t in tokens.iter() {
+                    ok |= ct_eq(token, t.expose_secret().as_bytes());
+                }
+                if ok.into() { Ok(()) } else { Err(self.wrong()) }
+            }
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge of the scheme.
+    pub fn challenge(&self, error: Option<&str>) -> Option<HeaderValue> {
+        let text = match self {
+            Self::None => return None,
+            Self::Basic { .. } => format!("Basic realm=\"{REALM}\""),
+            Self::Header { name, .. } => {
+                format!("ApiKey realm=\"{REALM}\", header=\"{}\"", name.as_str())
+            }
+            Self::Bearer { .. } => match error {
+                Some(e) => format!("Bearer realm=\"{REALM}\", error=\"{e}\""),
+                None => format!("Bearer realm=\"{REALM}\""),
+            },
+        };
+        HeaderValue::from_str(&text).ok()
+    }
+
+    fn missing(&self) -> ApiError {
+        let err = ApiError::new(
+            ErrorCode::AuthenticationRequired,
+            "Credentials are required.",
+        );
+        match self.challenge(None) {
+            Some(c) => err.with_www_authenticate(c),
+            None => err,
+        }
+    }
+
+    fn wrong(&self) -> ApiError {
+        let err = ApiError::new(ErrorCode::InvalidToken, "The credentials are not valid.");
+        match self.challenge(Some("invalid_token")) {
+            Some(c) => err.with_www_authenticate(c),
+            None => err,
+        }
+    }
+}
+
+/// Middleware enforcing an [`InboundAuth`]; use with `route_layer(from_fn_with_state(auth, require))`.
+pub async fn require(State(auth): State<InboundAuth>, req: Request, next: Next) -> Response {
+    match auth.check(req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(err) => err.into_response(),
+    }
+}
+
+fn ct_eq(a: &[u8], b: &[u8]) -> subtle::Choice {
+    a.ct_eq(b)
+}
+
+/// The header's value when present exactly once and not blank. Several values count as wrong
+/// credentials, not missing ones, so they are returned as-is joined (and then fail).
+fn non_empty<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a [u8]> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return Some(b"\0multiple");
+    }
+    let bytes = first.as_bytes();
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        Some(bytes)
+    }
+}
+
+/// `value` without its case-insensitive auth scheme and the following spaces.
+fn strip_scheme<'a>(value: &'a [u8], scheme: &[u8]) -> Option<&'a [u8]> {
+    if value.len() < scheme.len() || !value[..scheme.len()].eq_ignore_ascii_case(scheme) {
+        return None;
+    }
+    let rest = &value[scheme.len()..];
+    if !rest.is_empty() && rest[0] != b' ' {
+        return None;
+    }
+    let start = rest.iter().position(|b| *b != b' ').unwrap_or(rest.len());
+    Some(&rest[start..])
+}
+
+fn parse_basic(value: &[u8]) -> Option<(String, String)> {
+    let encoded = strip_scheme(value, b"basic")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, pass) = text.split_once(':')?;
+    Some((user.to_owned(), pass.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn basic() {
+        let auth = InboundAuth::from_settings(&InboundAuthSettings::Basic {
+            username: "genesys".into(),
+            password: SecretString::from("s3cret"),
+        });
+        let good = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("genesys:s3cret")
+        );
+        assert!(auth.check(&headers(&[("authorization", &good)])).is_ok());
+        let lower = good.replacen("Basic", "basic", 1);
+        assert!(auth.check(&headers(&[("authorization", &lower)])).is_ok());
+        let bad = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("genesys:nope")
+        );
+        let err = auth
+            .check(&headers(&[("authorization", &bad)]))
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidToken);
+        let err = auth.check(&headers(&[])).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::AuthenticationRequired);
+        let err = auth.check(&headers(&[("authorization", " ")])).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::AuthenticationRequired);
+    }
+
+    #[test]
+    fn bearer() {
+        let auth = InboundAuth::bearer(vec![SecretString::from("token-aaaaaaaaaaaaaaaa")]);
+        assert!(
+            auth.check(&headers(&[(
+                "authorization",
+                "Bearer token-aaaaaaaaaaaaaaaa"
+            )]))
+            .is_ok()
+        );
+        let err = auth
+            .check(&headers(&[("authorization", "Bearer ")]))
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::AuthenticationRequired);
+        let err = auth
+            .check(&headers(&[
+                ("authorization", "Bearer token-aaaaaaaaaaaaaaaa"),
+                ("authorization", "Bearer token-aaaaaaaaaaaaaaaa"),
+            ]))
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidToken);
+        let err = auth
+            .check(&headers(&[("authorization", "Basic abc")]))
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidToken);
+    }
+
+    #[test]
+    fn header_key() {
+        let auth = InboundAuth::from_settings(&InboundAuthSettings::Header {
+            name: "X-Api-Key".into(),
+            value: SecretString::from("k1"),
+        });
+        assert!(auth.check(&headers(&[("x-api-key", "k1")])).is_ok());
+        assert_eq!(
+            auth.check(&headers(&[("x-api-key", "k2")]))
+                .unwrap_err()
+                .code(),
+            ErrorCode::InvalidToken
+        );
+        assert_eq!(
+            auth.challenge(None).unwrap(),
+            "ApiKey realm=\"genesys-gateway\", header=\"x-api-key\""
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! Data actions Genesys Architect flows call (SKELETON: filled in by the data actions issue).

@@ -1,0 +1,613 @@
+//! The one error body of the HTTP surface (SPEC §3) and the JSON extractor that produces it.
+//!
+//! # Error policy
+//! Every error response, whatever produced it (a handler, the router's 404/405, the body limit,
+//! the timeout, a caught panic), is rendered by [`ApiError`] in the Genesys error shape:
+//! `{"status", "code", "message", "contextId", "details": [...], "errors": []}` with
+//! `Content-Type: application/json`, `contextId` being the request id.
+//!
+//! - 4xx messages say what was wrong with the request, precisely enough to fix it, and name the
+//!   offending JSON pointers in `details`.
+//! - 5xx messages never carry internal text: the cause is logged once (with the request id) where
+//!   it is turned into an [`ApiError`], and the client sees a fixed message.
+//! - Capabilities keep their own `thiserror` enums and convert into [`ApiError`] at the edge.
+
+use std::borrow::Cow;
+
+use axum::extract::{FromRequest, Request};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::telemetry::RequestId;
+
+/// JSON nested deeper than this is refused with 400 `bad.request` before it is parsed.
+pub const MAX_JSON_DEPTH: usize = 50;
+
+/// The error codes of SPEC §3, each with its HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// 400: malformed request (unparsable or too deep JSON, bad query).
+    BadRequest,
+    /// 400: the request is well-formed but fails a schema or a rule.
+    InvalidInput,
+    /// 401: no credentials were sent.
+    AuthenticationRequired,
+    /// 401: the credentials sent are wrong.
+    InvalidToken,
+    /// 403.
+    Forbidden,
+    /// 404.
+    NotFound,
+    /// 405.
+    MethodNotAllowed,
+    /// 415.
+    UnsupportedMediaType,
+    /// 413.
+    PayloadTooLarge,
+    /// 409.
+    Conflict,
+    /// 409: same idempotency key, different content.
+    IdempotencyConflict,
+    /// 409: no capacity left.
+    CapacityExceeded,
+    /// 422: the upstream answer fails the output schema.
+    OutputInvalid,
+    /// 502: the upstream answered a non-retryable status.
+    UpstreamError,
+    /// 503: the upstream stayed unavailable.
+    UpstreamUnavailable,
+    /// 503: the upstream's circuit breaker is open.
+    CircuitOpen,
+    /// 504: a deadline passed.
+    RequestTimeout,
+    /// 429.
+    TooManyRequests,
+    /// 503: the gateway sheds load.
+    Overloaded,
+    /// 500.
+    InternalServerError,
+}
+
+impl ErrorCode {
+    /// The `code` string of the body.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad.request",
+            Self::InvalidInput => "invalid.input",
+            Self::AuthenticationRequired => "authentication.required",
+            Self::InvalidToken => "invalid.token",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not.found",
+            Self::MethodNotAllowed => "method.not.allowed",
+            Self::UnsupportedMediaType => "unsupported.media.type",
+            Self::PayloadTooLarge => "payload.too.large",
+            Self::Conflict => "conflict",
+            Self::IdempotencyConflict => "idempotency.conflict",
+            Self::CapacityExceeded => "capacity.exceeded",
+            Self::OutputInvalid => "output.invalid",
+            Self::UpstreamError => "upstream.error",
+            Self::UpstreamUnavailable => "upstream.unavailable",
+            Self::CircuitOpen => "circuit.open",
+            Self::RequestTimeout => "request.timeout",
+            Self::TooManyRequests => "too.many.requests",
+            Self::Overloaded => "overloaded",
+            Self::InternalServerError => "internal.server.error",
+        }
+    }
+
+    /// The HTTP status that goes with the code.
+    pub const fn status(self) -> StatusCode {
+        match self {
+            Self::BadRequest | Self::InvalidInput => StatusCode::BAD_REQUEST,
+            Self::AuthenticationRequired | Self::InvalidToken => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Conflict | Self::IdempotencyConflict | Self::CapacityExceeded => {
+                StatusCode::CONFLICT
+            }
+            Self::OutputInvalid => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::UpstreamError => StatusCode::BAD_GATEWAY,
+            Self::UpstreamUnavailable | Self::CircuitOpen | Self::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Self::InternalServerError => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// One entry of `details`: which field, what rule, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorDetail {
+    /// JSON pointer (or key path) of the offending field.
+    pub field_name: String,
+    /// Machine-readable rule name (`required`, `type`, `maxLength`...).
+    pub error_code: String,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl ErrorDetail {
+    /// A detail about `field_name`.
+    pub fn new(
+        field_name: impl Into<String>,
+        error_code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            field_name: field_name.into(),
+            error_code: error_code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// An error answer of the HTTP surface, rendered in the SPEC §3 shape.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    code: ErrorCode,
+    message: Cow<'static, str>,
+    details: Vec<ErrorDetail>,
+    retry_after_s: Option<u64>,
+    www_authenticate: Option<HeaderValue>,
+}
+
+impl ApiError {
+    /// An error with a code and a message. For 5xx codes the message must be fixed text.
+    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            details: Vec::new(),
+            retry_after_s: None,
+            www_authenticate: None,
+        }
+    }
+
+    /// 400 `bad.request`.
+    pub fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+
+    /// 400 `invalid.input` with the violations.
+    pub fn invalid_input(message: impl Into<Cow<'static, str>>, details: Vec<ErrorDetail>) -> Self {
+        Self::new(ErrorCode::InvalidInput, message).with_details(details)
+    }
+
+    /// 404 `not.found`.
+    pub fn not_found(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+
+    /// 409 `conflict`.
+    pub fn conflict(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::Conflict, message)
+    }
+
+    /// 500 with a fixed message. Log the cause before calling this.
+    pub fn internal() -> Self {
+        Self::new(
+            ErrorCode::InternalServerError,
+            "The gateway failed to process the request.",
+        )
+    }
+
+    /// 503 `overloaded` with a `Retry-After`.
+    pub fn overloaded(retry_after_s: u64) -> Self {
+        Self::new(
+            ErrorCode::Overloaded,
+            "The gateway is overloaded; retry later.",
+        )
+        .with_retry_after(retry_after_s)
+    }
+
+    /// Adds `details` entries.
+    #[must_use]
+    pub fn with_details(mut self, details: Vec<ErrorDetail>) -> Self {
+        self.details = details;
+        self
+    }
+
+    /// Adds a `Retry-After` header (whole seconds).
+    #[must_use]
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_s = Some(seconds);
+        self
+    }
+
+    /// Adds a `WWW-Authenticate` header (401 answers).
+    #[must_use]
+    pub fn with_www_authenticate(mut self, challenge: HeaderValue) -> Self {
+        self.www_authenticate = Some(challenge);
+        self
+    }
+
+    /// The code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The details.
+    pub fn details(&self) -> &[ErrorDetail] {
+        &self.details
+    }
+
+    /// The `Retry-After` seconds, if any.
+    pub fn retry_after_s(&self) -> Option<u64> {
+        self.retry_after_s
+    }
+
+    /// The body as JSON bytes, with the current request id as `contextId`.
+    pub fn body(&self) -> Bytes {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Body<'a> {
+            status: u16,
+            code: &'static str,
+            message: &'a str,
+            context_id: &'a str,
+            details: &'a [ErrorDetail],
+            errors: [(); 0],
+        }
+        let request_id = RequestId::current();
+        let body = Body {
+            status: self.status().as_u16(),
+            code: self.code.as_str(),
+            message: &self.message,
+            context_id: request_id.as_deref().unwrap_or(""),
+            details: &self.details,
+            errors: [],
+        };
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status(),
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            self.body(),
+        )
+            .into_response();
+        let headers = response.headers_mut();
+        if let Some(seconds) = self.retry_after_s {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(challenge) = self.www_authenticate {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        response
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status().as_u16(),
+            self.code.as_str(),
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// A JSON request body, checked the gateway's way: `application/json` (415 otherwise), at most
+/// `max_body_bytes` (413, enforced while reading), at most [`MAX_JSON_DEPTH`] levels (400
+/// `bad.request`), parsable (400 `bad.request`), and of the shape `T` (400 `invalid.input` with
+/// the pointer of the offending field).
+#[derive(Debug, Clone)]
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let JsonBytes(bytes) = JsonBytes::from_request(req, state).await?;
+        parse_json(&bytes).map(Json)
+    }
+}
+
+/// The raw bytes of a JSON body that passed the content-type, size and depth checks but is not
+/// parsed yet (for handlers that parse in a particular way).
+#[derive(Debug, Clone)]
+pub struct JsonBytes(pub Bytes);
+
+impl<S> FromRequest<S> for JsonBytes
+where
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json_content_type(req.headers()) {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "Content-Type must be application/json.",
+            ));
+        }
+        let bytes = read_body(req.into_body()).await?;
+        if json_too_deep(&bytes, MAX_JSON_DEPTH) {
+            return Err(ApiError::bad_request(format!(
+                "JSON is nested deeper than {MAX_JSON_DEPTH} levels."
+            )));
+        }
+        Ok(JsonBytes(bytes))
+    }
+}
+
+/// Reads a whole request body, turning the body limit into 413 `payload.too.large`.
+///
+/// # Errors
+/// 413 when the body exceeds the configured limit, 400 when the client broke the stream.
+pub async fn read_body(body: axum::body::Body) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    match body.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) => {
+            if is_length_limit(&err) {
+                Err(payload_too_large())
+            } else {
+                Err(ApiError::bad_request("The request body could not be read."))
+            }
+        }
+    }
+}
+
+/// 413 `payload.too.large`.
+pub fn payload_too_large() -> ApiError {
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        "The request body is larger than the gateway accepts.",
+    )
+}
+
+fn is_length_limit(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// Parses checked JSON bytes into `T`: syntax errors are 400 `bad.request`, shape errors 400
+/// `invalid.input` naming the pointer.
+///
+/// # Errors
+/// As described.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Ok(value) => match de.end() {
+            Ok(()) => Ok(value),
+            Err(_) => Err(ApiError::bad_request("The request body is not valid JSON.")),
+        },
+        Err(err) => {
+            let inner = err.inner();
+            if inner.is_data() {
+                let pointer = pointer_of(err.path());
+                let message = inner.to_string();
+                let message = message
+                    .split(" at line ")
+                    .next()
+                    .unwrap_or(&message)
+                    .to_owned();
+                let (pointer, code) = match missing_field(&message) {
+                    Some(field) => (format!("{pointer}/{}", escape_pointer(field)), "required"),
+                    None => (pointer, "type"),
+                };
+                Err(ApiError::invalid_input(
+                    "The request body does not have the expected shape.",
+                    vec![ErrorDetail::new(pointer, code, message)],
+                ))
+            } else {
+                Err(ApiError::bad_request("The request body is not valid JSON."))
+            }
+        }
+    }
+}
+
+fn missing_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+}
+
+fn pointer_of(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => {
+                out.push('/');
+                out.push_str(&index.to_string());
+            }
+            Segment::Map { key } => {
+                out.push('/');
+                out.push_str(&escape_pointer(key));
+            }
+            Segment::Enum { .. } | Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+/// Escapes one JSON pointer reference token (RFC 6901: `~` → `~0`, `/` → `~1`).
+pub fn escape_pointer(token: &str) -> Cow<'_, str> {
+    if token.contains(['~', '/']) {
+        Cow::Owned(token.replace('~', "~0").replace('/', "~1"))
+    } else {
+        Cow::Borrowed(token)
+    }
+}
+
+/// Whether the request declares a JSON body (`application/json` or `application/*+json`).
+pub fn is_json_content_type(headers: &http::HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return false;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let mime = value.split(';').next().unwrap_or("").trim();
+    mime.eq_ignore_ascii_case("application/json")
+        || (mime.len() > 17
+            && mime[..12].eq_ignore_ascii_case("application/")
+            && mime[mime.len() - 5..].eq_ignore_ascii_case("+json"))
+}
+
+/// Whether `bytes` nests arrays/objects deeper than `max` (strings are skipped correctly).
+/// Linear and allocation-free; run before parsing so deep input never reaches the parser.
+pub fn json_too_deep(bytes: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in bytes {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_counts_only_structure() {
+        assert!(!json_too_deep(br#"{"a":[1,2,{"b":"[[[[[[["}]}"#, 3));
+        assert!(json_too_deep(b"[[[[1]]]]", 3));
+        assert!(!json_too_deep(b"[[[1]]]", 3));
+        assert!(!json_too_deep(br#""\"[[[[""#, 1));
+        let deep = "[".repeat(51) + &"]".repeat(51);
+        assert!(json_too_deep(deep.as_bytes(), MAX_JSON_DEPTH));
+        let ok = "[".repeat(50) + &"]".repeat(50);
+        assert!(!json_too_deep(ok.as_bytes(), MAX_JSON_DEPTH));
+    }
+
+    #[test]
+    fn json_content_types() {
+        let mut h = http::HeaderMap::new();
+        assert!(!is_json_content_type(&h));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        assert!(is_json_content_type(&h));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/vnd.x+json"),
+        );
+        assert!(is_json_content_type(&h));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert!(!is_json_content_type(&h));
+    }
+
+    #[test]
+    fn shape_errors_name_the_pointer() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct In {
+            items: Vec<Item>,
+        }
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Item {
+            id: u32,
+        }
+        let err = parse_json::<In>(br#"{"items":[{"id":1},{}]}"#).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidInput);
+        assert_eq!(err.details()[0].field_name, "/items/1/id");
+        assert_eq!(err.details()[0].error_code, "required");
+        let err = parse_json::<In>(b"{nope").unwrap_err();
+        assert_eq!(err.code(), ErrorCode::BadRequest);
+    }
+}
+
+/// Query-string extractor whose rejection is 400 `bad.request` in the error shape.
+#[derive(Debug, Clone)]
+pub struct Query<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded_parse(query));
+        serde_path_to_error::deserialize(de)
+            .map(Query)
+            .map_err(|err| {
+                let field = err.path().to_string();
+                ApiError::bad_request(format!(
+                    "Invalid query parameter{}: {}",
+                    if field.is_empty() || field == "." {
+                        String::new()
+                    } else {
+                        format!(" `{field}`")
+                    },
+                    err.inner()
+                ))
+            })
+    }
+}
+
+fn form_urlencoded_parse(query: &str) -> form_urlencoded::Parse<'_> {
+    form_urlencoded::parse(query.as_bytes())
+}

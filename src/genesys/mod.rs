@@ -1,0 +1,1 @@
+//! Typed Genesys Cloud client (SKELETON: filled in by the Genesys client issue).

@@ -1,0 +1,1 @@
+//! The Genesys Cloud simulator (SKELETON: filled in by the simulator issue).

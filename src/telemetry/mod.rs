@@ -1,0 +1,55 @@
+//! Logs, request correlation and Prometheus metrics.
+//!
+//! - [`init`] installs the process-wide `tracing` subscriber: JSON or text per
+//!   `[telemetry] log_format`, filtered by `RUST_LOG` (default `info`).
+//! - [`RequestId`] is the correlation id of the request being served (SPEC §3): it is on the
+//!   request's span (so on every log line), on the response, in error bodies as `contextId`, in
+//!   audit records and on outbound calls as `ININ-Correlation-Id`.
+//! - [`Metrics`] owns the registry and every metric family of SPEC §7.
+//!
+//! Nothing here ever records a secret, a token or a payload: spans carry ids, routes and
+//! statuses only, and metric labels only bounded values (route templates, names, outcomes).
+
+mod metrics;
+mod request;
+
+pub use metrics::{Metrics, RouteLabel, http_metrics};
+pub use request::{RequestId, request_id_layer};
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+use crate::config::LogFormat;
+
+/// Installs the global subscriber writing to stdout.
+///
+/// # Errors
+/// When a global subscriber is already installed.
+pub fn init(format: LogFormat) -> anyhow::Result<()> {
+    init_with_writer(format, std::io::stdout)
+}
+
+/// Installs the global subscriber writing to `writer` (tests capture logs this way).
+///
+/// # Errors
+/// When a global subscriber is already installed.
+pub fn init_with_writer<W>(format: LogFormat, writer: W) -> anyhow::Result<()>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_target(true);
+    let result = match format {
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .flatten_event(true)
+            .try_init(),
+        LogFormat::Text => builder.with_ansi(false).try_init(),
+    };
+    result.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
+}

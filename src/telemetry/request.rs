@@ -1,0 +1,116 @@
+//! The request id: chosen at the edge, carried in a task-local for the request's whole life.
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use http::HeaderValue;
+use tracing::Instrument;
+
+/// Response/request header carrying the request id.
+pub const X_REQUEST_ID: &str = "x-request-id";
+/// Genesys' correlation header (accepted inbound, sent on every outbound call).
+pub const ININ_CORRELATION_ID: &str = "inin-correlation-id";
+
+/// Longest accepted inbound id; longer (or non-printable) ids are replaced by a new UUID.
+const MAX_ID_LEN: usize = 128;
+
+tokio::task_local! {
+    static CURRENT: RequestId;
+}
+
+/// The correlation id of one request.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RequestId(Arc<str>);
+
+impl RequestId {
+    /// A new random id (UUID v4).
+    pub fn generate() -> Self {
+        Self(Arc::from(uuid::Uuid::new_v4().to_string()))
+    }
+
+    /// The id the client sent (`X-Request-Id`, else `ININ-Correlation-Id`) when it is a sane
+    /// token, else a new one.
+    pub fn from_headers(headers: &http::HeaderMap) -> Self {
+        [X_REQUEST_ID, ININ_CORRELATION_ID]
+            .iter()
+            .filter_map(|name| headers.get(*name))
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .find(|v| {
+                !v.is_empty() && v.len() <= MAX_ID_LEN && v.bytes().all(|b| b.is_ascii_graphic())
+            })
+            .map_or_else(Self::generate, |v| Self(Arc::from(v)))
+    }
+
+    /// The id of the request the current task is serving, if any.
+    pub fn current() -> Option<Self> {
+        CURRENT.try_with(Clone::clone).ok()
+    }
+
+    /// Runs `fut` with this id as the current request id.
+    pub async fn scope<F: Future>(self, fut: F) -> F::Output {
+        CURRENT.scope(self, fut).await
+    }
+
+    /// The id as a header value.
+    pub fn header_value(&self) -> HeaderValue {
+        HeaderValue::from_str(&self.0).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    }
+}
+
+impl Deref for RequestId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RequestId({})", self.0)
+    }
+}
+
+/// Outermost middleware: picks the request id, opens the request span, makes the id current for
+/// everything inside, and echoes it on the response.
+pub async fn request_id_layer(mut req: Request, next: Next) -> Response {
+    let id = RequestId::from_headers(req.headers());
+    req.extensions_mut().insert(id.clone());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+    );
+    let header = id.header_value();
+    let mut response = id.scope(next.run(req)).instrument(span).await;
+    response.headers_mut().insert(X_REQUEST_ID, header);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_inbound_ids_in_order() {
+        let mut h = http::HeaderMap::new();
+        h.insert(ININ_CORRELATION_ID, HeaderValue::from_static("inin-1"));
+        assert_eq!(&*RequestId::from_headers(&h), "inin-1");
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("req-1"));
+        assert_eq!(&*RequestId::from_headers(&h), "req-1");
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("has space"));
+        assert_eq!(&*RequestId::from_headers(&h), "inin-1");
+        let generated = RequestId::from_headers(&http::HeaderMap::new());
+        assert!(uuid::Uuid::parse_str(&generated).is_ok());
+    }
+}

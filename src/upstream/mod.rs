@@ -1,0 +1,1 @@
+//! Outbound HTTP to upstreams (SKELETON: filled in by the upstream issue).
