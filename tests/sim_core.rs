@@ -302,6 +302,30 @@ async fn the_request_log_lists_requests_oldest_first_with_auth_redacted() {
     assert!(all[1]["at"].as_str().unwrap().ends_with('Z'));
     assert_eq!(all[2]["body"]["callbackNumbers"][0], "+14155550100");
 
+    // Secret-looking body fields are redacted, in forms and JSON alike.
+    t.http
+        .post(t.url("/oauth/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", SIM_CLIENT_ID),
+            ("client_secret", SIM_CLIENT_SECRET),
+        ])
+        .send()
+        .await
+        .unwrap();
+    t.post(&token, "/api/v2/integrations/credentials", &json!({"name": "c", "type": "basicAuth", "credentialFields": {"userName": "u", "password": "p"}}))
+        .await;
+    let tokens = t.requests("/oauth/token").await;
+    assert_eq!(
+        tokens[1]["body"],
+        "grant_type=client_credentials&client_id=sim-client&client_secret=%5BREDACTED%5D"
+    );
+    let credentials = t.requests("/api/v2/integrations/credentials").await;
+    assert_eq!(
+        credentials[0]["body"]["credentialFields"],
+        json!({"userName": "u", "password": "[REDACTED]"})
+    );
+
     let users = t.requests("/api/v2/users*").await;
     assert_eq!(users.len(), 2);
     assert_eq!(

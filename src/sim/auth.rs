@@ -21,6 +21,9 @@ use tokio::time::Instant;
 use super::error::{GenesysError, OAuthError};
 use super::state::{Sim, Token, lock};
 
+/// How long an expired token is still recognised as expired.
+const FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// The client the current API request authenticated as.
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
@@ -93,13 +96,24 @@ pub(crate) async fn token(
     let mut raw = [0u8; 64];
     rand::rng().fill_bytes(&mut raw);
     let access_token = URL_SAFE_NO_PAD.encode(raw);
-    lock(&sim.tokens).insert(
-        access_token.clone(),
-        Token {
-            client_id,
-            expires_at: Instant::now() + sim.token_lifetime,
-        },
-    );
+    let now = Instant::now();
+    {
+        // Tokens expired for more than an hour are forgotten (they then answer
+        // `bad.credentials`, as Genesys does for tokens it no longer knows).
+        let mut tokens = lock(&sim.tokens);
+        let before = tokens.len();
+        tokens.retain(|_, t| t.expires_at + FORGET_AFTER > now);
+        if tokens.len() != before {
+            lock(&sim.rate).retain(|token, _| tokens.contains_key(token));
+        }
+        tokens.insert(
+            access_token.clone(),
+            Token {
+                client_id,
+                expires_at: now + sim.token_lifetime,
+            },
+        );
+    }
     let mut response = axum::Json(json!({
         "access_token": access_token,
         "token_type": "bearer",

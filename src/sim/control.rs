@@ -32,6 +32,8 @@ pub(crate) const CORRELATION_HEADER: &str = "inin-correlation-id";
 
 /// Largest request body the simulator reads.
 const MAX_BODY: usize = 16 * 1024 * 1024;
+/// Requests the log keeps; older ones are dropped (a sandbox may run for days).
+pub(crate) const MAX_RECORDED: usize = 10_000;
 
 /// One armed fault.
 #[derive(Debug, Clone)]
@@ -132,14 +134,21 @@ pub(crate) async fn record_and_fault(
         }
     };
     let method = parts.method.as_str().to_owned();
-    lock(&sim.requests).push(RecordedRequest {
+    let entry = RecordedRequest {
         method: method.clone(),
         path: path.clone(),
         query: parts.uri.query().unwrap_or_default().to_owned(),
         headers: recorded_headers(&parts.headers),
         body: recorded_body(&bytes),
         at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-    });
+    };
+    {
+        let mut log = lock(&sim.requests);
+        if log.len() >= MAX_RECORDED {
+            log.pop_front();
+        }
+        log.push_back(entry);
+    }
     let fault = {
         let mut faults = lock(&sim.faults);
         let found = faults
@@ -208,12 +217,56 @@ fn recorded_headers(headers: &http::HeaderMap) -> Map<String, Value> {
     out
 }
 
+/// Whether a body field holds a secret (`client_secret`, `password`, ...).
+fn secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key.contains("secret") || key.contains("password")
+}
+
+fn redact(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                if secret_key(key) && !v.is_null() {
+                    *v = Value::String(REDACTED.to_owned());
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+const REDACTED: &str = "[REDACTED]";
+
+/// The body as JSON when it is JSON, else as text; secret-looking fields (JSON keys or form
+/// fields containing `secret` or `password`) are redacted.
 fn recorded_body(bytes: &[u8]) -> Value {
     if bytes.is_empty() {
         return Value::Null;
     }
-    serde_json::from_slice(bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+    if let Ok(mut value) = serde_json::from_slice::<Value>(bytes) {
+        redact(&mut value);
+        return value;
+    }
+    let text = String::from_utf8_lossy(bytes);
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(text.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if pairs.iter().any(|(k, _)| secret_key(k)) {
+        let redacted = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs.iter().map(|(k, v)| {
+                (
+                    k.as_str(),
+                    if secret_key(k) { REDACTED } else { v.as_str() },
+                )
+            }))
+            .finish();
+        return Value::String(redacted);
+    }
+    Value::String(text.into_owned())
 }
 
 #[derive(Debug, Deserialize)]

@@ -172,7 +172,7 @@ pub(crate) async fn create_channel(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
 ) -> Json<Value> {
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = format!("streaming-0-{}", uuid::Uuid::new_v4().simple());
     let channel = Channel {
         connect_uri: format!("{}/channels/{id}", ws_base(&sim, &headers)),
         id,

@@ -57,7 +57,7 @@ pub(crate) struct Sim {
     pub tokens: Mutex<HashMap<String, Token>>,
     pub rate: Mutex<HashMap<String, VecDeque<Instant>>>,
     pub faults: Mutex<Vec<Fault>>,
-    pub requests: Mutex<Vec<RecordedRequest>>,
+    pub requests: Mutex<VecDeque<RecordedRequest>>,
     pub data: Mutex<Data>,
     pub hub: Hub,
 }
