@@ -340,10 +340,12 @@ async fn remote_failures_are_reported_as_action_remote_endpoint() {
                 .starts_with("REST call for action execute failed")
         );
         if name == "missing" {
+            let cause = body["errors"][0]["message"].as_str().unwrap();
             assert!(
-                body["message"].as_str().unwrap().contains("no such thing"),
+                cause.contains(r#"Response from web service: {"error":"no such thing"}"#),
                 "{body}"
             );
+            assert_eq!(body["errors"][0]["code"], "NOT_FOUND");
         }
 
         let result: Value = t

@@ -102,6 +102,17 @@ async fn a_callback_change_reaches_every_channel_subscribed_to_its_queue() {
     assert_eq!(participant["queueId"], SUPPORT);
     assert_eq!(participant["callbacks"][0]["state"], "scheduled");
     assert_eq!(participant["callbacks"][0]["callbackUserName"], "Jane Doe");
+    let callback: Value = t
+        .get(
+            &token,
+            &format!("/api/v2/conversations/callbacks/{conversation_id}"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(customer(&callback)["state"], "scheduled");
+    assert_eq!(customer(&callback)["queue"]["id"], SUPPORT);
 
     // The control API moves the state and emits the event.
     let response = t

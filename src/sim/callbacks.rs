@@ -1,6 +1,7 @@
 //! Callbacks and their conversations: `POST /api/v2/conversations/callbacks`
 //! (`CreateCallbackCommand` → `CreateCallbackResponse`), `POST
-//! /api/v2/conversations/callbacks/bulk/disconnect`, `GET /api/v2/conversations/{id}`, and the
+//! /api/v2/conversations/callbacks/bulk/disconnect`, `GET /api/v2/conversations/{id}`,
+//! `GET /api/v2/conversations/callbacks/{id}`, and the
 //! control `POST /__sim/callbacks/{conversationId}/state`.
 //!
 //! A callback conversation has a `customer` participant (whose callback communication carries
@@ -319,6 +320,26 @@ impl CallbackConversation {
     }
 }
 
+impl CallbackConversation {
+    /// Genesys' `CallbackConversation` (`GET /api/v2/conversations/callbacks/{id}`): the
+    /// participants as `CallbackMediaParticipant`s.
+    pub fn to_callback_conversation(&self) -> Value {
+        let mut body = self.to_event();
+        if let Some(participants) = body["participants"].as_array_mut() {
+            for p in participants.iter_mut().filter_map(Value::as_object_mut) {
+                p.remove("callbacks");
+                p.remove("initialState");
+                p.insert(
+                    "queue".into(),
+                    json!({ "id": self.queue_id, "name": self.queue_name, "selfUri": format!("/api/v2/routing/queues/{}", self.queue_id) }),
+                );
+            }
+        }
+        body["selfUri"] = json!(format!("/api/v2/conversations/callbacks/{}", self.id));
+        body
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RoutingData {
@@ -493,6 +514,18 @@ pub(crate) async fn get_conversation(
         .conversations
         .get(&id)
         .map(|c| Json(c.to_conversation()))
+        .ok_or_else(|| GenesysError::not_found(format!("Conversation {id} not found")))
+}
+
+/// `GET /api/v2/conversations/callbacks/{conversationId}`.
+pub(crate) async fn get_callback_conversation(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, GenesysError> {
+    sim.data()
+        .conversations
+        .get(&id)
+        .map(|c| Json(c.to_callback_conversation()))
         .ok_or_else(|| GenesysError::not_found(format!("Conversation {id} not found")))
 }
 

@@ -5,8 +5,9 @@
 //! `successTemplate` (`${rawResult}` = the raw answer, `${name}` = a translated value,
 //! JSON-encoded).
 //!
-//! `POST .../execute` answers the output, or an `ErrorBody` whose `details[0].errorCode` says
-//! where it failed (`ACTION.REMOTE_ENDPOINT`: the remote answered non-2xx — its status is kept —,
+//! `POST .../execute` answers the output, or an `ErrorBody` (a generic `message` for the status,
+//! the cause in `errors[0].message` = `REST call for action execute failed. Message: ...`) whose
+//! `details[0].errorCode` says where it failed (`ACTION.REMOTE_ENDPOINT`: the remote answered non-2xx — its status is kept —,
 //! was unreachable (500), timed out (504) or answered something else than JSON (400);
 //! `ACTION.PROCESSING`: a template or the translation map failed). `POST .../test` always answers
 //! 200 with a `TestExecutionResult` listing each step.
@@ -195,8 +196,8 @@ fn failure(status: StatusCode, detail_code: &str, inner_code: &str, message: &st
         "REST call for action execute failed. Message: {message} [{}]",
         context_id()
     );
-    let base = GenesysError::for_status(status);
-    let mut err = GenesysError::new(status, &base.code, full.clone()).with_detail_code(detail_code);
+    // As Genesys does: a generic message for the status on top, the cause in `errors[0]`.
+    let mut err = GenesysError::for_status(status).with_detail_code(detail_code);
     err.errors.push(json!({
         "message": full,
         "code": inner_code,

@@ -179,6 +179,10 @@ fn router(sim: Arc<Sim>) -> Router {
             post(callbacks::bulk_disconnect),
         )
         .route(
+            "/api/v2/conversations/callbacks/{conversationId}",
+            get(callbacks::get_callback_conversation),
+        )
+        .route(
             "/api/v2/conversations/{conversationId}",
             get(callbacks::get_conversation),
         )

@@ -174,6 +174,10 @@ class Suite:
             expect(customer["queue"]["id"] == SUPPORT, customer)
             expect(customer["callbackNumbers"] == ["+14155550199"], customer)
 
+            callback = conversations.get_conversations_callback(conversation_id)
+            media = next(p for p in callback.participants if p.purpose == "customer")
+            expect(media.state == "scheduled" and media.queue.id == SUPPORT, media)
+
             conversation = conversations.get_conversation(conversation_id)
             participant = next(p for p in conversation.participants if p.purpose == "customer")
             expect(participant.queue_id == SUPPORT, participant)
