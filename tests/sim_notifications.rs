@@ -341,24 +341,29 @@ async fn heartbeats_come_every_interval_and_stop_while_paused() {
         .control(
             Method::POST,
             "/__sim/notifications/pause",
-            Some(json!({"seconds": 1})),
+            Some(json!({"seconds": 2})),
         )
         .await;
     assert_eq!(response.status(), 204);
     let paused_at = std::time::Instant::now();
-    // A heartbeat already on its way may still arrive; none is sent after the pause.
-    while next_text(&mut ws, Duration::from_millis(150))
+    // A heartbeat already on its way may still arrive (one or two at most); none is sent
+    // after the pause took effect.
+    let mut late = 0;
+    while next_text(&mut ws, Duration::from_millis(300))
         .await
         .is_some()
-    {}
+    {
+        late += 1;
+        assert!(late <= 2, "heartbeats go on while paused");
+    }
     assert!(
-        next_text(&mut ws, Duration::from_millis(400))
+        next_text(&mut ws, Duration::from_millis(1000))
             .await
             .is_none()
     );
     let resumed = next_text(&mut ws, WAIT).await.expect("heartbeats resume");
     assert_eq!(resumed["eventBody"]["message"], "WebSocket Heartbeat");
-    assert!(paused_at.elapsed() >= Duration::from_millis(900));
+    assert!(paused_at.elapsed() >= Duration::from_millis(1900));
 }
 
 #[tokio::test]
@@ -405,12 +410,12 @@ async fn socket_closing_is_announced_then_the_socket_closes_after_the_delay() {
     assert_eq!(handshakes.len(), 1);
     assert_eq!(handshakes[0]["method"], "GET");
 
+    let started = std::time::Instant::now();
     let response = t
         .control(Method::POST, "/__sim/notifications/socket-closing", None)
         .await;
     assert_eq!(response.status(), 202);
     assert_eq!(response.json::<Value>().await.unwrap()["sockets"], 1);
-    let started = std::time::Instant::now();
     let closing = next_event(&mut ws, WAIT).await;
     assert_eq!(closing["topicName"], "v2.system.socket_closing");
     let frame = tokio::time::timeout(WAIT, async {
@@ -426,7 +431,7 @@ async fn socket_closing_is_announced_then_the_socket_closes_after_the_delay() {
     .expect("closed in time");
     assert!(frame.is_some());
     assert!(
-        started.elapsed() >= Duration::from_millis(250),
+        started.elapsed() >= Duration::from_millis(300),
         "{:?}",
         started.elapsed()
     );

@@ -751,8 +751,10 @@ struct PostActionInput {
     secure: Option<bool>,
 }
 
+/// 400 for an action definition Genesys refuses; like Genesys' own create-time validation
+/// errors, `details[0].errorCode` is `ACTION.PROCESSING`.
 fn invalid_action(message: impl Into<String>) -> GenesysError {
-    GenesysError::bad_request(message).with_detail_code("ACTION.VALIDATION")
+    GenesysError::bad_request(message).with_detail_code("ACTION.PROCESSING")
 }
 
 /// Validates an action's `config` and fills Genesys' defaults (`requestTemplate`

@@ -5,26 +5,50 @@
 //! `/__sim` to inject faults, read the requests received and drive callback state.
 //!
 //! It stands alone in the crate: it imports no capability, no `app`, no `upstream`, and renders
-//! Genesys' own error shapes ([`error`]).
+//! Genesys' own error shapes (`{message, code, status, messageParams, contextId, details,
+//! errors}`; OAuth errors as `{error, description, error_description}`).
 //!
 //! # Behaviour worth knowing
-//! - Tokens: opaque, valid `token_lifetime`; unknown → 401 `bad.credentials`, expired → 401
-//!   `credentials.expired`, none → 401 `authentication.required`.
+//! - Tokens: opaque, valid `token_lifetime`; none → 401 `authentication.required`, unknown →
+//!   401 `bad.credentials`, expired → 401 `credentials.expired`.
 //! - Rate limit: per token, a **sliding** 60 s window of `rate_limit_per_min` requests (0 = no
 //!   limit); beyond it 429 `too.many.requests` with `Retry-After` = whole seconds until the
-//!   oldest counted request leaves the window. Responses carry `inin-ratelimit-*` headers.
+//!   oldest counted request leaves the window. Responses carry `inin-ratelimit-count`,
+//!   `inin-ratelimit-allowed` and `inin-ratelimit-reset`.
 //! - Every response carries `inin-correlation-id` (the inbound one, else a new UUID), which is
 //!   also the `contextId` of error bodies.
-//! - Faults and the request log cover every path outside `/__sim` (see [`control`]).
+//! - Callback conversations have a `customer` participant (whose state the control API moves)
+//!   and an `acd` participant mirroring it; each change is published on
+//!   `v2.routing.queues.{queueId}.conversations.callbacks`.
+//! - Data actions (`custom_-_<uuid>` ids) really call their `requestUrlTemplate` (plain
+//!   `http://`), with the integration's Basic credential; `GET` shows an action's `config` only
+//!   with `includeConfig=true` and its schemas only with `expand=contract`; `PATCH` and
+//!   `PUT .../config/current` require the current `version`.
+//!
+//! # Control API (`/__sim`, no auth, JSON)
+//! - `POST /__sim/faults` `{"method", "path" (glob), "status" (0 = drop the connection, absent =
+//!   only delay), "retryAfter", "delayMs", "count" (default 1), "body"}` → 201; `GET` lists the
+//!   armed ones; `DELETE` clears them. Faults apply to every path outside `/__sim`, the login
+//!   and the WebSocket handshake included.
+//! - `GET /__sim/requests?path=<glob>&method=<M>` → `[{method, path, query, headers, body, at}]`
+//!   oldest first (the last 10,000; `authorization` shown as `<scheme> [REDACTED]`,
+//!   secret-looking body fields redacted); `DELETE` clears.
+//! - `POST /__sim/callbacks/{conversationId}/state {"state": "connected"}` → the conversation;
+//!   publishes the event.
+//! - `POST /__sim/notifications/socket-closing` → 202 `{"sockets": n}`; each open socket gets
+//!   `v2.system.socket_closing` and is closed `socket_closing_delay` later.
+//! - `POST /__sim/notifications/pause {"seconds": N}` → 204; no heartbeat for N s (0 resumes).
+//! - `GET /__sim/notifications/sockets` → `[{channelId, connectedAt, remote}]`.
+//! - `POST /__sim/reset` → 204: no conversations, integrations, credentials, actions, faults,
+//!   recorded requests, rate-limit counts or heartbeat pause; issued tokens and notification
+//!   channels (subscriptions, open sockets) are kept.
 //!
 //! # Layout
-//! - [`server`]: accept loop (HTTP/1 + upgrades, connection kill switch);
-//! - [`control`]: correlation id, request log, faults, `/__sim` handlers;
-//! - [`auth`]: `/oauth/token`, bearer check, rate limit;
-//! - [`directory`]: users and queues; [`callbacks`]: callbacks and conversations;
-//! - [`notifications`]: channels, subscriptions, WebSocket;
-//! - [`integrations`]: integration types, integrations, credentials, data actions and their
-//!   execution ([`execution`], templates in [`velocity`]).
+//! `server` (accept loop: HTTP/1 + upgrades, connection kill switch), `control` (correlation
+//! id, request log, faults, `/__sim`), `auth` (login, bearer check, rate limit), `directory`
+//! (users, queues), `callbacks`, `notifications` (channels, subscriptions, WebSocket),
+//! `integrations` (types, integrations, credentials, actions), `execution` (execute/test),
+//! `velocity` (templates), `paging`, `extract`, `error`, `fixtures`, `state`.
 
 mod auth;
 mod callbacks;
