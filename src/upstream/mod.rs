@@ -58,6 +58,8 @@ pub use transport::{
     DEFAULT_MAX_RESPONSE_BYTES, HttpClient, HttpClientOptions, TransportError, UpstreamResponse,
 };
 
+pub(crate) use transport::tls_config;
+
 use auth::OutboundAuth;
 
 use crate::config::{
@@ -617,6 +619,11 @@ impl Upstream {
     /// The per-attempt timeout.
     pub fn attempt_timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// Whether requests carry OAuth2 client-credentials tokens.
+    pub fn uses_oauth(&self) -> bool {
+        matches!(self.auth, OutboundAuth::OAuth(_))
     }
 
     /// Whether the gateway can authenticate to this upstream now: for OAuth2, a token can be
