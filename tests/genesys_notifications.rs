@@ -26,7 +26,8 @@ fn topic() -> String {
 }
 
 struct Env {
-    sim: Simulator,
+    sim: Option<Simulator>,
+    base: String,
     genesys: GenesysClient,
     metrics: Arc<Metrics>,
     http: reqwest::Client,
@@ -39,8 +40,12 @@ impl Env {
     /// A simulator with a 200 ms heartbeat and a 1 s socket-closing delay, and a running
     /// notifications client with a 1 s watchdog.
     async fn start() -> Self {
-        let sim = Simulator::start(
-            "127.0.0.1:0".parse().unwrap(),
+        Self::start_with(|_| {}).await
+    }
+
+    async fn start_sim(addr: std::net::SocketAddr) -> Simulator {
+        Simulator::start(
+            addr,
             SimOptions {
                 heartbeat: Duration::from_millis(200),
                 socket_closing_delay: Duration::from_secs(1),
@@ -48,7 +53,11 @@ impl Env {
             },
         )
         .await
-        .unwrap();
+        .unwrap()
+    }
+
+    async fn start_with(tune: impl FnOnce(&mut NotificationsOptions)) -> Self {
+        let sim = Self::start_sim("127.0.0.1:0".parse().unwrap()).await;
         let mut settings = Settings::default();
         settings.server.io_threads = 1;
         settings.genesys.client_id = Some(SIM_CLIENT_ID.to_owned());
@@ -63,12 +72,14 @@ impl Env {
         let mut options = NotificationsOptions::with_heartbeat_timeout(Duration::from_secs(1));
         options.reconnect_base = Duration::from_millis(50);
         options.reconnect_max = Duration::from_millis(200);
+        tune(&mut options);
         let cancel = CancellationToken::new();
         let (rx, task) =
             NotificationsClient::new(genesys.clone(), vec![topic()], options, &metrics)
                 .spawn(64, cancel.clone());
         Self {
-            sim,
+            base: sim.base_url(),
+            sim: Some(sim),
             genesys,
             metrics,
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
@@ -79,7 +90,7 @@ impl Env {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.sim.base_url())
+        format!("{}{path}", self.base)
     }
 
     async fn control(&self, path: &str, body: Value) {
@@ -152,6 +163,15 @@ impl Env {
             }
             before.push(item);
         }
+    }
+
+    /// Stops the simulator (every socket and channel is gone) and starts a fresh one on the same
+    /// address.
+    async fn restart_sim(&mut self) {
+        let sim = self.sim.take().unwrap();
+        let addr = sim.local_addr();
+        sim.shutdown().await;
+        self.sim = Some(Self::start_sim(addr).await);
     }
 
     fn reconnects(&self, reason: &str) -> u64 {
@@ -292,4 +312,40 @@ async fn stops_when_the_consumer_goes_away() {
         .expect("the task ends when its event cannot be delivered")
         .unwrap();
     assert_eq!(env.metrics.notifications_connected.get(), 0);
+}
+
+#[tokio::test]
+async fn reconnects_on_a_new_channel_after_losing_the_socket() {
+    let mut env = Env::start().await;
+    assert_eq!(
+        env.next().await,
+        NotificationItem::Reconnected { gap: true }
+    );
+    env.restart_sim().await;
+    let (item, _) = env
+        .until(|i| matches!(i, NotificationItem::Reconnected { .. }))
+        .await;
+    assert_eq!(item, NotificationItem::Reconnected { gap: true });
+    assert_eq!(env.reconnects("error"), 1);
+    // The old channel is unknown to the new simulator: a new one was created and subscribed
+    // (with a new token, after the old one was refused).
+    let id = env.create_callback().await;
+    env.until(|i| state_of(i, &id).is_some()).await;
+}
+
+#[tokio::test]
+async fn renews_the_channel_before_it_expires() {
+    // Renewing "24 h before expiry" makes the 24 h channel due for renewal after a second.
+    let mut env = Env::start_with(|o| o.renew_before = Duration::from_secs(24 * 3600)).await;
+    assert_eq!(
+        env.next().await,
+        NotificationItem::Reconnected { gap: true }
+    );
+    let (item, _) = env
+        .until(|i| matches!(i, NotificationItem::Reconnected { .. }))
+        .await;
+    assert_eq!(item, NotificationItem::Reconnected { gap: false });
+    assert!(env.reconnects("expiry") >= 1);
+    let id = env.create_callback().await;
+    env.until(|i| state_of(i, &id).is_some()).await;
 }
