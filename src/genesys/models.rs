@@ -629,3 +629,105 @@ pub struct TestExecutionResult {
     #[serde(default)]
     pub final_result: Option<Value>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn requests_use_the_sdk_wire_names() {
+        let command = CreateCallbackCommand {
+            routing_data: Some(RoutingData {
+                queue_id: "q".to_owned(),
+                ..RoutingData::default()
+            }),
+            callback_user_name: Some("Jane".to_owned()),
+            callback_numbers: vec!["+1".to_owned()],
+            callback_scheduled_time: Some("2030-01-01T00:00:00.000Z".to_owned()),
+            data: [("k".to_owned(), "v".to_owned())].into(),
+            ..CreateCallbackCommand::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&command).unwrap(),
+            json!({"routingData": {"queueId": "q"}, "callbackUserName": "Jane",
+                   "callbackNumbers": ["+1"], "callbackScheduledTime": "2030-01-01T00:00:00.000Z",
+                   "data": {"k": "v"}})
+        );
+        let action = PostActionInput {
+            category: "genesys-gateway".to_owned(),
+            name: "a".to_owned(),
+            integration_id: "i".to_owned(),
+            config: ActionConfig {
+                request: ActionRequestConfig {
+                    request_url_template: "https://gw/v1/actions/a".to_owned(),
+                    request_type: "POST".to_owned(),
+                    headers: BTreeMap::new(),
+                    request_template: Some("${input.rawRequest}".to_owned()),
+                },
+                response: ActionResponseConfig {
+                    success_template: Some("${rawResult}".to_owned()),
+                    ..ActionResponseConfig::default()
+                },
+            },
+            contract: ActionContract {
+                input: ContractInput {
+                    input_schema: json!({"type": "object"}),
+                },
+                output: ContractOutput {
+                    success_schema: json!({"type": "object"}),
+                },
+            },
+            secure: false,
+        };
+        assert_eq!(
+            serde_json::to_value(&action).unwrap(),
+            json!({"category": "genesys-gateway", "name": "a", "integrationId": "i",
+                   "config": {"request": {"requestUrlTemplate": "https://gw/v1/actions/a",
+                                          "requestType": "POST", "headers": {},
+                                          "requestTemplate": "${input.rawRequest}"},
+                              "response": {"translationMap": {}, "translationMapDefaults": {},
+                                           "successTemplate": "${rawResult}"}},
+                   "contract": {"input": {"inputSchema": {"type": "object"}},
+                                "output": {"successSchema": {"type": "object"}}},
+                   "secure": false})
+        );
+        let credential = Credential {
+            name: "gw".to_owned(),
+            kind: CredentialType {
+                name: "basicAuth".to_owned(),
+            },
+            credential_fields: [("userName".to_owned(), "u".to_owned())].into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&credential).unwrap(),
+            json!({"name": "gw", "type": {"name": "basicAuth"}, "credentialFields": {"userName": "u"}})
+        );
+        assert!(!format!("{credential:?}").contains("\"u\""));
+        assert_eq!(
+            serde_json::to_value(BulkCallbackDisconnectRequest {
+                callback_disconnect_identifiers: vec![CallbackDisconnectIdentifier {
+                    conversation_id: "c".to_owned(),
+                    callback_id: "b".to_owned(),
+                }],
+            })
+            .unwrap(),
+            json!({"callbackDisconnectIdentifiers": [{"conversationId": "c", "callbackId": "b"}]})
+        );
+    }
+
+    #[test]
+    fn responses_keep_unknown_fields() {
+        let response: CreateCallbackResponse = serde_json::from_value(json!({
+            "conversation": {"id": "c", "selfUri": "/api/v2/conversations/c"},
+            "callbackIdentifiers": [{"type": "EXTERNAL", "id": "x"}]
+        }))
+        .unwrap();
+        assert_eq!(response.conversation.id, "c");
+        assert_eq!(response.callback_identifiers[0].kind, "EXTERNAL");
+        let user: User =
+            serde_json::from_value(json!({"id": "u", "name": "n", "division": {"id": "d"}}))
+                .unwrap();
+        assert_eq!(user.extra["division"]["id"], "d");
+    }
+}
