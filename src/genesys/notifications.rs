@@ -265,6 +265,9 @@ impl NotificationsClient {
             let mut session = match opened {
                 Ok(session) => session,
                 Err(err) => {
+                    if let OpenError::Socket { channel, .. } = &err {
+                        reuse = Some((**channel).clone());
+                    }
                     failures = failures.saturating_add(1);
                     let wait = self.backoff(failures);
                     tracing::warn!(error = %err, attempt = failures, wait_ms = wait.as_millis() as u64,
@@ -326,7 +329,8 @@ impl NotificationsClient {
     }
 
     /// Opens a socket: on `reuse` when that channel still exists, else on a new, subscribed
-    /// channel.
+    /// channel. A channel that was set up but whose socket failed comes back in the error, to be
+    /// reused by the next attempt (channels are limited per client).
     async fn open(&self, reuse: Option<Channel>) -> Result<Session, OpenError> {
         let channel = match reuse {
             Some(channel) if self.genesys.channel_exists(&channel.id).await? => channel,
@@ -340,25 +344,37 @@ impl NotificationsClient {
                 channel
             }
         };
+        match self.connect(&channel).await {
+            Ok(socket) => {
+                let renew_at = Instant::now() + self.time_to_renew(&channel);
+                Ok(Session {
+                    channel,
+                    socket,
+                    renew_at,
+                })
+            }
+            Err(reason) => Err(OpenError::Socket {
+                reason,
+                channel: Box::new(channel),
+            }),
+        }
+    }
+
+    async fn connect(&self, channel: &Channel) -> Result<Socket, String> {
         let request = channel
             .connect_uri
             .as_str()
             .into_client_request()
-            .map_err(|e| OpenError::Socket(e.to_string()))?;
+            .map_err(|e| e.to_string())?;
         let connector = tokio_tungstenite::Connector::Rustls(crate::upstream::tls_config());
         let (socket, _) = tokio::time::timeout(
             self.options.connect_timeout,
             tokio_tungstenite::connect_async_tls_with_config(request, None, true, Some(connector)),
         )
         .await
-        .map_err(|_| OpenError::Socket("handshake timed out".to_owned()))?
-        .map_err(|e| OpenError::Socket(e.to_string()))?;
-        let renew_at = Instant::now() + self.time_to_renew(&channel);
-        Ok(Session {
-            channel,
-            socket,
-            renew_at,
-        })
+        .map_err(|_| "handshake timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+        Ok(socket)
     }
 
     fn time_to_renew(&self, channel: &Channel) -> Duration {
@@ -484,8 +500,12 @@ impl NotificationsClient {
 enum OpenError {
     #[error("channel call failed: {0}")]
     Genesys(#[from] GenesysError),
-    #[error("WebSocket failed: {0}")]
-    Socket(String),
+    #[error("WebSocket failed: {reason}")]
+    Socket {
+        reason: String,
+        /// The channel it was opened on (reusable).
+        channel: Box<Channel>,
+    },
 }
 
 enum SwitchError {
