@@ -23,9 +23,14 @@ pub(crate) fn context_id() -> String {
         .unwrap_or_else(|_| uuid::Uuid::new_v4().to_string())
 }
 
-/// A Platform API error, rendered as Genesys' `ErrorBody`.
+/// A Platform API error, rendered as Genesys' `ErrorBody` (boxed: errors travel in `Result`s
+/// of every handler).
 #[derive(Debug, Clone)]
-pub(crate) struct GenesysError {
+pub(crate) struct GenesysError(Box<ErrorFields>);
+
+/// The fields of a [`GenesysError`].
+#[derive(Debug, Clone)]
+pub(crate) struct ErrorFields {
     pub status: StatusCode,
     pub code: String,
     pub message: String,
@@ -38,7 +43,7 @@ pub(crate) struct GenesysError {
 impl GenesysError {
     /// An error with this status, code and message.
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        Self {
+        Self(Box::new(ErrorFields {
             status,
             code: code.to_owned(),
             message: message.into(),
@@ -46,7 +51,7 @@ impl GenesysError {
             details: Vec::new(),
             errors: Vec::new(),
             retry_after: None,
-        }
+        }))
     }
 
     /// 400 `bad.request`.
@@ -137,6 +142,20 @@ impl GenesysError {
             "details": self.details,
             "errors": self.errors,
         })
+    }
+}
+
+impl std::ops::Deref for GenesysError {
+    type Target = ErrorFields;
+
+    fn deref(&self) -> &ErrorFields {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for GenesysError {
+    fn deref_mut(&mut self) -> &mut ErrorFields {
+        &mut self.0
     }
 }
 

@@ -31,6 +31,7 @@ mod callbacks;
 mod control;
 mod directory;
 mod error;
+mod execution;
 mod extract;
 mod fixtures;
 mod integrations;
@@ -38,6 +39,7 @@ mod notifications;
 mod paging;
 mod server;
 mod state;
+mod velocity;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
