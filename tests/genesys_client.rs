@@ -347,3 +347,248 @@ async fn readiness_needs_a_token() {
         "{err:?}"
     );
 }
+
+/// A remote endpoint for data actions: `POST /echo` answers its body; `POST /fail` answers 500.
+async fn remote() -> (String, Arc<std::sync::Mutex<Vec<http::HeaderMap>>>) {
+    use axum::routing::post;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let app = axum::Router::new()
+        .route(
+            "/echo",
+            post(move |headers: http::HeaderMap, body: String| {
+                let record = record.clone();
+                async move {
+                    record.lock().unwrap().push(headers);
+                    ([("content-type", "application/json")], body)
+                }
+            }),
+        )
+        .route(
+            "/fail",
+            post(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), seen)
+}
+
+fn action_input(
+    integration_id: &str,
+    name: &str,
+    url: &str,
+) -> genesys_gateway::genesys::models::PostActionInput {
+    use genesys_gateway::genesys::models::{
+        ActionConfig, ActionContract, ActionRequestConfig, ActionResponseConfig, ContractInput,
+        ContractOutput, PostActionInput,
+    };
+    PostActionInput {
+        category: "genesys-gateway".to_owned(),
+        name: name.to_owned(),
+        integration_id: integration_id.to_owned(),
+        config: ActionConfig {
+            request: ActionRequestConfig {
+                request_url_template: url.to_owned(),
+                request_type: "POST".to_owned(),
+                headers: [("Content-Type".to_owned(), "application/json".to_owned())].into(),
+                request_template: Some("${input.rawRequest}".to_owned()),
+            },
+            response: ActionResponseConfig {
+                success_template: Some("${rawResult}".to_owned()),
+                ..ActionResponseConfig::default()
+            },
+        },
+        contract: ActionContract {
+            input: ContractInput {
+                input_schema: json!({"type": "object", "properties": {"orderId": {"type": "string"}}}),
+            },
+            output: ContractOutput {
+                success_schema: json!({"type": "object"}),
+            },
+        },
+        secure: false,
+    }
+}
+
+#[tokio::test]
+async fn integrations_credentials_and_data_actions() {
+    use genesys_gateway::genesys::models::{
+        CreateIntegrationRequest, Credential, CredentialRef, CredentialType, EntityRef,
+        IntegrationPatch, UpdateActionInput,
+    };
+    let env = Env::start().await;
+    let (remote_base, seen) = remote().await;
+
+    let types = env
+        .genesys
+        .integration_types(Page::default())
+        .await
+        .unwrap();
+    assert!(types.entities.iter().any(|t| t.id == "custom-rest-actions"));
+
+    let integration = env
+        .genesys
+        .create_integration(&CreateIntegrationRequest {
+            integration_type: EntityRef::id("custom-rest-actions"),
+            name: Some("genesys-gateway".to_owned()),
+            notes: None,
+        })
+        .await
+        .unwrap();
+    let credential = env
+        .genesys
+        .create_credential(&Credential {
+            name: "genesys-gateway".to_owned(),
+            kind: CredentialType {
+                name: "basicAuth".to_owned(),
+            },
+            credential_fields: [
+                ("userName".to_owned(), "genesys".to_owned()),
+                ("password".to_owned(), "pa55".to_owned()),
+            ]
+            .into(),
+        })
+        .await
+        .unwrap();
+    let mut config = env
+        .genesys
+        .integration_config(&integration.id)
+        .await
+        .unwrap();
+    config.credentials.insert(
+        "basicAuth".to_owned(),
+        CredentialRef {
+            id: credential.id.clone(),
+            extra: serde_json::Map::new(),
+        },
+    );
+    let version = config.version;
+    let updated = env
+        .genesys
+        .put_integration_config(&integration.id, &config)
+        .await
+        .unwrap();
+    assert_eq!(updated.version, version + 1);
+    assert_eq!(updated.credentials["basicAuth"].id, credential.id);
+    // A stale version is refused.
+    let err = env
+        .genesys
+        .put_integration_config(&integration.id, &config)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::CONFLICT), "{err:?}");
+
+    let enabled = env
+        .genesys
+        .patch_integration(
+            &integration.id,
+            &IntegrationPatch {
+                intended_state: Some("ENABLED".to_owned()),
+                ..IntegrationPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(enabled.intended_state.as_deref(), Some("ENABLED"));
+    let fetched = env.genesys.get_integration(&integration.id).await.unwrap();
+    assert!(fetched.reported_state.is_some());
+    let listed = env
+        .genesys
+        .list_integrations(Page::default())
+        .await
+        .unwrap();
+    assert!(listed.entities.iter().any(|i| i.id == integration.id));
+
+    let action = env
+        .genesys
+        .create_action(&action_input(
+            &integration.id,
+            "echo",
+            &format!("{remote_base}/echo"),
+        ))
+        .await
+        .unwrap();
+    let full = env.genesys.get_action(&action.id).await.unwrap();
+    assert_eq!(full.name.as_deref(), Some("echo"));
+    assert_eq!(full.config.as_ref().unwrap().request.request_type, "POST");
+    assert_eq!(
+        full.contract.as_ref().unwrap().input.input_schema["properties"]["orderId"]["type"],
+        "string"
+    );
+    let actions = env
+        .genesys
+        .list_actions(Page::default(), Some(&integration.id))
+        .await
+        .unwrap();
+    assert_eq!(actions.entities.len(), 1);
+
+    let input = json!({"orderId": "o-1"});
+    let test = env.genesys.test_action(&action.id, &input).await.unwrap();
+    assert!(test.success, "{test:?}");
+    let output = env
+        .genesys
+        .execute_action(&action.id, &input)
+        .await
+        .unwrap();
+    assert_eq!(output, input);
+    // The remote saw the integration's Basic credential (genesys:pa55).
+    assert_eq!(
+        seen.lock().unwrap().last().unwrap()["authorization"],
+        "Basic Z2VuZXN5czpwYTU1"
+    );
+
+    let renamed = env
+        .genesys
+        .patch_action(
+            &action.id,
+            &UpdateActionInput {
+                category: None,
+                name: Some("echo2".to_owned()),
+                config: None,
+                version: full.version.unwrap(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(renamed.name.as_deref(), Some("echo2"));
+
+    let failing = env
+        .genesys
+        .create_action(&action_input(
+            &integration.id,
+            "fail",
+            &format!("{remote_base}/fail"),
+        ))
+        .await
+        .unwrap();
+    let err = env
+        .genesys
+        .execute_action(&failing.id, &input)
+        .await
+        .unwrap_err();
+    let GenesysError::Api { body, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(
+        body.details[0].error_code.as_deref(),
+        Some("ACTION.REMOTE_ENDPOINT"),
+        "{body:?}"
+    );
+    let test = env.genesys.test_action(&failing.id, &input).await.unwrap();
+    assert!(!test.success);
+    assert!(test.error.is_some(), "{test:?}");
+
+    env.genesys.delete_action(&failing.id).await.unwrap();
+    assert!(
+        env.genesys
+            .get_action(&failing.id)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    env.genesys
+        .delete_integration(&integration.id)
+        .await
+        .unwrap();
+}

@@ -523,8 +523,10 @@ pub struct ActionConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ActionContract {
     /// `{"inputSchema": <schema>}`.
+    #[serde(default)]
     pub input: ContractInput,
     /// `{"successSchema": <schema>}`.
+    #[serde(default)]
     pub output: ContractOutput,
 }
 
@@ -532,7 +534,8 @@ pub struct ActionContract {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ContractInput {
-    /// JSON Schema of the input.
+    /// JSON Schema of the input (null in listings, which only link to it).
+    #[serde(default)]
     pub input_schema: Value,
 }
 
@@ -540,7 +543,8 @@ pub struct ContractInput {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ContractOutput {
-    /// JSON Schema of a successful output.
+    /// JSON Schema of a successful output (null in listings).
+    #[serde(default)]
     pub success_schema: Value,
 }
 
