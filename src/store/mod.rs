@@ -208,9 +208,12 @@ impl Store {
     /// # Errors
     /// [`StoreError::Database`] when it does not.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        with_pool!(self, read |pool| {
-            sqlx::query("SELECT 1").execute(pool).await?;
-        });
+        with_pool!(
+            self,
+            read | pool | {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+        );
         Ok(())
     }
 
