@@ -184,6 +184,7 @@ conformance!(
     writer_makes_records_visible_within_a_second,
     writer_flushes_what_is_queued_on_shutdown,
     writer_drops_and_counts_when_its_queue_is_full,
+    prune_deletes_the_oldest_records_in_bounded_steps,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -251,6 +252,26 @@ async fn wait_for_records(store: &Store, count: usize, deadline: Instant) -> Vec
 
 mod cases {
     use super::*;
+
+    pub async fn prune_deletes_the_oldest_records_in_bounded_steps(db: &TestDb) {
+        let records: Vec<AuditRecord> = (0..10)
+            .map(|i| record(i, "test.prune", &format!("r{i}")))
+            .collect();
+        db.store.append_audit_batch(&records).await.expect("batch");
+        // Older than T0 + 6 ms: r0..r5, at most 4 per call, oldest first.
+        let before = at(T0 + 6);
+        assert_eq!(db.store.prune_audit(before, 4).await.expect("prune"), 4);
+        assert_eq!(
+            subjects(&all_entries(&db.store).await),
+            ["r9", "r8", "r7", "r6", "r5", "r4"]
+        );
+        assert_eq!(db.store.prune_audit(before, 4).await.expect("prune"), 2);
+        assert_eq!(db.store.prune_audit(before, 4).await.expect("prune"), 0);
+        assert_eq!(
+            subjects(&all_entries(&db.store).await),
+            ["r9", "r8", "r7", "r6"]
+        );
+    }
 
     pub async fn connect_and_migrate_twice(db: &TestDb) {
         db.store
@@ -766,6 +787,22 @@ mod cases {
             ["w3", "w2", "w1", "w0"]
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQLite only
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn sqlite_folder_that_cannot_be_created_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("data");
+    std::fs::write(&blocker, b"a file where the folder should be").unwrap();
+    let err = Store::connect(&SecretString::from("sqlite://data/sub/gw.db"), dir.path())
+        .await
+        .expect_err("data is a file");
+    assert!(matches!(err, StoreError::CreateFolder { .. }), "{err:?}");
+    assert!(err.to_string().contains("data"), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -43,6 +43,13 @@
 //! - "Store durably, then acknowledge" (STYLE rule 8): a capability opens
 //!   [`Store::begin`], writes its state change, its audit record
 //!   ([`Transaction::append_audit`]) and its outbox rows, then commits before answering.
+//!   Never await a network call (Genesys, an upstream) while holding a [`Transaction`]: on
+//!   SQLite it holds the one writer, on PostgreSQL row locks and a pooled connection.
+//! - SQLite commits cost an fsync each (≈ 3 500/s on the development machine, see
+//!   PERF-NOTES): high-rate writers share commits. The [`AuditWriter`] batches audit records of
+//!   data actions; ingest is expected to do the same for single-event requests (group commit:
+//!   many requests' rows in one transaction of the writer connection, each acknowledged after
+//!   that commit).
 //!
 //! # Secrets
 //! The store URL may hold a password. It is only ever held as a [`SecretString`], parsed here,
