@@ -307,3 +307,32 @@ impl Transaction {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+    fn assert_send_sync<T: Send + Sync + Clone>() {}
+
+    /// Compiles only if what handlers and background tasks await is `Send` (never called).
+    #[allow(dead_code)]
+    async fn futures_are_send(store: Store, mut tx: Transaction, record: AuditRecord) {
+        assert_send(&store.begin());
+        assert_send(&store.ping());
+        assert_send(&store.append_audit(&record));
+        assert_send(&store.append_audit_batch(std::slice::from_ref(&record)));
+        assert_send(&store.query_audit(&AuditFilter::default(), &PageRequest::default()));
+        assert_send(&store.prune_audit(record.at, 1));
+        assert_send(&tx.append_audit(&record));
+        assert_send(&tx.append_audit_batch(std::slice::from_ref(&record)));
+        assert_send(&tx);
+        assert_send(&tx.commit());
+    }
+
+    #[test]
+    fn handles_are_shareable() {
+        assert_send_sync::<Store>();
+        assert_send_sync::<AuditWriter>();
+    }
+}
