@@ -37,7 +37,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::auth::InboundAuth;
 use crate::config::{ServerSettings, Settings};
 use crate::ops::{self, OpsState, Readiness, ReadinessCheck};
-use crate::store::Store;
+use crate::store::{AuditWriter, Store};
 use crate::telemetry::{self, Metrics};
 use crate::{admin, runtime};
 
@@ -51,6 +51,9 @@ pub struct Application {
     readiness: Readiness,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    audit: AuditWriter,
+    audit_stop: CancellationToken,
+    audit_task: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Application {
@@ -104,6 +107,11 @@ impl Application {
             .context("cannot open the store")?;
 
         let readiness = Readiness::new(vec![Arc::new(StoreCheck(store.clone()))]);
+        // Stopped only after the server threads have drained, so that records of requests
+        // still in flight at shutdown are written.
+        let audit_stop = CancellationToken::new();
+        let (audit, audit_task) =
+            AuditWriter::spawn(store.clone(), metrics.clone(), audit_stop.clone());
 
         let mut api = OpenApiRouter::with_openapi(openapi_base()).merge(ops::router(OpsState {
             readiness: readiness.clone(),
@@ -148,6 +156,9 @@ impl Application {
             readiness,
             shutdown,
             tasks,
+            audit,
+            audit_stop,
+            audit_task,
         })
     }
 
@@ -182,6 +193,9 @@ impl Application {
             readiness,
             shutdown,
             tasks,
+            audit,
+            audit_stop,
+            audit_task,
         } = self;
         let hard_stop = CancellationToken::new();
         // Server runtimes stay alive (idle) until everything else has stopped: database
@@ -226,6 +240,11 @@ impl Application {
             );
         }
         hard_stop.cancel();
+        drop(audit);
+        audit_stop.cancel();
+        if let Err(err) = audit_task.await {
+            tracing::error!(error = %err, "audit writer failed");
+        }
         store.close().await;
         release.cancel();
         tracing::info!("gateway stopped");
