@@ -35,9 +35,9 @@ use tower_http::catch_panic::CatchPanicLayer;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::InboundAuth;
-use crate::config::Settings;
+use crate::config::{ServerSettings, Settings};
 use crate::ops::{self, OpsState, Readiness, ReadinessCheck};
-use crate::store::Store;
+use crate::store::{AuditWriter, Store};
 use crate::telemetry::{self, Metrics};
 use crate::{admin, runtime};
 
@@ -51,6 +51,9 @@ pub struct Application {
     readiness: Readiness,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    audit: AuditWriter,
+    audit_stop: CancellationToken,
+    audit_task: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Application {
@@ -104,6 +107,11 @@ impl Application {
             .context("cannot open the store")?;
 
         let readiness = Readiness::new(vec![Arc::new(StoreCheck(store.clone()))]);
+        // Stopped only after the server threads have drained, so that records of requests
+        // still in flight at shutdown are written.
+        let audit_stop = CancellationToken::new();
+        let (audit, audit_task) =
+            AuditWriter::spawn(store.clone(), metrics.clone(), audit_stop.clone());
 
         let mut api = OpenApiRouter::with_openapi(openapi_base()).merge(ops::router(OpsState {
             readiness: readiness.clone(),
@@ -130,7 +138,7 @@ impl Application {
             )
             .fallback(edge::not_found)
             .method_not_allowed_fallback(edge::method_not_allowed);
-        let router = middleware_stack(router, &settings, metrics.clone());
+        let router = middleware_stack(router, &settings.server, metrics.clone());
 
         let listeners = runtime::bind_shared(
             settings.server.listen_addr(),
@@ -148,6 +156,9 @@ impl Application {
             readiness,
             shutdown,
             tasks,
+            audit,
+            audit_stop,
+            audit_task,
         })
     }
 
@@ -182,6 +193,9 @@ impl Application {
             readiness,
             shutdown,
             tasks,
+            audit,
+            audit_stop,
+            audit_task,
         } = self;
         let hard_stop = CancellationToken::new();
         // Server runtimes stay alive (idle) until everything else has stopped: database
@@ -226,6 +240,11 @@ impl Application {
             );
         }
         hard_stop.cancel();
+        drop(audit);
+        audit_stop.cancel();
+        if let Err(err) = audit_task.await {
+            tracing::error!(error = %err, "audit writer failed");
+        }
         store.close().await;
         release.cancel();
         tracing::info!("gateway stopped");
@@ -271,9 +290,10 @@ fn serve_on_thread(
     });
 }
 
-/// The one middleware stack (see the module docs for the order and why).
-fn middleware_stack(router: Router, settings: &Settings, metrics: Arc<Metrics>) -> Router {
-    let server = &settings.server;
+/// The one middleware stack (see the module docs for the order and why), around a router whose
+/// routes and fallbacks are all in place. Public so that tests can put the real stack around
+/// routes of their own (a handler that panics, one that is slow).
+pub fn middleware_stack(router: Router, server: &ServerSettings, metrics: Arc<Metrics>) -> Router {
     // `Router::layer` wraps in call order: the last layer added is the outermost.
     router
         .layer(from_fn_with_state(
