@@ -37,6 +37,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::auth::InboundAuth;
 use crate::config::{ServerSettings, Settings};
 use crate::ops::{self, OpsState, Readiness, ReadinessCheck};
+use crate::sim::{SimOptions, Simulator};
 use crate::store::{AuditWriter, Store};
 use crate::telemetry::{self, Metrics};
 use crate::{admin, runtime};
@@ -54,6 +55,7 @@ pub struct Application {
     audit: AuditWriter,
     audit_stop: CancellationToken,
     audit_task: tokio::task::JoinHandle<()>,
+    simulator: Option<Simulator>,
 }
 
 impl std::fmt::Debug for Application {
@@ -97,6 +99,7 @@ impl Application {
     /// # Errors
     /// When the store cannot be opened, a capability cannot be built, or the port cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let (settings, simulator) = start_simulator(settings).await?;
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::new());
         let shutdown = CancellationToken::new();
@@ -159,6 +162,7 @@ impl Application {
             audit,
             audit_stop,
             audit_task,
+            simulator,
         })
     }
 
@@ -196,6 +200,7 @@ impl Application {
             audit,
             audit_stop,
             audit_task,
+            simulator,
         } = self;
         let hard_stop = CancellationToken::new();
         // Server runtimes stay alive (idle) until everything else has stopped: database
@@ -246,6 +251,9 @@ impl Application {
             tracing::error!(error = %err, "audit writer failed");
         }
         store.close().await;
+        if let Some(simulator) = simulator {
+            simulator.shutdown().await;
+        }
         release.cancel();
         tracing::info!("gateway stopped");
         Ok(())
@@ -288,6 +296,40 @@ fn serve_on_thread(
         let _ = done.send(result);
         release.cancelled().await;
     });
+}
+
+/// With `[genesys] simulate = true`: starts the simulator on this runtime and points the Genesys
+/// settings at it (its URL and built-in client credentials).
+async fn start_simulator(mut settings: Settings) -> anyhow::Result<(Settings, Option<Simulator>)> {
+    if !settings.genesys.simulate {
+        return Ok((settings, None));
+    }
+    let listen = settings
+        .genesys
+        .simulator_listen
+        .as_deref()
+        .unwrap_or("127.0.0.1:0")
+        .parse()
+        .context("genesys.simulator_listen")?;
+    let simulator = Simulator::start(listen, SimOptions::default())
+        .await
+        .with_context(|| format!("cannot start the Genesys simulator on {listen}"))?;
+    simulate_genesys(&mut settings, &simulator);
+    tracing::warn!(
+        url = %simulator.base_url(),
+        "SANDBOX MODE: Genesys Cloud is SIMULATED in-process — no real contact center is reached \
+         ([genesys] simulate = true)"
+    );
+    Ok((settings, Some(simulator)))
+}
+
+/// Points `[genesys]` at a running simulator (also applied to reloaded configurations).
+pub fn simulate_genesys(settings: &mut Settings, simulator: &Simulator) {
+    let g = &mut settings.genesys;
+    g.api_url = Some(simulator.base_url());
+    g.login_url = Some(simulator.base_url());
+    g.client_id = Some(crate::sim::SIM_CLIENT_ID.to_owned());
+    g.client_secret = Some(secrecy::SecretString::from(crate::sim::SIM_CLIENT_SECRET));
 }
 
 /// The one middleware stack (see the module docs for the order and why), around a router whose
