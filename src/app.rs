@@ -35,9 +35,10 @@ use tower_http::catch_panic::CatchPanicLayer;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::InboundAuth;
-use crate::config::Settings;
+use crate::config::{ServerSettings, Settings};
 use crate::ops::{self, OpsState, Readiness, ReadinessCheck};
-use crate::store::Store;
+use crate::sim::{SimOptions, Simulator};
+use crate::store::{AuditWriter, Store};
 use crate::telemetry::{self, Metrics};
 use crate::{admin, runtime};
 
@@ -51,6 +52,10 @@ pub struct Application {
     readiness: Readiness,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    audit: AuditWriter,
+    audit_stop: CancellationToken,
+    audit_task: tokio::task::JoinHandle<()>,
+    simulator: Option<Simulator>,
 }
 
 impl std::fmt::Debug for Application {
@@ -94,6 +99,7 @@ impl Application {
     /// # Errors
     /// When the store cannot be opened, a capability cannot be built, or the port cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let (settings, simulator) = start_simulator(settings).await?;
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::new());
         let shutdown = CancellationToken::new();
@@ -104,6 +110,11 @@ impl Application {
             .context("cannot open the store")?;
 
         let readiness = Readiness::new(vec![Arc::new(StoreCheck(store.clone()))]);
+        // Stopped only after the server threads have drained, so that records of requests
+        // still in flight at shutdown are written.
+        let audit_stop = CancellationToken::new();
+        let (audit, audit_task) =
+            AuditWriter::spawn(store.clone(), metrics.clone(), audit_stop.clone());
 
         let mut api = OpenApiRouter::with_openapi(openapi_base()).merge(ops::router(OpsState {
             readiness: readiness.clone(),
@@ -130,7 +141,7 @@ impl Application {
             )
             .fallback(edge::not_found)
             .method_not_allowed_fallback(edge::method_not_allowed);
-        let router = middleware_stack(router, &settings, metrics.clone());
+        let router = middleware_stack(router, &settings.server, metrics.clone());
 
         let listeners = runtime::bind_shared(
             settings.server.listen_addr(),
@@ -148,6 +159,10 @@ impl Application {
             readiness,
             shutdown,
             tasks,
+            audit,
+            audit_stop,
+            audit_task,
+            simulator,
         })
     }
 
@@ -182,6 +197,10 @@ impl Application {
             readiness,
             shutdown,
             tasks,
+            audit,
+            audit_stop,
+            audit_task,
+            simulator,
         } = self;
         let hard_stop = CancellationToken::new();
         // Server runtimes stay alive (idle) until everything else has stopped: database
@@ -226,7 +245,15 @@ impl Application {
             );
         }
         hard_stop.cancel();
+        drop(audit);
+        audit_stop.cancel();
+        if let Err(err) = audit_task.await {
+            tracing::error!(error = %err, "audit writer failed");
+        }
         store.close().await;
+        if let Some(simulator) = simulator {
+            simulator.shutdown().await;
+        }
         release.cancel();
         tracing::info!("gateway stopped");
         Ok(())
@@ -271,9 +298,44 @@ fn serve_on_thread(
     });
 }
 
-/// The one middleware stack (see the module docs for the order and why).
-fn middleware_stack(router: Router, settings: &Settings, metrics: Arc<Metrics>) -> Router {
-    let server = &settings.server;
+/// With `[genesys] simulate = true`: starts the simulator on this runtime and points the Genesys
+/// settings at it (its URL and built-in client credentials).
+async fn start_simulator(mut settings: Settings) -> anyhow::Result<(Settings, Option<Simulator>)> {
+    if !settings.genesys.simulate {
+        return Ok((settings, None));
+    }
+    let listen = settings
+        .genesys
+        .simulator_listen
+        .as_deref()
+        .unwrap_or("127.0.0.1:0")
+        .parse()
+        .context("genesys.simulator_listen")?;
+    let simulator = Simulator::start(listen, SimOptions::default())
+        .await
+        .with_context(|| format!("cannot start the Genesys simulator on {listen}"))?;
+    simulate_genesys(&mut settings, &simulator);
+    tracing::warn!(
+        url = %simulator.base_url(),
+        "SANDBOX MODE: Genesys Cloud is SIMULATED in-process — no real contact center is reached \
+         ([genesys] simulate = true)"
+    );
+    Ok((settings, Some(simulator)))
+}
+
+/// Points `[genesys]` at a running simulator (also applied to reloaded configurations).
+pub fn simulate_genesys(settings: &mut Settings, simulator: &Simulator) {
+    let g = &mut settings.genesys;
+    g.api_url = Some(simulator.base_url());
+    g.login_url = Some(simulator.base_url());
+    g.client_id = Some(crate::sim::SIM_CLIENT_ID.to_owned());
+    g.client_secret = Some(secrecy::SecretString::from(crate::sim::SIM_CLIENT_SECRET));
+}
+
+/// The one middleware stack (see the module docs for the order and why), around a router whose
+/// routes and fallbacks are all in place. Public so that tests can put the real stack around
+/// routes of their own (a handler that panics, one that is slow).
+pub fn middleware_stack(router: Router, server: &ServerSettings, metrics: Arc<Metrics>) -> Router {
     // `Router::layer` wraps in call order: the last layer added is the outermost.
     router
         .layer(from_fn_with_state(
