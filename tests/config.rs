@@ -442,3 +442,97 @@ fn gateway_config_variable_locates_the_file() {
         Path::new("config/gateway.toml")
     );
 }
+
+#[test]
+fn mapping_sources_reject_unknown_keys_and_mixed_forms() {
+    let p = problems(
+        r#"
+[genesys]
+simulate = true
+[[actions]]
+name = "a"
+upstream = "genesys"
+path = "/x"
+[actions.query]
+good = "/q"
+typo = { from = "/x", requried = true }
+mixed = { from = "/x", value = 1 }
+bad = 42
+"#,
+    );
+    assert!(
+        has(&p, "actions[0].query.typo", "unknown key `requried`"),
+        "{p:?}"
+    );
+    assert!(
+        has(&p, "actions[0].query.mixed", "exclude each other"),
+        "{p:?}"
+    );
+    assert!(has(&p, "actions[0].query.bad", "mapping source"), "{p:?}");
+}
+
+#[test]
+fn mapping_sources_parse_every_form() {
+    use genesys_gateway::config::MappingSource;
+    let s = load(
+        r#"
+[genesys]
+simulate = true
+[[actions]]
+name = "a"
+upstream = "genesys"
+path = "/x"
+[actions.query]
+p = "/p"
+f = { from = "/f", default = "d", required = true }
+v = { value = [1, 2] }
+"#,
+        &Environment::default(),
+    )
+    .unwrap();
+    let q = &s.actions[0].query;
+    assert_eq!(q["p"], MappingSource::Pointer("/p".into()));
+    assert_eq!(
+        q["f"],
+        MappingSource::From {
+            from: "/f".into(),
+            default: Some(serde_json::json!("d")),
+            required: true
+        }
+    );
+    assert_eq!(
+        q["v"],
+        MappingSource::Value {
+            value: serde_json::json!([1, 2])
+        }
+    );
+}
+
+#[test]
+fn override_values_are_taken_literally() {
+    let env = Environment::from_pairs([
+        (
+            "GATEWAY_DATA_ACTIONS__PUBLIC_URL",
+            "https://gw.example.com/${NOT_A_VAR",
+        ),
+        ("GATEWAY_GENESYS__CLIENT_SECRET", "abc${HOME}def"),
+    ]);
+    let s = load(MINIMAL, &env).unwrap();
+    assert_eq!(
+        s.genesys.client_secret.as_ref().unwrap().expose_secret(),
+        "abc${HOME}def"
+    );
+}
+
+#[test]
+fn interpolation_errors_do_not_echo_the_value() {
+    let p = problems(
+        r#"
+[genesys]
+simulate = true
+client_secret = "s3cr3t-${unterminated"
+"#,
+    );
+    assert!(has(&p, "genesys.client_secret", "unterminated"), "{p:?}");
+    assert!(!format!("{p:?}").contains("s3cr3t"), "{p:?}");
+}

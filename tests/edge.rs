@@ -34,9 +34,23 @@ struct Order {
     quantity: u32,
 }
 
-/// The real stack around test routes, served on 127.0.0.1:0.
+/// The real stack around test routes, served on 127.0.0.1:0. `/held` waits until `gate` opens.
 async fn spawn(server: ServerSettings) -> Edge {
+    spawn_gated(server, Arc::new(tokio::sync::Semaphore::new(0))).await
+}
+
+async fn spawn_gated(server: ServerSettings, gate: Arc<tokio::sync::Semaphore>) -> Edge {
     let router = Router::new()
+        .route(
+            "/held",
+            get(move || {
+                let gate = gate.clone();
+                async move {
+                    let _permit = gate.acquire().await;
+                    "released"
+                }
+            }),
+        )
         .route(
             "/slow/{ms}",
             get(
@@ -303,19 +317,23 @@ async fn json_bodies_are_checked_at_the_edge() {
 
 #[tokio::test]
 async fn load_beyond_the_limit_is_shed_with_retry_after() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let edge = Arc::new(
-        spawn(ServerSettings {
-            max_concurrent_requests: 2,
-            ..server()
-        })
+        spawn_gated(
+            ServerSettings {
+                max_concurrent_requests: 2,
+                ..server()
+            },
+            gate.clone(),
+        )
         .await,
     );
-    let slow: Vec<_> = (0..2)
+    let held: Vec<_> = (0..2)
         .map(|_| {
             let edge = edge.clone();
             tokio::spawn(async move {
                 edge.client
-                    .get(edge.url("/slow/800"))
+                    .get(edge.url("/held"))
                     .send()
                     .await
                     .unwrap()
@@ -323,24 +341,26 @@ async fn load_beyond_the_limit_is_shed_with_retry_after() {
             })
         })
         .collect();
-    // Wait until both are in flight (the in-flight gauge is internal: poll the shed answer).
+    // The two held requests occupy the capacity as soon as the server has read them; poll
+    // (without timing assumptions) until a third one is shed.
     let mut shed = None;
-    for _ in 0..50 {
-        let r = edge.client.get(edge.url("/slow/1")).send().await.unwrap();
+    for _ in 0..500 {
+        let r = edge.client.get(edge.url("/slow/0")).send().await.unwrap();
         if r.status() == 503 {
             shed = Some(r);
             break;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::task::yield_now().await;
     }
     let r = shed.expect("a third concurrent request is shed");
     assert_eq!(r.headers()["retry-after"], "1");
     common::assert_error(r, 503, "overloaded").await;
-    for h in slow {
+    gate.add_permits(2);
+    for h in held {
         assert_eq!(h.await.unwrap(), 200);
     }
     // Capacity is released afterwards.
-    let r = edge.client.get(edge.url("/slow/1")).send().await.unwrap();
+    let r = edge.client.get(edge.url("/slow/0")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
 

@@ -37,6 +37,8 @@ pub enum InboundAuth {
     Header {
         /// Header name.
         name: HeaderName,
+        /// The header name as configured (for the challenge; header names are case-insensitive).
+        display: Arc<str>,
         /// Expected value.
         value: SecretString,
     },
@@ -70,6 +72,7 @@ impl InboundAuth {
             InboundAuthSettings::Header { name, value } => Self::Header {
                 name: HeaderName::from_bytes(name.as_bytes())
                     .unwrap_or(HeaderName::from_static("x-api-key")),
+                display: Arc::from(name.as_str()),
                 value: value.clone(),
             },
         }
@@ -93,9 +96,12 @@ impl InboundAuth {
                 let Some(value) = non_empty(headers, &header::AUTHORIZATION) else {
                     return Err(self.missing());
                 };
-                let Some((user, pass)) = parse_basic(value) else {
-                    return Err(self.wrong());
+                let credential = match parse_basic(value) {
+                    BasicCredential::Empty => return Err(self.missing()),
+                    BasicCredential::Malformed => return Err(self.wrong()),
+                    BasicCredential::Present(user, pass) => (user, pass),
                 };
+                let (user, pass) = credential;
                 // Both comparisons run whatever the first one gave.
                 let user_ok = ct_eq(user.as_bytes(), username.as_bytes());
                 let pass_ok = ct_eq(pass.as_bytes(), password.expose_secret().as_bytes());
@@ -105,7 +111,7 @@ impl InboundAuth {
                     Err(self.wrong())
                 }
             }
-            Self::Header { name, value } => {
+            Self::Header { name, value, .. } => {
                 let Some(sent) = non_empty(headers, name) else {
                     return Err(self.missing());
                 };
@@ -139,8 +145,8 @@ impl InboundAuth {
         let text = match self {
             Self::None => return None,
             Self::Basic { .. } => format!("Basic realm=\"{REALM}\""),
-            Self::Header { name, .. } => {
-                format!("ApiKey realm=\"{REALM}\", header=\"{}\"", name.as_str())
+            Self::Header { display, .. } => {
+                format!("ApiKey realm=\"{REALM}\", header=\"{display}\"")
             }
             Self::Bearer { .. } => match error {
                 Some(e) => format!("Bearer realm=\"{REALM}\", error=\"{e}\""),
@@ -211,14 +217,34 @@ fn strip_scheme<'a>(value: &'a [u8], scheme: &[u8]) -> Option<&'a [u8]> {
     Some(&rest[start..])
 }
 
-fn parse_basic(value: &[u8]) -> Option<(String, String)> {
-    let encoded = strip_scheme(value, b"basic")?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (user, pass) = text.split_once(':')?;
-    Some((user.to_owned(), pass.to_owned()))
+/// What a `Basic` Authorization header carries.
+enum BasicCredential {
+    /// `Basic` with nothing, or only `:` (an empty credential counts as none, SPEC §3).
+    Empty,
+    /// Another scheme, bad base64, not UTF-8, or no `:`.
+    Malformed,
+    /// User and password.
+    Present(String, String),
+}
+
+fn parse_basic(value: &[u8]) -> BasicCredential {
+    let Some(encoded) = strip_scheme(value, b"basic") else {
+        return BasicCredential::Malformed;
+    };
+    if encoded.is_empty() {
+        return BasicCredential::Empty;
+    }
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded) else {
+        return BasicCredential::Malformed;
+    };
+    let Ok(text) = String::from_utf8(decoded) else {
+        return BasicCredential::Malformed;
+    };
+    match text.split_once(':') {
+        Some(("", "")) => BasicCredential::Empty,
+        Some((user, pass)) => BasicCredential::Present(user.to_owned(), pass.to_owned()),
+        None => BasicCredential::Malformed,
+    }
 }
 
 #[cfg(test)]
@@ -261,6 +287,18 @@ mod tests {
         assert_eq!(err.code(), ErrorCode::AuthenticationRequired);
         let err = auth.check(&headers(&[("authorization", " ")])).unwrap_err();
         assert_eq!(err.code(), ErrorCode::AuthenticationRequired);
+        for empty in ["Basic", "Basic ", "basic Og=="] {
+            let err = auth
+                .check(&headers(&[("authorization", empty)]))
+                .unwrap_err();
+            assert_eq!(err.code(), ErrorCode::AuthenticationRequired, "{empty}");
+        }
+        for wrong in ["Basic !!!", "Bearer abc", "Basic Z2VuZXN5cw=="] {
+            let err = auth
+                .check(&headers(&[("authorization", wrong)]))
+                .unwrap_err();
+            assert_eq!(err.code(), ErrorCode::InvalidToken, "{wrong}");
+        }
     }
 
     #[test]
@@ -305,7 +343,7 @@ mod tests {
         );
         assert_eq!(
             auth.challenge(None).unwrap(),
-            "ApiKey realm=\"genesys-gateway\", header=\"x-api-key\""
+            "ApiKey realm=\"genesys-gateway\", header=\"X-Api-Key\""
         );
     }
 }

@@ -38,10 +38,12 @@ pub(super) fn parse(
         )]
     })?;
     let mut problems = Vec::new();
-    let overrides = apply_overrides(&mut table, env, &mut problems);
+    // Interpolate first: values that come from GATEWAY_* overrides are taken literally (a secret
+    // containing `${` must not be expanded, nor echoed in an error).
     for (key, value) in table.iter_mut() {
         interpolate(value, key, env, &mut problems);
     }
+    let overrides = apply_overrides(&mut table, env, &mut problems);
     let pristine = (!overrides.is_empty()).then(|| table.clone());
     let result = deserialize_all(table, source.clone(), problems.clone());
     let Some(mut table) = pristine else {
@@ -404,7 +406,7 @@ pub(super) fn expand(input: &str, env: &Environment) -> Result<String, String> {
         let after = &rest[start + 2..];
         let end = after
             .find('}')
-            .ok_or_else(|| format!("unterminated `${{` in `{}`", redact_hint(input)))?;
+            .ok_or_else(|| "unterminated `${` (write `$${` for a literal `${`)".to_owned())?;
         let expr = &after[..end];
         let (name, default) = match expr.split_once(":-") {
             Some((name, default)) => (name, Some(default)),
@@ -413,7 +415,9 @@ pub(super) fn expand(input: &str, env: &Environment) -> Result<String, String> {
         let valid_name =
             !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid_name {
-            return Err(format!("`${{{name}}}` is not a valid variable reference"));
+            return Err(
+                "invalid variable reference: names are made of A-Z, a-z, 0-9 and _".to_owned(),
+            );
         }
         match (env.var(name), default) {
             (Some(""), Some(d)) => out.push_str(d),
@@ -425,15 +429,6 @@ pub(super) fn expand(input: &str, env: &Environment) -> Result<String, String> {
     }
     out.push_str(rest);
     Ok(out)
-}
-
-/// Shows the variable references of a string without its literal parts.
-fn redact_hint(input: &str) -> String {
-    if input.len() > 40 {
-        format!("{}…", &input[..input.floor_char_boundary(40)])
-    } else {
-        input.to_owned()
-    }
 }
 
 /// One applied environment override.

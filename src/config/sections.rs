@@ -424,9 +424,9 @@ pub enum SchemaSource {
     Inline(Value),
 }
 
-/// Where a mapped value comes from.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
+/// Where a mapped value comes from: `"/pointer"`, `{ from = "/pointer", default = <any>,
+/// required = bool }` or `{ value = <any> }`. Unknown keys in the table form are errors.
+#[derive(Debug, Clone, PartialEq)]
 pub enum MappingSource {
     /// A JSON pointer into the source document.
     Pointer(String),
@@ -435,10 +435,8 @@ pub enum MappingSource {
         /// JSON pointer.
         from: String,
         /// Used when the pointer finds nothing.
-        #[serde(default)]
         default: Option<Value>,
         /// Missing and no default → 400 `invalid.input`.
-        #[serde(default)]
         required: bool,
     },
     /// A literal.
@@ -446,6 +444,59 @@ pub enum MappingSource {
         /// The literal value.
         value: Value,
     },
+}
+
+impl<'de> Deserialize<'de> for MappingSource {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        const FORMS: &str = r#"a mapping source is "/pointer", { from = "/pointer", default = ..., required = true } or { value = ... }"#;
+        match Value::deserialize(deserializer)? {
+            Value::String(pointer) => Ok(Self::Pointer(pointer)),
+            Value::Object(mut table) => {
+                if let Some(unknown) = table
+                    .keys()
+                    .find(|k| !["from", "default", "required", "value"].contains(&k.as_str()))
+                {
+                    return Err(D::Error::custom(format!(
+                        "unknown key `{unknown}`: {FORMS}"
+                    )));
+                }
+                match (table.remove("from"), table.remove("value")) {
+                    (Some(_), Some(_)) => Err(D::Error::custom(format!(
+                        "`from` and `value` exclude each other: {FORMS}"
+                    ))),
+                    (None, Some(value)) => {
+                        if table.is_empty() {
+                            Ok(Self::Value { value })
+                        } else {
+                            Err(D::Error::custom(format!(
+                                "`value` takes no `default` or `required`: {FORMS}"
+                            )))
+                        }
+                    }
+                    (Some(Value::String(from)), None) => {
+                        let required = match table.remove("required") {
+                            None => false,
+                            Some(Value::Bool(b)) => b,
+                            Some(_) => {
+                                return Err(D::Error::custom("`required` must be true or false"));
+                            }
+                        };
+                        Ok(Self::From {
+                            from,
+                            default: table.remove("default"),
+                            required,
+                        })
+                    }
+                    (Some(_), None) => {
+                        Err(D::Error::custom("`from` must be a JSON pointer string"))
+                    }
+                    (None, None) => Err(D::Error::custom(FORMS)),
+                }
+            }
+            _ => Err(D::Error::custom(FORMS)),
+        }
+    }
 }
 
 /// `[ingest]`: the event ingest surface.

@@ -9,8 +9,8 @@ use chrono::{NaiveTime, Weekday};
 use secrecy::ExposeSecret;
 
 use super::{
-    AdminAuthSettings, InboundAuthSettings, IngestAuthSettings, Problem, Settings,
-    TargetAuthSettings, UpstreamAuthSettings,
+    InboundAuthSettings, IngestAuthSettings, Problem, Settings, TargetAuthSettings,
+    UpstreamAuthSettings,
 };
 
 /// Genesys Cloud region domains (SPEC §0).
@@ -47,7 +47,6 @@ pub(super) fn validate(s: &Settings) -> Vec<Problem> {
     server(s, &mut p);
     store(s, &mut p);
     genesys(s, &mut p);
-    admin(s, &mut p);
     issuers(s, &mut p);
     upstreams(s, &mut p);
     data_actions(s, &mut p);
@@ -140,20 +139,6 @@ fn genesys(s: &Settings, p: &mut Vec<Problem>) {
         "genesys.notifications_heartbeat_timeout_s",
         g.notifications_heartbeat_timeout_s,
     );
-}
-
-fn admin(s: &Settings, p: &mut Vec<Problem>) {
-    if let AdminAuthSettings::Bearer { tokens } = &s.admin.auth {
-        for (i, t) in tokens.iter().enumerate() {
-            let len = t.expose_secret().len();
-            if len > 0 && len < 16 {
-                p.push(Problem::new(
-                    format!("admin.auth.tokens[{i}]"),
-                    "must be at least 16 characters (or empty to disable it)",
-                ));
-            }
-        }
-    }
 }
 
 fn issuers(s: &Settings, p: &mut Vec<Problem>) {

@@ -48,7 +48,7 @@ where
         LogFormat::Json => builder
             .json()
             .with_current_span(true)
-            .with_span_list(false)
+            .with_span_list(true)
             .flatten_event(true)
             .try_init(),
         LogFormat::Text => builder.with_ansi(false).try_init(),
