@@ -1,11 +1,112 @@
 //! Durable state: the [`Store`] over SQLite (one replica) or PostgreSQL (several replicas).
 //!
-//! SKELETON — the store engineer replaces this file's body; the public API below is the seam the
-//! rest of the gateway codes against.
+//! The rest of the gateway codes against [`Store`] and [`Transaction`] only; which database runs
+//! underneath is chosen by the `[store] url` scheme (`sqlite:` or `postgres://`/`postgresql://`)
+//! and never leaks out of this module.
+//!
+//! # Layout
+//! - this file: [`Store`], [`Transaction`], [`StoreError`], the backend enum and the dispatch
+//!   macros every topic file uses;
+//! - `connect.rs`: opening the databases (URL parsing with the password kept secret, pool and
+//!   PRAGMA settings, migrations serialised across replicas);
+//! - `page.rs`: [`PageRequest`], [`Page`] and the opaque keyset cursor shared by every list;
+//! - one file per topic holding that topic's SQL for both dialects side by side: `audit.rs`
+//!   now (the audit log and the [`AuditWriter`]); later `events.rs`, `deliveries.rs`,
+//!   `targets.rs`, `reservations.rs`. A topic adds `impl Store { ... }` and
+//!   `impl Transaction { ... }` blocks in its own file and its tables in
+//!   `migrations/{sqlite,postgres}/NNNN_<topic>.sql`.
+//!
+//! Keeping a topic's SQL in one file (rather than a `sqlite.rs` and a `postgres.rs` holding
+//! every topic) puts both dialects of one statement next to each other: most statements are one
+//! shared text (`$1`-style placeholders work on both, times are `BIGINT` epoch milliseconds, ids
+//! and JSON are plain integers and text), and where the dialects differ (`FOR UPDATE SKIP
+//! LOCKED`, `LISTEN/NOTIFY`, upserts) the difference is visible in one place.
+//!
+//! # Dispatch
+//! Static, no `dyn`: [`Store`] holds an internal enum of the two sqlx pools and [`Transaction`]
+//! an enum of the two sqlx transactions. The crate-internal macros `with_pool!` and `with_tx!`
+//! expand one body of code once per backend, so a statement written once runs on either.
+//! Queries use the runtime `sqlx::query*` functions (no database at build time).
+//!
+//! # Durability and concurrency
+//! - SQLite runs in WAL mode with `synchronous = FULL`, foreign keys on and a busy timeout.
+//!   Every write goes through one dedicated writer connection (SQLite has one writer at a time
+//!   anyway): writers queue in the pool in FIFO order instead of spinning in the busy handler,
+//!   and a transaction can never fail to upgrade from reading to writing. Writing
+//!   transactions start with `BEGIN IMMEDIATE`. Reads use a separate pool of readers, which WAL
+//!   lets run beside the writer. Consequence: a task holding a [`Transaction`] must not call
+//!   another writing method of the [`Store`] before it commits or drops it (it would wait for
+//!   itself until the acquire timeout).
+//! - PostgreSQL uses one pool per replica. Migrations are serialised across replicas starting
+//!   at the same moment by sqlx's migrator, which holds `pg_advisory_lock` (keyed on the
+//!   database name) around the whole run (verified in sqlx-postgres 0.8.6, `migrate.rs`).
+//! - "Store durably, then acknowledge" (STYLE rule 8): a capability opens
+//!   [`Store::begin`], writes its state change, its audit record
+//!   ([`Transaction::append_audit`]) and its outbox rows, then commits before answering.
+//!
+//! # Secrets
+//! The store URL may hold a password. It is only ever held as a [`SecretString`], parsed here,
+//! and never appears in a [`StoreError`], a log line or a `Debug` output.
+
+mod audit;
+mod connect;
+mod page;
 
 use std::path::Path;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
+
+pub use audit::{AuditEntry, AuditFilter, AuditRecord, AuditWriter};
+pub use page::{Page, PageRequest};
+
+/// Runs `$body` once per backend with `$pool` bound to that backend's pool (`&SqlitePool` or
+/// `&PgPool`): `write` picks the SQLite writer, `read` the SQLite readers; PostgreSQL has one
+/// pool for both.
+macro_rules! with_pool {
+    ($store:expr, write |$pool:ident| $body:expr) => {
+        match &$store.backend {
+            $crate::store::Backend::Sqlite(db) => {
+                let $pool = &db.writer;
+                $body
+            }
+            $crate::store::Backend::Postgres(db) => {
+                let $pool = &db.pool;
+                $body
+            }
+        }
+    };
+    ($store:expr, read |$pool:ident| $body:expr) => {
+        match &$store.backend {
+            $crate::store::Backend::Sqlite(db) => {
+                let $pool = &db.readers;
+                $body
+            }
+            $crate::store::Backend::Postgres(db) => {
+                let $pool = &db.pool;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` once per backend with `$conn` bound to the transaction's connection
+/// (`&mut SqliteConnection` or `&mut PgConnection`, both sqlx executors).
+macro_rules! with_tx {
+    ($tx:expr, |$conn:ident| $body:expr) => {
+        match &mut $tx.inner {
+            $crate::store::TransactionInner::Sqlite(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+            $crate::store::TransactionInner::Postgres(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+        }
+    };
+}
+
+pub(crate) use {with_pool, with_tx};
 
 /// Which database a [`Store`] runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,57 +126,73 @@ pub enum StoreError {
     /// Migrations failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    /// The store URL is not usable.
+    /// The store URL is not usable (the message names the problem, never the URL).
     #[error("invalid store url: {0}")]
     InvalidUrl(String),
+    /// The SQLite file or its folder cannot be created.
+    #[error("cannot create the database folder {path}: {source}")]
+    CreateFolder {
+        /// The folder.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A page cursor that this store did not hand out (or that was altered). The admin API
+    /// answers it with 400 `bad.request`.
+    #[error("the cursor is not valid")]
+    InvalidCursor,
 }
 
-/// The gateway's durable state.
-#[derive(Clone, Debug)]
+/// The gateway's durable state. Cheap to clone (pools are reference-counted); `Send + Sync`.
+#[derive(Clone)]
 pub struct Store {
     backend: Backend,
 }
 
-#[derive(Clone, Debug)]
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Deliberately not the pools' options: nothing here may ever print the URL.
+        f.debug_struct("Store")
+            .field("kind", &self.kind())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The two databases (static dispatch).
+#[derive(Clone)]
 enum Backend {
-    Sqlite(sqlx::SqlitePool),
-    Postgres(sqlx::PgPool),
+    Sqlite(SqliteDb),
+    Postgres(PostgresDb),
+}
+
+/// SQLite: one writer connection, several readers (WAL lets them run beside the writer).
+#[derive(Clone)]
+struct SqliteDb {
+    writer: sqlx::SqlitePool,
+    readers: sqlx::SqlitePool,
+}
+
+/// PostgreSQL: one pool.
+#[derive(Clone)]
+struct PostgresDb {
+    pool: sqlx::PgPool,
 }
 
 impl Store {
-    /// Connects (creating a SQLite file and its folder on first run, relative to `base_dir`) and
-    /// runs migrations.
+    /// Connects and runs the embedded migrations.
+    ///
+    /// `sqlite://data/gateway.db` (or `sqlite:data/gateway.db`) is relative to `base_dir` (the
+    /// config file's folder) and is created with its folder on first run; `sqlite:///abs/x.db`
+    /// is absolute. `postgres://user:pass@host:port/db` (or `postgresql://`) opens a pool; any
+    /// number of replicas may connect at once, migrations run one after the other.
     ///
     /// # Errors
-    /// When the database cannot be opened or migrated.
+    /// [`StoreError::InvalidUrl`] for an unusable URL, [`StoreError::CreateFolder`] when the
+    /// SQLite folder cannot be made, [`StoreError::Database`] when the database cannot be
+    /// opened, [`StoreError::Migrate`] when migrations fail.
     pub async fn connect(url: &SecretString, base_dir: &Path) -> Result<Self, StoreError> {
-        let url = url.expose_secret();
-        if let Some(path) = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-        {
-            use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-            let path = base_dir.join(path);
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| StoreError::InvalidUrl(format!("cannot create folder: {e}")))?;
-            }
-            let options = SqliteConnectOptions::new()
-                .filename(&path)
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Full)
-                .busy_timeout(std::time::Duration::from_secs(5));
-            let pool = sqlx::SqlitePool::connect_with(options).await?;
-            Ok(Self {
-                backend: Backend::Sqlite(pool),
-            })
-        } else {
-            let pool = sqlx::PgPool::connect(url).await?;
-            Ok(Self {
-                backend: Backend::Postgres(pool),
-            })
-        }
+        let backend = connect::open(url, base_dir).await?;
+        Ok(Self { backend })
     }
 
     /// Which database this is.
@@ -86,110 +203,97 @@ impl Store {
         }
     }
 
-    /// Checks that the database answers.
+    /// Checks that the database answers (`SELECT 1`).
     ///
     /// # Errors
-    /// When it does not.
+    /// [`StoreError::Database`] when it does not.
     pub async fn ping(&self) -> Result<(), StoreError> {
+        with_pool!(self, read |pool| {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// Begins a writing transaction. Write the state change, its audit record and its outbox
+    /// rows through it, then [`Transaction::commit`]; dropping it uncommitted rolls back.
+    ///
+    /// On SQLite this takes the one writer connection (`BEGIN IMMEDIATE`): commit or drop it
+    /// promptly and call no other writing method of the store while holding it.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when no connection can be had or `BEGIN` fails.
+    pub async fn begin(&self) -> Result<Transaction, StoreError> {
+        let inner = match &self.backend {
+            Backend::Sqlite(db) => {
+                TransactionInner::Sqlite(db.writer.begin_with("BEGIN IMMEDIATE").await?)
+            }
+            Backend::Postgres(db) => TransactionInner::Postgres(db.pool.begin().await?),
+        };
+        Ok(Transaction { inner })
+    }
+
+    /// Closes every connection; later calls fail with [`StoreError::Database`].
+    pub async fn close(&self) {
         match &self.backend {
-            Backend::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
-            Backend::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
+            Backend::Sqlite(db) => {
+                db.readers.close().await;
+                db.writer.close().await;
+            }
+            Backend::Postgres(db) => db.pool.close().await,
+        }
+    }
+}
+
+/// An open writing transaction on the [`Store`]. Dropping it without [`Transaction::commit`]
+/// rolls it back.
+pub struct Transaction {
+    inner: TransactionInner,
+}
+
+impl std::fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("kind", &self.kind())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The two sqlx transactions (static dispatch).
+enum TransactionInner {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Transaction {
+    /// Which database this transaction runs on.
+    pub fn kind(&self) -> StoreKind {
+        match self.inner {
+            TransactionInner::Sqlite(_) => StoreKind::Sqlite,
+            TransactionInner::Postgres(_) => StoreKind::Postgres,
+        }
+    }
+
+    /// Makes everything written through this transaction durable (on SQLite: fsynced).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the commit fails; nothing was written then.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        match self.inner {
+            TransactionInner::Sqlite(tx) => tx.commit().await?,
+            TransactionInner::Postgres(tx) => tx.commit().await?,
         }
         Ok(())
     }
 
-    /// Closes every connection.
-    pub async fn close(&self) {
-        match &self.backend {
-            Backend::Sqlite(pool) => pool.close().await,
-            Backend::Postgres(pool) => pool.close().await,
-        }
-    }
-}
-
-/// One audit record to write (SPEC §3.6). `detail` must never hold secrets, tokens or payload
-/// values.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct AuditRecord {
-    /// When it happened.
-    pub at: chrono::DateTime<chrono::Utc>,
-    /// What happened, dotted (`event.accepted`, `action.executed`, `config.reloaded`...).
-    pub kind: String,
-    /// Who did it (`admin`, `issuer:legacy`, `genesys`, `system`...).
-    pub actor: String,
-    /// The request id, when a request caused it.
-    pub request_id: Option<String>,
-    /// What it is about (an id or a name).
-    pub subject: Option<String>,
-    /// `success`, `failure`, or a capability-specific outcome.
-    pub outcome: String,
-    /// Structured, non-secret detail.
-    pub detail: serde_json::Value,
-}
-
-/// A stored audit record as listed by `GET /admin/v1/audit`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AuditEntry {
-    /// Record id.
-    pub id: String,
-    /// RFC 3339 UTC with milliseconds.
-    pub at: String,
-    /// See [`AuditRecord::kind`].
-    pub kind: String,
-    /// See [`AuditRecord::actor`].
-    pub actor: String,
-    /// See [`AuditRecord::request_id`].
-    pub request_id: Option<String>,
-    /// See [`AuditRecord::subject`].
-    pub subject: Option<String>,
-    /// See [`AuditRecord::outcome`].
-    pub outcome: String,
-    /// See [`AuditRecord::detail`].
-    pub detail: serde_json::Value,
-}
-
-/// Which audit records to list.
-#[derive(Debug, Clone, Default)]
-pub struct AuditFilter {
-    /// Only records with `at ≥ since`.
-    pub since: Option<chrono::DateTime<chrono::Utc>>,
-    /// Only records of this kind.
-    pub kind: Option<String>,
-}
-
-/// A page request: at most `limit` entries after `cursor`.
-#[derive(Debug, Clone)]
-pub struct PageRequest {
-    /// 1..=1000.
-    pub limit: u32,
-    /// Opaque cursor from a previous page.
-    pub cursor: Option<String>,
-}
-
-/// One page of a list.
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Page<T> {
-    /// The entries.
-    pub entities: Vec<T>,
-    /// Cursor of the next page, `None` on the last one.
-    pub next_cursor: Option<String>,
-}
-
-impl Store {
-    /// Lists audit records, newest first (SKELETON: the store engineer implements it).
+    /// Discards everything written through this transaction (dropping it does the same).
     ///
     /// # Errors
-    /// Database failures; an unparsable cursor is [`StoreError::InvalidUrl`] for now.
-    pub async fn query_audit(
-        &self,
-        _filter: &AuditFilter,
-        _page: &PageRequest,
-    ) -> Result<Page<AuditEntry>, StoreError> {
-        Ok(Page {
-            entities: Vec::new(),
-            next_cursor: None,
-        })
+    /// [`StoreError::Database`] when the connection failed; nothing was written then either.
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        match self.inner {
+            TransactionInner::Sqlite(tx) => tx.rollback().await?,
+            TransactionInner::Postgres(tx) => tx.rollback().await?,
+        }
+        Ok(())
     }
 }

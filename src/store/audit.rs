@@ -1,0 +1,651 @@
+//! The audit log (SPEC §3.6): who did what, when, with which outcome.
+//!
+//! Two ways in:
+//! - **state changes** write their record in the transaction of the change
+//!   ([`Transaction::append_audit`], [`Transaction::append_audit_batch`]), so the record exists
+//!   exactly when the change does;
+//! - **data-action executions** change no state and sit on the hot path: they hand their record
+//!   to the [`AuditWriter`], which never blocks the caller and writes batches off the request
+//!   path (visible within ≈ 250 ms; lost at most in a crash or when its queue overflows, which
+//!   is counted in `gateway_audit_records_dropped_total`).
+//!
+//! One way out: [`Store::query_audit`], newest first, filtered by `since` and `kind`, keyset
+//! paginated (see the `page` module).
+//!
+//! Storage: table `audit_log`, `at` as epoch milliseconds (sub-millisecond parts are dropped),
+//! `id` a database-assigned integer that breaks ties within a millisecond, `detail` as JSON
+//! text. The same statement texts run on both dialects.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::page::Cursor;
+use super::{Page, PageRequest, Store, StoreError, Transaction, with_pool, with_tx};
+use crate::telemetry::Metrics;
+
+/// One audit record to write (SPEC §3.6). `detail` must never hold secrets, tokens or payload
+/// values.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AuditRecord {
+    /// When it happened (stored to the millisecond).
+    pub at: DateTime<Utc>,
+    /// What happened, dotted (`event.accepted`, `action.executed`, `config.reloaded`...).
+    pub kind: String,
+    /// Who did it (`admin`, `issuer:legacy`, `genesys`, `system`...).
+    pub actor: String,
+    /// The request id, when a request caused it.
+    pub request_id: Option<String>,
+    /// What it is about (an id or a name).
+    pub subject: Option<String>,
+    /// `success`, `failure`, or a capability-specific outcome.
+    pub outcome: String,
+    /// Structured, non-secret detail.
+    pub detail: serde_json::Value,
+}
+
+impl AuditRecord {
+    /// A record of something that happens now, with no request id, no subject and an empty
+    /// detail object; add those with the `with_*` methods.
+    pub fn now(
+        kind: impl Into<String>,
+        actor: impl Into<String>,
+        outcome: impl Into<String>,
+    ) -> Self {
+        Self {
+            at: Utc::now(),
+            kind: kind.into(),
+            actor: actor.into(),
+            request_id: None,
+            subject: None,
+            outcome: outcome.into(),
+            detail: serde_json::Value::Object(serde_json::Map::new()),
+        }
+    }
+
+    /// The same record caused by request `request_id`.
+    #[must_use]
+    pub fn with_request_id(mut self, request_id: impl Into<String>) -> Self {
+        self.request_id = Some(request_id.into());
+        self
+    }
+
+    /// The same record about `subject`.
+    #[must_use]
+    pub fn with_subject(mut self, subject: impl Into<String>) -> Self {
+        self.subject = Some(subject.into());
+        self
+    }
+
+    /// The same record with this (non-secret) detail.
+    #[must_use]
+    pub fn with_detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = detail;
+        self
+    }
+}
+
+/// A stored audit record as listed by `GET /admin/v1/audit`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    /// Record id (a number, as a string).
+    pub id: String,
+    /// RFC 3339 UTC with milliseconds (`2026-11-22T20:04:39.123Z`).
+    pub at: String,
+    /// See [`AuditRecord::kind`].
+    pub kind: String,
+    /// See [`AuditRecord::actor`].
+    pub actor: String,
+    /// See [`AuditRecord::request_id`].
+    pub request_id: Option<String>,
+    /// See [`AuditRecord::subject`].
+    pub subject: Option<String>,
+    /// See [`AuditRecord::outcome`].
+    pub outcome: String,
+    /// See [`AuditRecord::detail`].
+    pub detail: serde_json::Value,
+}
+
+/// Which audit records to list.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only records with `at ≥ since`.
+    pub since: Option<DateTime<Utc>>,
+    /// Only records of exactly this kind.
+    pub kind: Option<String>,
+}
+
+/// The list name inside audit cursors.
+const CURSOR_SCOPE: &str = "audit";
+/// Columns written per record, in the order [`bind_record`] binds them.
+const INSERT_PREFIX: &str =
+    "INSERT INTO audit_log (at_ms, kind, actor, request_id, subject, outcome, detail) VALUES ";
+const COLUMNS: usize = 7;
+/// One record (a prepared statement kept in each connection's cache).
+const INSERT_ONE: &str = "INSERT INTO audit_log (at_ms, kind, actor, request_id, subject, outcome, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+/// Rows per multi-row `INSERT` (7 000 parameters: far below both dialects' limits).
+const MAX_ROWS_PER_STATEMENT: usize = 1000;
+
+/// A row of `audit_log` as selected by [`Store::query_audit`].
+type AuditRow = (
+    i64,
+    i64,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    String,
+);
+
+/// Binds the seven columns of one record to a `sqlx::query` of either dialect.
+macro_rules! bind_record {
+    ($query:expr, $record:expr) => {{
+        let record: &AuditRecord = $record;
+        $query
+            .bind(record.at.timestamp_millis())
+            .bind(record.kind.as_str())
+            .bind(record.actor.as_str())
+            .bind(record.request_id.as_deref())
+            .bind(record.subject.as_deref())
+            .bind(record.outcome.as_str())
+            .bind(record.detail.to_string())
+    }};
+}
+
+/// `INSERT ... VALUES ($1, ..., $7), ($8, ..., $14), ...` for `rows` records.
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::with_capacity(INSERT_PREFIX.len() + rows * (COLUMNS * 7 + 4));
+    sql.push_str(INSERT_PREFIX);
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..COLUMNS {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            let _ = write!(sql, "${}", row * COLUMNS + column + 1);
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// The `SELECT` of [`Store::query_audit`] for the filters in use; parameters are bound in the
+/// order since, kind, cursor (at, id), limit.
+fn select_sql(since: bool, kind: bool, after: bool) -> String {
+    let mut sql = String::from(
+        "SELECT id, at_ms, kind, actor, request_id, subject, outcome, detail FROM audit_log",
+    );
+    let mut param = 0;
+    let mut next = || {
+        param += 1;
+        param
+    };
+    let mut conditions = Vec::with_capacity(3);
+    if since {
+        conditions.push(format!("at_ms >= ${}", next()));
+    }
+    if kind {
+        conditions.push(format!("kind = ${}", next()));
+    }
+    if after {
+        let (at, id) = (next(), next());
+        conditions.push(format!("(at_ms, id) < (${at}, ${id})"));
+    }
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
+    }
+    let _ = write!(sql, " ORDER BY at_ms DESC, id DESC LIMIT ${}", next());
+    sql
+}
+
+/// `at` in epoch milliseconds, rounded up: records are stored to the millisecond, so
+/// `stored ≥ since` holds exactly for `stored_ms ≥ ceil_ms(since)`.
+fn ceil_millis(at: DateTime<Utc>) -> i64 {
+    let floor = at.timestamp_millis();
+    if at.timestamp_subsec_nanos() % 1_000_000 == 0 {
+        floor
+    } else {
+        floor + 1
+    }
+}
+
+/// RFC 3339 UTC with milliseconds.
+fn render_millis(at_ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(at_ms)
+        .map(|at| at.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+fn entry(row: AuditRow) -> AuditEntry {
+    let (id, at_ms, kind, actor, request_id, subject, outcome, detail) = row;
+    AuditEntry {
+        id: id.to_string(),
+        at: render_millis(at_ms),
+        kind,
+        actor,
+        request_id,
+        subject,
+        outcome,
+        // Only this module writes the column, always from a `serde_json::Value`.
+        detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::String(detail)),
+    }
+}
+
+impl Transaction {
+    /// Writes one audit record as part of this transaction (visible once it commits).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the insert fails.
+    pub async fn append_audit(&mut self, record: &AuditRecord) -> Result<(), StoreError> {
+        with_tx!(self, |conn| {
+            bind_record!(sqlx::query(INSERT_ONE), record)
+                .execute(conn)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Writes several audit records as part of this transaction, with one multi-row insert
+    /// per 1 000 records.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when an insert fails.
+    pub async fn append_audit_batch(&mut self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        for chunk in records.chunks(MAX_ROWS_PER_STATEMENT) {
+            if let [record] = chunk {
+                self.append_audit(record).await?;
+                continue;
+            }
+            let sql = insert_sql(chunk.len());
+            with_tx!(self, |conn| {
+                // Batch sizes vary: do not fill the statement cache with one entry per size.
+                let mut query = sqlx::query(&sql).persistent(false);
+                for record in chunk {
+                    query = bind_record!(query, record);
+                }
+                query.execute(conn).await?;
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Writes one audit record in its own (single-statement) transaction.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the insert fails.
+    pub async fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError> {
+        with_pool!(self, write |pool| {
+            bind_record!(sqlx::query(INSERT_ONE), record)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Writes several audit records in one transaction: all or none.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the insert fails; then none was written.
+    pub async fn append_audit_batch(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        match records.len() {
+            0 => Ok(()),
+            1 => self.append_audit(&records[0]).await,
+            n if n <= MAX_ROWS_PER_STATEMENT => {
+                // One statement is one transaction already: no BEGIN/COMMIT round trips.
+                let sql = insert_sql(n);
+                with_pool!(self, write |pool| {
+                    let mut query = sqlx::query(&sql).persistent(false);
+                    for record in records {
+                        query = bind_record!(query, record);
+                    }
+                    query.execute(pool).await?;
+                });
+                Ok(())
+            }
+            _ => {
+                let mut tx = self.begin().await?;
+                tx.append_audit_batch(records).await?;
+                tx.commit().await
+            }
+        }
+    }
+
+    /// Lists audit records, newest first (`at` descending, then `id` descending), with
+    /// `at ≥ filter.since` and `kind = filter.kind` when given, at most `page.limit` (clamped to
+    /// 1..=1000) after `page.cursor`.
+    ///
+    /// Walking the pages with `next_cursor` shows every record that existed when the walk
+    /// began exactly once, whatever is inserted meanwhile.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidCursor`] for a cursor this list did not hand out (400 at the
+    /// edge); [`StoreError::Database`] when the query fails.
+    pub async fn query_audit(
+        &self,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> Result<Page<AuditEntry>, StoreError> {
+        let limit = page.effective_limit();
+        let after = match page.cursor.as_deref() {
+            Some(text) => {
+                let cursor = Cursor::decode(CURSOR_SCOPE, text)?;
+                let id: i64 = cursor.id.parse().map_err(|_| StoreError::InvalidCursor)?;
+                Some((cursor.at_ms, id))
+            }
+            None => None,
+        };
+        let since = filter.since.map(ceil_millis);
+        let kind = filter.kind.as_deref();
+        let sql = select_sql(since.is_some(), kind.is_some(), after.is_some());
+        let mut rows: Vec<AuditRow> = with_pool!(self, read |pool| {
+            let mut query = sqlx::query_as::<_, AuditRow>(&sql);
+            if let Some(since) = since {
+                query = query.bind(since);
+            }
+            if let Some(kind) = kind {
+                query = query.bind(kind);
+            }
+            if let Some((at_ms, id)) = after {
+                query = query.bind(at_ms).bind(id);
+            }
+            // One more than asked: tells whether a next page exists.
+            query
+                .bind(i64::from(limit) + 1)
+                .fetch_all(pool)
+                .await?
+        });
+        let next_cursor = if rows.len() > limit as usize {
+            rows.truncate(limit as usize);
+            rows.last().map(|(id, at_ms, ..)| {
+                Cursor {
+                    at_ms: *at_ms,
+                    id: id.to_string(),
+                }
+                .encode(CURSOR_SCOPE)
+            })
+        } else {
+            None
+        };
+        Ok(Page {
+            entities: rows.into_iter().map(entry).collect(),
+            next_cursor,
+        })
+    }
+
+    /// Deletes audit records older than `before`, at most `max_rows` of them (call repeatedly
+    /// to prune a large backlog without one long transaction). Returns how many were deleted.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the delete fails.
+    pub async fn prune_audit(
+        &self,
+        before: DateTime<Utc>,
+        max_rows: u32,
+    ) -> Result<u64, StoreError> {
+        const SQL: &str = "DELETE FROM audit_log WHERE id IN \
+            (SELECT id FROM audit_log WHERE at_ms < $1 ORDER BY at_ms, id LIMIT $2)";
+        let deleted = with_pool!(self, write |pool| {
+            sqlx::query(SQL)
+                .bind(ceil_millis(before))
+                .bind(i64::from(max_rows))
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(deleted)
+    }
+}
+
+/// Writes audit records off the request path, in batches (SPEC §3.6, data-action executions).
+///
+/// [`AuditWriter::record`] never blocks and never awaits: it puts the record in a bounded
+/// queue (dropping it, counted in `gateway_audit_records_dropped_total`, when the queue is
+/// full) and does not even wake the writer task, except once per [`AuditWriter::MAX_BATCH`]
+/// records. The task writes what is queued every [`AuditWriter::FLUSH_INTERVAL`], or as soon
+/// as [`AuditWriter::MAX_BATCH`] records are waiting, with one multi-row insert per batch.
+///
+/// When `shutdown` is cancelled (or every `AuditWriter` is dropped) the task stops taking
+/// records, writes what is queued and ends; records offered later are dropped and counted.
+/// Cancel it once request handlers have drained, so that their records are kept.
+///
+/// Cheap to clone and to call from any thread or runtime.
+#[derive(Clone)]
+pub struct AuditWriter {
+    sender: mpsc::Sender<AuditRecord>,
+    shared: Arc<WriterShared>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for AuditWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditWriter")
+            .field("queued", &self.shared.queued.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// State shared by the writers and the task.
+#[derive(Debug, Default)]
+struct WriterShared {
+    /// Records offered and not yet taken by the task (incremented before the send, so it
+    /// never goes below zero).
+    queued: AtomicUsize,
+    /// Woken when `queued` reaches a full batch.
+    full: Notify,
+}
+
+impl AuditWriter {
+    /// Records the queue holds by default before dropping (≈ 5 s of a busy gateway's
+    /// data-action traffic; a few MiB at most).
+    pub const DEFAULT_CAPACITY: usize = 16_384;
+    /// The longest a record waits in the queue while the store answers.
+    pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
+    /// Records per write; a full batch is written at once.
+    pub const MAX_BATCH: usize = 500;
+    /// Attempts per batch while running (then the batch is dropped, logged and counted).
+    const ATTEMPTS: u32 = 3;
+
+    /// Starts the writer task on the current runtime with [`Self::DEFAULT_CAPACITY`].
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn spawn(
+        store: Store,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> (Self, JoinHandle<()>) {
+        Self::spawn_with_capacity(store, metrics, shutdown, Self::DEFAULT_CAPACITY)
+    }
+
+    /// Starts the writer task on the current runtime with a queue of `capacity` records (at
+    /// least 1).
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn spawn_with_capacity(
+        store: Store,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+        capacity: usize,
+    ) -> (Self, JoinHandle<()>) {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        let shared = Arc::new(WriterShared::default());
+        let task = WriterTask {
+            store,
+            receiver,
+            shared: shared.clone(),
+            metrics: metrics.clone(),
+            batch: Vec::with_capacity(Self::MAX_BATCH),
+        };
+        let join = tokio::spawn(task.run(shutdown));
+        (
+            Self {
+                sender,
+                shared,
+                metrics,
+            },
+            join,
+        )
+    }
+
+    /// Queues a record for writing. Never blocks, never awaits; when the queue is full or the
+    /// writer has stopped, the record is dropped and counted.
+    pub fn record(&self, record: AuditRecord) {
+        let queued = self.shared.queued.fetch_add(1, Ordering::Relaxed) + 1;
+        match self.sender.try_send(record) {
+            Ok(()) => {
+                if queued == Self::MAX_BATCH {
+                    self.shared.full.notify_one();
+                }
+            }
+            Err(_) => {
+                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                self.metrics.audit_records_dropped_total.inc();
+            }
+        }
+    }
+}
+
+/// The task behind the [`AuditWriter`]s.
+struct WriterTask {
+    store: Store,
+    receiver: mpsc::Receiver<AuditRecord>,
+    shared: Arc<WriterShared>,
+    metrics: Arc<Metrics>,
+    batch: Vec<AuditRecord>,
+}
+
+impl WriterTask {
+    async fn run(mut self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(AuditWriter::FLUSH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+                () = self.shared.full.notified() => {}
+            }
+            if !self.write_queued(AuditWriter::ATTEMPTS).await {
+                break;
+            }
+        }
+        // No more records from now on; write what was queued before.
+        self.receiver.close();
+        self.write_queued(1).await;
+        tracing::debug!("audit writer stopped");
+    }
+
+    /// Writes everything queued, in batches. Returns `false` once every sender is gone.
+    async fn write_queued(&mut self, attempts: u32) -> bool {
+        loop {
+            let mut open = true;
+            while self.batch.len() < AuditWriter::MAX_BATCH {
+                match self.receiver.try_recv() {
+                    Ok(record) => self.batch.push(record),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            }
+            let taken = self.batch.len();
+            if taken == 0 {
+                return open;
+            }
+            self.shared.queued.fetch_sub(taken, Ordering::Relaxed);
+            self.write_batch(attempts).await;
+            if taken < AuditWriter::MAX_BATCH {
+                return open;
+            }
+        }
+    }
+
+    /// Writes the batch, retrying with a short backoff; drops it (logged, counted) when every
+    /// attempt failed.
+    async fn write_batch(&mut self, attempts: u32) {
+        for attempt in 1..=attempts {
+            match self.store.append_audit_batch(&self.batch).await {
+                Ok(()) => {
+                    self.batch.clear();
+                    return;
+                }
+                Err(err) if attempt < attempts => {
+                    tracing::warn!(error = %err, records = self.batch.len(), attempt,
+                        "audit batch not written yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(100) * attempt).await;
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, records = self.batch.len(),
+                        "audit batch lost: the store refused it");
+                    self.metrics
+                        .audit_records_dropped_total
+                        .inc_by(self.batch.len() as u64);
+                    self.batch.clear();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn insert_sql_numbers_every_parameter() {
+        assert_eq!(insert_sql(1), INSERT_ONE);
+        let two = insert_sql(2);
+        assert!(
+            two.ends_with("($1, $2, $3, $4, $5, $6, $7), ($8, $9, $10, $11, $12, $13, $14)"),
+            "{two}"
+        );
+    }
+
+    #[test]
+    fn select_sql_numbers_parameters_in_binding_order() {
+        assert_eq!(
+            select_sql(false, false, false),
+            "SELECT id, at_ms, kind, actor, request_id, subject, outcome, detail FROM audit_log \
+             ORDER BY at_ms DESC, id DESC LIMIT $1"
+        );
+        assert!(
+            select_sql(true, true, true).ends_with(
+                "WHERE at_ms >= $1 AND kind = $2 AND (at_ms, id) < ($3, $4) \
+                 ORDER BY at_ms DESC, id DESC LIMIT $5"
+            )
+        );
+        assert!(
+            select_sql(false, true, true)
+                .contains("WHERE kind = $1 AND (at_ms, id) < ($2, $3) ORDER BY")
+        );
+    }
+
+    #[test]
+    fn since_rounds_up_to_the_stored_millisecond() {
+        let exact = Utc.timestamp_millis_opt(1_795_000_000_123).unwrap();
+        assert_eq!(ceil_millis(exact), 1_795_000_000_123);
+        let later = exact + chrono::Duration::microseconds(1);
+        assert_eq!(ceil_millis(later), 1_795_000_000_124);
+    }
+
+    #[test]
+    fn times_render_as_rfc3339_utc_with_milliseconds() {
+        assert_eq!(render_millis(1_795_000_000_120), "2026-11-18T11:06:40.120Z");
+        assert_eq!(render_millis(0), "1970-01-01T00:00:00.000Z");
+    }
+}
