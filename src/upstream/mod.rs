@@ -1,1 +1,896 @@
-//! Outbound HTTP to upstreams (SKELETON: filled in by the upstream issue).
+//! Outbound HTTP: every call the gateway makes to an upstream API goes through here.
+//!
+//! An [`Upstream`] is one configured API (`[upstreams.<name>]`, or the built-in `genesys`). One
+//! logical call ([`Upstream::call`]) runs this stack, outermost first:
+//!
+//! 1. **auth injection** — a static header (API key, Basic, bearer) or an OAuth2
+//!    client-credentials token from a shared, single-flight cache ([`TokenSource`]); a 401
+//!    refetches the token once and replays the request once;
+//! 2. **retry** within the caller's deadline — 429 waits `Retry-After` (seconds or HTTP date;
+//!    longer than `max_retry_after_s` → no retry), 502/503/504, connection errors and timeouts
+//!    back off exponentially with full jitter; other 4xx and 500/501 are never retried; a POST
+//!    or PATCH to a non-`idempotent` upstream is retried only when it certainly was not
+//!    processed (connection failed, 429, 503); no wait ever crosses the deadline;
+//! 3. **circuit breaker** per upstream, shared across threads ([`CircuitBreaker`]);
+//! 4. **per-attempt timeout** — `min(timeout_ms, time left to the deadline)`;
+//! 5. **transport** — [`HttpClient`]: hyper-util + rustls, one connection pool per server
+//!    thread, keep-alive, `TCP_NODELAY`, size-capped bodies, no redirects.
+//!
+//! [`HttpClient`] is also usable alone, with [`NetworkPolicy::Guarded`], for URLs that arrive
+//! through the API (delivery targets, webhooks, their token endpoints): the SSRF guard refuses
+//! private, loopback and link-local addresses after DNS resolution.
+//!
+//! This module is generic: it knows no capability. Failures map to the HTTP surface through
+//! `From<UpstreamError> for ApiError` (SPEC §3): 502 `upstream.error`, 503
+//! `upstream.unavailable`, 503 `circuit.open`, 504 `request.timeout`.
+//!
+//! Every attempt carries `ININ-Correlation-Id` (the current request id) and is counted in
+//! `gateway_upstream_requests_total{upstream,status}`; retries in
+//! `gateway_upstream_retries_total{upstream,reason}`; breaker states in
+//! `gateway_circuit_breaker_state{upstream}`; token fetches in
+//! `gateway_oauth_token_fetches_total{upstream,result}`.
+
+mod auth;
+mod breaker;
+mod error;
+mod guard;
+mod retry;
+mod transport;
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use prometheus::{IntCounter, IntCounterVec};
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+pub use auth::{ClientCredentials, TokenSource};
+pub use breaker::{BreakerState, CircuitBreaker, Permit, Rejected};
+pub use error::{LastFailure, TokenFetchFailure, UpstreamError};
+pub use guard::{NetworkPolicy, RefusedAddress, is_internal};
+pub use retry::{RetryReason, backoff, retry_after};
+pub use transport::{
+    DEFAULT_MAX_RESPONSE_BYTES, HttpClient, HttpClientOptions, TransportError, UpstreamResponse,
+};
+
+use auth::OutboundAuth;
+
+use crate::config::{
+    CircuitBreakerSettings, ClientAuthMethod, GenesysSettings, Problem, RetrySettings, Settings,
+    UpstreamAuthSettings, UpstreamSettings,
+};
+use crate::telemetry::{Metrics, RequestId};
+
+/// Name of the built-in Genesys Cloud upstream.
+pub const GENESYS_UPSTREAM: &str = "genesys";
+
+/// Header carrying the correlation id on every outbound call.
+pub const CORRELATION_HEADER: HeaderName = HeaderName::from_static("inin-correlation-id");
+
+/// Per-attempt timeout of the built-in `genesys` upstream.
+const GENESYS_TIMEOUT_MS: u64 = 10_000;
+
+const USER_AGENT: &str = concat!("genesys-gateway/", env!("CARGO_PKG_VERSION"));
+
+/// The Genesys Cloud base URLs, derived from `[genesys]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenesysEndpoints {
+    /// API base (`https://api.<region>`), no trailing slash.
+    pub api_url: String,
+    /// Login base (`https://login.<region>`), no trailing slash; tokens come from
+    /// `<login_url>/oauth/token`.
+    pub login_url: String,
+}
+
+impl GenesysEndpoints {
+    /// From the region, or the explicit `api_url` / `login_url` when set.
+    pub fn from_settings(g: &GenesysSettings) -> Self {
+        let region = g.region.trim().trim_matches('.');
+        let pick = |explicit: &Option<String>, host: &str| {
+            explicit.as_deref().map_or_else(
+                || format!("https://{host}.{region}"),
+                |url| url.trim_end_matches('/').to_owned(),
+            )
+        };
+        Self {
+            api_url: pick(&g.api_url, "api"),
+            login_url: pick(&g.login_url, "login"),
+        }
+    }
+
+    /// `<login_url>/oauth/token`.
+    pub fn token_url(&self) -> String {
+        format!("{}/oauth/token", self.login_url)
+    }
+}
+
+/// One request to an upstream.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamRequest {
+    /// HTTP method.
+    pub method: Method,
+    /// Path (and query) appended to the upstream's base URL; starts with `/`.
+    pub path_and_query: String,
+    /// Headers to send (auth, correlation id and user agent are added).
+    pub headers: HeaderMap,
+    /// Body; empty means no body.
+    pub body: Bytes,
+}
+
+impl UpstreamRequest {
+    /// A request without headers or body.
+    pub fn new(method: Method, path_and_query: impl Into<String>) -> Self {
+        Self {
+            method,
+            path_and_query: path_and_query.into(),
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    /// With a JSON body (and `Content-Type: application/json`).
+    #[must_use]
+    pub fn json(mut self, body: impl Into<Bytes>) -> Self {
+        self.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        self.body = body.into();
+        self
+    }
+}
+
+/// Every upstream the gateway calls: the configured ones and the built-in `genesys`.
+pub struct Upstreams {
+    map: HashMap<String, Arc<Upstream>>,
+    metrics: Arc<Metrics>,
+    threads: usize,
+}
+
+impl std::fmt::Debug for Upstreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&str> = self.map.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        f.debug_struct("Upstreams").field("names", &names).finish()
+    }
+}
+
+impl Upstreams {
+    /// Builds every upstream of `settings` plus the built-in `genesys` one (against `genesys`).
+    ///
+    /// # Errors
+    /// Every upstream setting that cannot be used (bad URL, header value), with its key path.
+    pub fn build(
+        settings: &Settings,
+        genesys: &GenesysEndpoints,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, Vec<Problem>> {
+        Self::assemble(
+            settings,
+            genesys,
+            metrics,
+            settings.server.io_thread_count(),
+            None,
+        )
+    }
+
+    /// After a config reload: a new set in which every upstream whose settings did not change
+    /// is the existing [`Upstream`] (its breaker state, token cache and pools are kept).
+    ///
+    /// # Errors
+    /// As [`Upstreams::build`].
+    pub fn rebuild(
+        &self,
+        settings: &Settings,
+        genesys: &GenesysEndpoints,
+    ) -> Result<Self, Vec<Problem>> {
+        Self::assemble(
+            settings,
+            genesys,
+            self.metrics.clone(),
+            self.threads,
+            Some(self),
+        )
+    }
+
+    fn assemble(
+        settings: &Settings,
+        genesys: &GenesysEndpoints,
+        metrics: Arc<Metrics>,
+        threads: usize,
+        previous: Option<&Self>,
+    ) -> Result<Self, Vec<Problem>> {
+        let mut map = HashMap::with_capacity(settings.upstreams.len() + 1);
+        let mut problems = Vec::new();
+        let genesys_settings = genesys_upstream_settings(&settings.genesys, genesys);
+        let all = std::iter::once((GENESYS_UPSTREAM, &genesys_settings, KeyPaths::Genesys)).chain(
+            settings
+                .upstreams
+                .iter()
+                .filter(|(name, _)| name.as_str() != GENESYS_UPSTREAM)
+                .map(|(name, u)| (name.as_str(), u, KeyPaths::Configured(name))),
+        );
+        for (name, upstream_settings, paths) in all {
+            let fingerprint = fingerprint(upstream_settings);
+            if let Some(existing) = previous.and_then(|p| p.map.get(name))
+                && existing.fingerprint == fingerprint
+            {
+                map.insert(name.to_owned(), existing.clone());
+                continue;
+            }
+            match Upstream::new(name, upstream_settings, threads, &metrics, &paths) {
+                Ok(mut upstream) => {
+                    upstream.fingerprint = fingerprint;
+                    map.insert(name.to_owned(), Arc::new(upstream));
+                }
+                Err(mut p) => problems.append(&mut p),
+            }
+        }
+        if problems.is_empty() {
+            Ok(Self {
+                map,
+                metrics,
+                threads,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The upstream named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.map.get(name)
+    }
+
+    /// The built-in `genesys` upstream.
+    pub fn genesys(&self) -> Option<&Arc<Upstream>> {
+        self.get(GENESYS_UPSTREAM)
+    }
+
+    /// How many upstreams there are, `genesys` included.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether there are none (never true once built: `genesys` is always there).
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Every upstream name, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.map.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+}
+
+/// The settings of the built-in `genesys` upstream (SPEC §2, §3.2).
+fn genesys_upstream_settings(g: &GenesysSettings, e: &GenesysEndpoints) -> UpstreamSettings {
+    let auth = match (&g.client_id, &g.client_secret) {
+        (Some(id), Some(secret)) if !id.is_empty() => {
+            UpstreamAuthSettings::Oauth2ClientCredentials {
+                token_url: e.token_url(),
+                client_id: id.clone(),
+                client_secret: secret.clone(),
+                scopes: Vec::new(),
+                client_auth: ClientAuthMethod::Basic,
+            }
+        }
+        _ => UpstreamAuthSettings::None,
+    };
+    UpstreamSettings {
+        base_url: e.api_url.clone(),
+        timeout_ms: GENESYS_TIMEOUT_MS,
+        auth,
+        retry: RetrySettings {
+            max_attempts: 3,
+            base_delay_ms: 200,
+            max_delay_ms: 5000,
+            max_retry_after_s: 180,
+        },
+        circuit_breaker: CircuitBreakerSettings {
+            failure_threshold: 5,
+            open_ms: 30_000,
+        },
+        idempotent: false,
+    }
+}
+
+/// Where an upstream's settings live in the config file (for problem key paths).
+enum KeyPaths<'a> {
+    Genesys,
+    Configured(&'a str),
+}
+
+impl KeyPaths<'_> {
+    fn base_url(&self) -> String {
+        match self {
+            Self::Genesys => "genesys.api_url".to_owned(),
+            Self::Configured(name) => format!("upstreams.{name}.base_url"),
+        }
+    }
+    fn auth(&self, key: &str) -> String {
+        match self {
+            Self::Genesys if key == "token_url" => "genesys.login_url".to_owned(),
+            Self::Genesys => format!("genesys.{key}"),
+            Self::Configured(name) => format!("upstreams.{name}.auth.{key}"),
+        }
+    }
+}
+
+/// A digest of everything that makes an upstream what it is (secrets included, hashed).
+fn fingerprint(s: &UpstreamSettings) -> [u8; 32] {
+    let mut h = Sha256::new();
+    let mut part = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    part(s.base_url.as_bytes());
+    part(&s.timeout_ms.to_le_bytes());
+    part(&s.retry.max_attempts.to_le_bytes());
+    part(&s.retry.base_delay_ms.to_le_bytes());
+    part(&s.retry.max_delay_ms.to_le_bytes());
+    part(&s.retry.max_retry_after_s.to_le_bytes());
+    part(&s.circuit_breaker.failure_threshold.to_le_bytes());
+    part(&s.circuit_breaker.open_ms.to_le_bytes());
+    part(&[u8::from(s.idempotent)]);
+    match &s.auth {
+        UpstreamAuthSettings::None => part(b"none"),
+        UpstreamAuthSettings::Oauth2ClientCredentials {
+            token_url,
+            client_id,
+            client_secret,
+            scopes,
+            client_auth,
+        } => {
+            part(b"oauth2");
+            part(token_url.as_bytes());
+            part(client_id.as_bytes());
+            part(client_secret.expose_secret().as_bytes());
+            for scope in scopes {
+                part(scope.as_bytes());
+            }
+            part(match client_auth {
+                ClientAuthMethod::Basic => b"basic",
+                ClientAuthMethod::Body => b"body",
+            });
+        }
+        UpstreamAuthSettings::ApiKey { header, key } => {
+            part(b"api_key");
+            part(header.as_bytes());
+            part(key.expose_secret().as_bytes());
+        }
+        UpstreamAuthSettings::Basic { username, password } => {
+            part(b"basic");
+            part(username.as_bytes());
+            part(password.expose_secret().as_bytes());
+        }
+        UpstreamAuthSettings::Bearer { token } => {
+            part(b"bearer");
+            part(token.expose_secret().as_bytes());
+        }
+    }
+    h.finalize().into()
+}
+
+/// The scheme, authority and path prefix of an upstream's base URL, split once.
+struct BaseUrl {
+    raw: String,
+    scheme: Scheme,
+    authority: Authority,
+    /// Path prefix without a trailing slash (empty for the root).
+    path: String,
+}
+
+impl BaseUrl {
+    fn parse(raw: &str) -> Result<Self, &'static str> {
+        let uri: Uri = raw.parse().map_err(|_| "is not a valid URL")?;
+        let scheme = uri
+            .scheme()
+            .filter(|s| matches!(s.as_str(), "http" | "https"))
+            .cloned()
+            .ok_or("must be an http:// or https:// URL")?;
+        let authority = uri.authority().cloned().ok_or("must have a host")?;
+        if uri.query().is_some() {
+            return Err("must not have a query");
+        }
+        Ok(Self {
+            raw: raw.trim_end_matches('/').to_owned(),
+            scheme,
+            authority,
+            path: uri.path().trim_end_matches('/').to_owned(),
+        })
+    }
+
+    fn join(&self, path_and_query: String) -> Result<Uri, UpstreamError> {
+        let pq = if self.path.is_empty() && path_and_query.starts_with('/') {
+            path_and_query
+        } else {
+            let mut s = String::with_capacity(self.path.len() + path_and_query.len() + 1);
+            s.push_str(&self.path);
+            if !path_and_query.starts_with('/') {
+                s.push('/');
+            }
+            s.push_str(&path_and_query);
+            s
+        };
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(|_| UpstreamError::InvalidRequest("the path is not a valid URI".to_owned()))
+    }
+}
+
+/// Pre-resolved metric children of one upstream (no label hashing on the hot path).
+struct UpstreamMetrics {
+    requests: IntCounterVec,
+    name: Arc<str>,
+    by_status: Box<[OnceLock<IntCounter>]>,
+    error: IntCounter,
+    timeout: IntCounter,
+    retries: [IntCounter; RetryReason::ALL.len()],
+}
+
+impl UpstreamMetrics {
+    fn new(name: &str, metrics: &Metrics) -> Self {
+        Self {
+            requests: metrics.upstream_requests_total.clone(),
+            name: Arc::from(name),
+            by_status: (100..1000).map(|_| OnceLock::new()).collect(),
+            error: metrics
+                .upstream_requests_total
+                .with_label_values(&[name, "error"]),
+            timeout: metrics
+                .upstream_requests_total
+                .with_label_values(&[name, "timeout"]),
+            retries: RetryReason::ALL.map(|r| {
+                metrics
+                    .upstream_retries_total
+                    .with_label_values(&[name, r.label()])
+            }),
+        }
+    }
+
+    fn status(&self, status: StatusCode) {
+        let slot = &self.by_status[usize::from(status.as_u16()) - 100];
+        slot.get_or_init(|| {
+            self.requests
+                .with_label_values(&[&*self.name, status.as_str()])
+        })
+        .inc();
+    }
+
+    fn retry(&self, reason: RetryReason) {
+        let index = RetryReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.retries[index].inc();
+    }
+}
+
+/// One upstream API: base URL, auth, retry policy, breaker and transport (see the module docs).
+pub struct Upstream {
+    name: Arc<str>,
+    base: BaseUrl,
+    timeout: Duration,
+    retry: RetrySettings,
+    idempotent: bool,
+    auth: OutboundAuth,
+    breaker: CircuitBreaker,
+    http: HttpClient,
+    metrics: UpstreamMetrics,
+    fingerprint: [u8; 32],
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .field("base_url", &self.base.raw)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one attempt's failure means for the call.
+struct Failure {
+    last: LastFailure,
+    reason: RetryReason,
+    retry_after: Option<Duration>,
+    /// The answer, for a status failure (returned as `Status` when it is not retried).
+    response: Option<UpstreamResponse>,
+    /// The attempt timed out because the deadline, not the attempt timeout, cut it.
+    deadline_cut: bool,
+}
+
+impl Upstream {
+    /// An upstream named `name` from its settings, with `threads` connection pools.
+    ///
+    /// # Errors
+    /// The settings that cannot be used (bad URL, header value), as problems at `paths`.
+    fn new(
+        name: &str,
+        settings: &UpstreamSettings,
+        threads: usize,
+        metrics: &Metrics,
+        paths: &KeyPaths<'_>,
+    ) -> Result<Self, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let base = BaseUrl::parse(&settings.base_url)
+            .map_err(|msg| problems.push(Problem::new(paths.base_url(), msg)))
+            .ok();
+        let http = HttpClient::new(
+            NetworkPolicy::Trusted,
+            &HttpClientOptions {
+                threads,
+                ..HttpClientOptions::default()
+            },
+        );
+        let timeout = settings.timeout();
+        let auth = match &settings.auth {
+            UpstreamAuthSettings::None => Some(OutboundAuth::None),
+            UpstreamAuthSettings::Basic { username, password } => {
+                OutboundAuth::basic(username, password).or_else(|| {
+                    problems.push(Problem::new(
+                        paths.auth("username"),
+                        "cannot be sent in a header",
+                    ));
+                    None
+                })
+            }
+            UpstreamAuthSettings::Bearer { token } => OutboundAuth::bearer(token).or_else(|| {
+                problems.push(Problem::new(
+                    paths.auth("token"),
+                    "cannot be sent in a header",
+                ));
+                None
+            }),
+            UpstreamAuthSettings::ApiKey { header, key } => OutboundAuth::api_key(header, key)
+                .or_else(|| {
+                    problems.push(Problem::new(
+                        paths.auth("key"),
+                        "is not a valid header name/value",
+                    ));
+                    None
+                }),
+            UpstreamAuthSettings::Oauth2ClientCredentials {
+                token_url,
+                client_id,
+                client_secret,
+                scopes,
+                client_auth,
+            } => {
+                let credentials = ClientCredentials {
+                    token_url: token_url.clone(),
+                    client_id: client_id.clone(),
+                    client_secret: client_secret.clone(),
+                    scopes: scopes.clone(),
+                    client_auth: *client_auth,
+                };
+                TokenSource::new(name, &credentials, http.clone(), timeout, metrics)
+                    .map(|source| OutboundAuth::OAuth(Box::new(source)))
+                    .map_err(|msg| problems.push(Problem::new(paths.auth("token_url"), msg)))
+                    .ok()
+            }
+        };
+        let (Some(base), Some(auth)) = (base, auth) else {
+            return Err(problems);
+        };
+        let gauge = metrics.circuit_breaker_state.with_label_values(&[name]);
+        Ok(Self {
+            name: Arc::from(name),
+            base,
+            timeout,
+            retry: settings.retry,
+            idempotent: settings.idempotent,
+            auth,
+            breaker: CircuitBreaker::new(&settings.circuit_breaker, Some(gauge)),
+            http,
+            metrics: UpstreamMetrics::new(name, metrics),
+            fingerprint: [0; 32],
+        })
+    }
+
+    /// The upstream's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The base URL every path is appended to (no trailing slash).
+    pub fn base_url(&self) -> &str {
+        &self.base.raw
+    }
+
+    /// The breaker's current state.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.breaker.state()
+    }
+
+    /// The per-attempt timeout.
+    pub fn attempt_timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Whether the gateway can authenticate to this upstream now: for OAuth2, a token can be
+    /// had (cached or fetched); other kinds always can.
+    ///
+    /// # Errors
+    /// The token fetch failure.
+    pub async fn check_credentials(&self, deadline: Instant) -> Result<(), UpstreamError> {
+        match &self.auth {
+            OutboundAuth::OAuth(source) => source.authorization(deadline).await.map(|_| ()),
+            OutboundAuth::None | OutboundAuth::Static(..) => Ok(()),
+        }
+    }
+
+    /// One logical call: auth injection → retry (within `deadline`) → breaker → per-attempt
+    /// timeout → transport. `Ok` for any 2xx.
+    ///
+    /// # Errors
+    /// - [`UpstreamError::Status`]: a non-2xx answer that is not retried;
+    /// - [`UpstreamError::Unavailable`]: retryable failures until attempts ran out, or a
+    ///   `Retry-After` above `max_retry_after_s`;
+    /// - [`UpstreamError::CircuitOpen`]: the breaker is open (also when it opened during this
+    ///   call's retries);
+    /// - [`UpstreamError::Timeout`]: the deadline passed, or the next wait would cross it;
+    /// - [`UpstreamError::TokenFetch`]: no OAuth token could be had.
+    pub async fn call(
+        &self,
+        req: UpstreamRequest,
+        deadline: Instant,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let UpstreamRequest {
+            method,
+            path_and_query,
+            mut headers,
+            body,
+        } = req;
+        let uri = self.base.join(path_and_query)?;
+        if let Some(id) = RequestId::current() {
+            headers.insert(CORRELATION_HEADER, id.header_value());
+        }
+        if !headers.contains_key(header::USER_AGENT) {
+            headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+        }
+        let retry_unsure = retry::retry_unsure(&method, self.idempotent);
+        let mut attempt: u32 = 0;
+        let mut replayed_unauthorized = false;
+        loop {
+            attempt += 1;
+            let now = Instant::now();
+            let remaining = deadline.saturating_duration_since(now);
+            if remaining.is_zero() {
+                return Err(UpstreamError::Timeout);
+            }
+            let permit = self
+                .breaker
+                .try_acquire(now)
+                .map_err(|r| UpstreamError::CircuitOpen {
+                    retry_after: r.remaining,
+                })?;
+            let token = match &self.auth {
+                OutboundAuth::OAuth(source) => Some(source.authorization(deadline).await?),
+                OutboundAuth::None | OutboundAuth::Static(..) => None,
+            };
+            let mut attempt_headers = headers.clone();
+            match (&self.auth, &token) {
+                (_, Some(token)) => {
+                    attempt_headers.insert(header::AUTHORIZATION, token.clone());
+                }
+                (OutboundAuth::Static(name, value), None) => {
+                    attempt_headers.insert(name.clone(), value.clone());
+                }
+                _ => {}
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(UpstreamError::Timeout);
+            }
+            let deadline_cut = remaining < self.timeout;
+            let budget = remaining.min(self.timeout);
+            let mut request = http::Request::new(body.clone());
+            *request.method_mut() = method.clone();
+            *request.uri_mut() = uri.clone();
+            *request.headers_mut() = attempt_headers;
+            let outcome = self.http.send(request, budget).await;
+            let now = Instant::now();
+            let failure = match outcome {
+                Ok(response) => {
+                    let status = response.status;
+                    self.metrics.status(status);
+                    if status.is_success() {
+                        permit.success();
+                        return Ok(response);
+                    }
+                    if status == StatusCode::UNAUTHORIZED
+                        && !replayed_unauthorized
+                        && let (OutboundAuth::OAuth(source), Some(token)) = (&self.auth, &token)
+                    {
+                        permit.success();
+                        source.invalidate(token);
+                        replayed_unauthorized = true;
+                        attempt -= 1;
+                        self.metrics.retry(RetryReason::Unauthorized);
+                        tracing::debug!(upstream = %self.name, "401: refreshing the token and replaying");
+                        continue;
+                    }
+                    let Some(reason) = RetryReason::for_status(status) else {
+                        if status.is_server_error() {
+                            permit.failure(now);
+                        } else {
+                            permit.success();
+                        }
+                        return Err(UpstreamError::Status {
+                            status,
+                            retry_after: retry::retry_after(&response.headers),
+                            body: response.body,
+                        });
+                    };
+                    permit.failure(now);
+                    Failure {
+                        last: LastFailure::Status(status),
+                        reason,
+                        retry_after: if matches!(status.as_u16(), 429 | 503) {
+                            retry::retry_after(&response.headers)
+                        } else {
+                            None
+                        },
+                        response: Some(response),
+                        deadline_cut: false,
+                    }
+                }
+                Err(TransportError::Refused(addr)) => {
+                    drop(permit);
+                    self.metrics.error.inc();
+                    return Err(UpstreamError::Refused(addr));
+                }
+                Err(TransportError::ResponseTooLarge { limit }) => {
+                    permit.success();
+                    self.metrics.error.inc();
+                    return Err(UpstreamError::ResponseTooLarge { limit });
+                }
+                Err(TransportError::Timeout) => {
+                    permit.failure(now);
+                    self.metrics.timeout.inc();
+                    Failure {
+                        last: LastFailure::Timeout,
+                        reason: RetryReason::Timeout,
+                        retry_after: None,
+                        response: None,
+                        deadline_cut,
+                    }
+                }
+                Err(err @ TransportError::Connect(_)) => {
+                    permit.failure(now);
+                    self.metrics.error.inc();
+                    tracing::debug!(upstream = %self.name, error = %err, "attempt failed");
+                    Failure {
+                        last: LastFailure::Connect,
+                        reason: RetryReason::Connect,
+                        retry_after: None,
+                        response: None,
+                        deadline_cut: false,
+                    }
+                }
+                Err(err @ TransportError::Network(_)) => {
+                    permit.failure(now);
+                    self.metrics.error.inc();
+                    tracing::debug!(upstream = %self.name, error = %err, "attempt failed");
+                    Failure {
+                        last: LastFailure::Network,
+                        reason: RetryReason::Network,
+                        retry_after: None,
+                        response: None,
+                        deadline_cut: false,
+                    }
+                }
+            };
+            let wait = self.next_wait(&failure, attempt, retry_unsure, now, deadline)?;
+            self.metrics.retry(failure.reason);
+            tracing::debug!(
+                upstream = %self.name,
+                attempt,
+                reason = failure.reason.label(),
+                wait_ms = wait.as_millis() as u64,
+                "retrying"
+            );
+            tokio::time::sleep_until(now + wait).await;
+        }
+    }
+
+    /// After a failed attempt: how long to wait before the next one, or how the call ends.
+    fn next_wait(
+        &self,
+        failure: &Failure,
+        attempt: u32,
+        retry_unsure: bool,
+        now: Instant,
+        deadline: Instant,
+    ) -> Result<Duration, UpstreamError> {
+        if failure.deadline_cut || now >= deadline {
+            return Err(UpstreamError::Timeout);
+        }
+        let unavailable = || UpstreamError::Unavailable {
+            retry_after: failure.retry_after,
+            last: failure.last,
+        };
+        if !(retry_unsure || failure.reason.certainly_unprocessed()) {
+            // The request may have been processed: hand back what happened.
+            return Err(match &failure.response {
+                Some(response) => UpstreamError::Status {
+                    status: response.status,
+                    retry_after: failure.retry_after,
+                    body: response.body.clone(),
+                },
+                None => unavailable(),
+            });
+        }
+        if let Some(asked) = failure.retry_after
+            && asked > Duration::from_secs(self.retry.max_retry_after_s)
+        {
+            return Err(unavailable());
+        }
+        if attempt >= self.retry.max_attempts {
+            return Err(unavailable());
+        }
+        let wait = failure
+            .retry_after
+            .unwrap_or_else(|| retry::backoff(&self.retry, attempt));
+        if now + wait >= deadline {
+            return Err(UpstreamError::Timeout);
+        }
+        if let Some(remaining) = self.breaker.open_remaining(now) {
+            return Err(UpstreamError::CircuitOpen {
+                retry_after: remaining,
+            });
+        }
+        Ok(wait)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn genesys_endpoints_from_region_or_explicit_urls() {
+        let mut g = GenesysSettings {
+            region: "mypurecloud.de".to_owned(),
+            ..GenesysSettings::default()
+        };
+        let e = GenesysEndpoints::from_settings(&g);
+        assert_eq!(e.api_url, "https://api.mypurecloud.de");
+        assert_eq!(e.login_url, "https://login.mypurecloud.de");
+        assert_eq!(e.token_url(), "https://login.mypurecloud.de/oauth/token");
+        g.api_url = Some("http://127.0.0.1:9100/".to_owned());
+        g.login_url = Some("http://127.0.0.1:9101".to_owned());
+        let e = GenesysEndpoints::from_settings(&g);
+        assert_eq!(e.api_url, "http://127.0.0.1:9100");
+        assert_eq!(e.token_url(), "http://127.0.0.1:9101/oauth/token");
+    }
+
+    #[test]
+    fn base_urls_join_paths() {
+        let b = BaseUrl::parse("https://crm.example.com/api/").unwrap();
+        assert_eq!(
+            b.join("/orders/1?x=y".to_owned()).unwrap(),
+            "https://crm.example.com/api/orders/1?x=y"
+        );
+        let b = BaseUrl::parse("http://127.0.0.1:8080").unwrap();
+        assert_eq!(
+            b.join("/a".to_owned()).unwrap().to_string(),
+            "http://127.0.0.1:8080/a"
+        );
+        assert!(BaseUrl::parse("ftp://x").is_err());
+        assert!(BaseUrl::parse("https://x/a?b=c").is_err());
+        assert!(b.join("/a b".to_owned()).is_err());
+    }
+}
