@@ -280,15 +280,19 @@ impl TokenSource {
         if budget.is_zero() {
             return Err(TokenFetchFailure::Timeout);
         }
-        let mut body = form_urlencoded::Serializer::new(String::new());
-        body.append_pair("grant_type", "client_credentials");
-        if let Some(scope) = &self.form.scope {
-            body.append_pair("scope", scope);
-        }
-        if let Some(secret) = &self.form.client_secret {
-            body.append_pair("client_id", &self.form.client_id);
-            body.append_pair("client_secret", secret.expose_secret());
-        }
+        // The serializer is not `Send`: it must be gone before the first await.
+        let body = {
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            form.append_pair("grant_type", "client_credentials");
+            if let Some(scope) = &self.form.scope {
+                form.append_pair("scope", scope);
+            }
+            if let Some(secret) = &self.form.client_secret {
+                form.append_pair("client_id", &self.form.client_id);
+                form.append_pair("client_secret", secret.expose_secret());
+            }
+            form.finish()
+        };
         let mut request = http::Request::builder()
             .method(Method::POST)
             .uri(self.token_uri.clone())
@@ -297,7 +301,7 @@ impl TokenSource {
                 HeaderValue::from_static("application/x-www-form-urlencoded"),
             )
             .header(header::ACCEPT, HeaderValue::from_static("application/json"))
-            .body(Bytes::from(body.finish()))
+            .body(Bytes::from(body))
             .map_err(|_| TokenFetchFailure::InvalidResponse)?;
         if let Some(basic) = &self.basic {
             request
