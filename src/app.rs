@@ -35,11 +35,14 @@ use tower_http::catch_panic::CatchPanicLayer;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::InboundAuth;
-use crate::config::Settings;
+use crate::config::{ConfigError, Environment, Settings};
+use crate::data_actions::reload::{Reloader, ReloaderParts};
+use crate::data_actions::{ActionRegistry, ActionSet, DataActionsState};
 use crate::ops::{self, OpsState, Readiness, ReadinessCheck};
-use crate::store::Store;
+use crate::store::{AuditWriter, Store};
 use crate::telemetry::{self, Metrics};
-use crate::{admin, runtime};
+use crate::upstream::{GenesysEndpoints, Upstreams};
+use crate::{admin, data_actions, runtime};
 
 /// A built gateway, bound to its port, not yet serving.
 pub struct Application {
@@ -51,6 +54,9 @@ pub struct Application {
     readiness: Readiness,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    reloader: Reloader,
+    /// Stops the batched audit writer once request handlers have drained.
+    audit_stop: CancellationToken,
 }
 
 impl std::fmt::Debug for Application {
@@ -94,6 +100,15 @@ impl Application {
     /// # Errors
     /// When the store cannot be opened, a capability cannot be built, or the port cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_env(settings, Environment::from_process()).await
+    }
+
+    /// Like [`Application::build`]; `env` is what configuration reloads read `${VAR}`s and
+    /// `GATEWAY_*` overrides from.
+    ///
+    /// # Errors
+    /// As [`Application::build`].
+    pub async fn build_with_env(settings: Settings, env: Environment) -> anyhow::Result<Self> {
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::new());
         let shutdown = CancellationToken::new();
@@ -105,12 +120,43 @@ impl Application {
 
         let readiness = Readiness::new(vec![Arc::new(StoreCheck(store.clone()))]);
 
-        let mut api = OpenApiRouter::with_openapi(openapi_base()).merge(ops::router(OpsState {
-            readiness: readiness.clone(),
+        let config_error = |problems| ConfigError::new(&settings.source.file, problems);
+        let genesys = GenesysEndpoints::from_settings(&settings.genesys);
+        let upstreams =
+            Upstreams::build(&settings, &genesys, metrics.clone()).map_err(config_error)?;
+        let action_set = ActionSet::from_settings(&settings, &[], Arc::new(upstreams), &metrics)
+            .map_err(config_error)?;
+        let registry = Arc::new(ActionRegistry::new(action_set));
+        let audit_stop = CancellationToken::new();
+        let (audit, audit_task) =
+            AuditWriter::spawn(store.clone(), metrics.clone(), audit_stop.clone());
+        tasks.spawn(async move {
+            let _ = audit_task.await;
+        });
+        let reloader = Reloader::new(ReloaderParts {
+            settings: settings.clone(),
+            env,
+            genesys,
+            registry: registry.clone(),
             metrics: metrics.clone(),
-        }));
+            store: store.clone(),
+            extra_actions: Vec::new(),
+        });
+
+        let mut api = OpenApiRouter::with_openapi(openapi_base())
+            .merge(ops::router(OpsState {
+                readiness: readiness.clone(),
+                metrics: metrics.clone(),
+            }))
+            .merge(data_actions::router(DataActionsState { registry, audit }));
         let admin_tokens = settings.admin_tokens();
         if !admin_tokens.is_empty() {
+            api = api.merge(admin::actions::router(
+                admin::actions::ActionsAdminState {
+                    reloader: reloader.clone(),
+                },
+                InboundAuth::bearer(admin_tokens.clone()),
+            ));
             api = api.merge(admin::router(
                 admin::AdminState {
                     store: store.clone(),
@@ -148,7 +194,14 @@ impl Application {
             readiness,
             shutdown,
             tasks,
+            reloader,
+            audit_stop,
         })
+    }
+
+    /// Reloads the configuration (what `POST /admin/v1/reload` and SIGHUP do).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// The bound port.
@@ -182,6 +235,8 @@ impl Application {
             readiness,
             shutdown,
             tasks,
+            reloader: _,
+            audit_stop,
         } = self;
         let hard_stop = CancellationToken::new();
         // Server runtimes stay alive (idle) until everything else has stopped: database
@@ -216,6 +271,8 @@ impl Application {
                     tracing::error!(error = %err, "server thread failed");
                 }
             }
+            // Handlers have drained: the audit writer flushes what they queued and stops.
+            audit_stop.cancel();
             tasks.wait().await;
         })
         .await;

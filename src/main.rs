@@ -85,6 +85,9 @@ fn serve(config: Option<PathBuf>, env: &Environment) -> ExitCode {
     let result = runtime.block_on(async move {
         let app = Application::build(settings).await?;
         let handle = app.shutdown_handle();
+        tokio::spawn(genesys_gateway::data_actions::reload::reload_on_sighup(
+            app.reloader(),
+        ));
         tokio::spawn(async move {
             app::shutdown_signal().await;
             handle.shutdown();

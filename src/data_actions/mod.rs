@@ -12,10 +12,23 @@
 //! - [`schema`]: compiled JSON Schemas and their violations as error details.
 //! - [`action`]: [`DataAction`] and its builder — the one way an action is made, from code or
 //!   from `[[actions]]`.
+//! - [`registry`]: the [`ActionSet`] being served and the [`ActionRegistry`] that swaps it.
+//! - `execute`: running one action.
+//! - [`outcome`]: execution outcomes and their pre-resolved metric handles.
+//! - [`http`]: the routes, their auth, metrics and audit.
+//! - [`reload`]: swapping the configuration in without a restart.
 
 pub mod action;
+mod execute;
+pub mod http;
 pub mod mapping;
+pub mod outcome;
 pub mod pointer;
+pub mod registry;
+pub mod reload;
 pub mod schema;
 
 pub use action::{ActionName, DataAction, DataActionBuilder};
+pub use http::{DataActionsState, router};
+pub use outcome::Outcome;
+pub use registry::{ActionRegistry, ActionSet, BoundAction, check, compile_actions};
