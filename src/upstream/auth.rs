@@ -280,7 +280,6 @@ impl TokenSource {
         if budget.is_zero() {
             return Err(TokenFetchFailure::Timeout);
         }
-        // The serializer is not `Send`: it must be gone before the first await.
         let body = {
             let mut form = form_urlencoded::Serializer::new(String::new());
             form.append_pair("grant_type", "client_credentials");
