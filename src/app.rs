@@ -35,7 +35,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::InboundAuth;
-use crate::config::{ConfigError, Environment, Settings};
+use crate::config::{ConfigError, Environment, ServerSettings, Settings};
 use crate::data_actions::reload::{Reloader, ReloaderParts};
 use crate::data_actions::{ActionRegistry, ActionSet, DataActionsState};
 use crate::ops::{self, OpsState, Readiness, ReadinessCheck};
@@ -176,7 +176,7 @@ impl Application {
             )
             .fallback(edge::not_found)
             .method_not_allowed_fallback(edge::method_not_allowed);
-        let router = middleware_stack(router, &settings, metrics.clone());
+        let router = middleware_stack(router, &settings.server, metrics.clone());
 
         let listeners = runtime::bind_shared(
             settings.server.listen_addr(),
@@ -328,9 +328,10 @@ fn serve_on_thread(
     });
 }
 
-/// The one middleware stack (see the module docs for the order and why).
-fn middleware_stack(router: Router, settings: &Settings, metrics: Arc<Metrics>) -> Router {
-    let server = &settings.server;
+/// The one middleware stack (see the module docs for the order and why), around a router whose
+/// routes and fallbacks are all in place. Public so that tests can put the real stack around
+/// routes of their own (a handler that panics, one that is slow).
+pub fn middleware_stack(router: Router, server: &ServerSettings, metrics: Arc<Metrics>) -> Router {
     // `Router::layer` wraps in call order: the last layer added is the outermost.
     router
         .layer(from_fn_with_state(

@@ -38,10 +38,59 @@ pub(super) fn parse(
         )]
     })?;
     let mut problems = Vec::new();
-    apply_overrides(&mut table, env, &mut problems);
+    let overrides = apply_overrides(&mut table, env, &mut problems);
     for (key, value) in table.iter_mut() {
         interpolate(value, key, env, &mut problems);
     }
+    let pristine = (!overrides.is_empty()).then(|| table.clone());
+    let result = deserialize_all(table, source.clone(), problems.clone());
+    let Some(mut table) = pristine else {
+        return result;
+    };
+    let Err(found) = &result else {
+        return result;
+    };
+    // An override's type was guessed from its text (`12345` → integer). Where the guess made a
+    // field fail to deserialize, take the text as a string and try once more.
+    let mut retyped = false;
+    for o in &overrides {
+        let failed = found
+            .iter()
+            .any(|p| p.path == o.path && p.message.starts_with("invalid type"));
+        if failed
+            && o.guessed
+            && let Some(node) = table_at(&mut table, &o.segments[..o.segments.len() - 1])
+        {
+            node.insert(
+                o.segments[o.segments.len() - 1].clone(),
+                Value::String(o.raw.clone()),
+            );
+            retyped = true;
+        }
+    }
+    let result = if retyped {
+        deserialize_all(table, source, problems)
+    } else {
+        result
+    };
+    result.map_err(|problems| {
+        problems
+            .into_iter()
+            .map(|mut p| {
+                if let Some(o) = overrides.iter().find(|o| o.path == p.path) {
+                    p.message = format!("{} (set by {})", p.message, o.variable);
+                }
+                p
+            })
+            .collect()
+    })
+}
+
+fn deserialize_all(
+    mut table: Table,
+    source: ConfigSource,
+    mut problems: Vec<Problem>,
+) -> Result<Settings, Vec<Problem>> {
     for key in table.keys() {
         if !SECTIONS.contains(&key.as_str()) {
             problems.push(Problem::new(key.clone(), "unknown key"));
@@ -175,36 +224,104 @@ fn type_problem(path: &str, expected: &str, found: &Value) -> Problem {
     )
 }
 
-/// Deserializes one value, turning the first error into a problem with its full key path.
+/// Deserializes one value. serde stops at the first error, so on an error the offending key is
+/// taken out and the value tried again, until it deserializes or nothing more can be taken out:
+/// every independent mistake in a section is reported in one pass.
 fn deserialize<T: DeserializeOwned>(
-    value: Value,
+    mut value: Value,
     path: &str,
     problems: &mut Vec<Problem>,
 ) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(value) {
-        Ok(parsed) => Some(parsed),
-        Err(err) => {
-            let mut full = path.to_owned();
-            for segment in err.path().iter() {
-                use serde_path_to_error::Segment;
-                match segment {
-                    Segment::Seq { index } => full.push_str(&format!("[{index}]")),
-                    Segment::Map { key } => push_key(&mut full, key),
-                    Segment::Enum { variant } => push_key(&mut full, variant),
-                    Segment::Unknown => {}
+    use serde_path_to_error::Segment;
+    let mut removed: Vec<String> = Vec::new();
+    let mut failed = false;
+    for _ in 0..64 {
+        let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(parsed) => return (!failed).then_some(parsed),
+            Err(err) => err,
+        };
+        let mut full = path.to_owned();
+        let mut keys: Vec<KeyRef> = Vec::new();
+        for segment in err.path().iter() {
+            match segment {
+                Segment::Seq { index } => {
+                    full.push_str(&format!("[{index}]"));
+                    keys.push(KeyRef::Index(*index));
                 }
+                Segment::Map { key } => {
+                    push_key(&mut full, key);
+                    keys.push(KeyRef::Key(key.clone()));
+                }
+                Segment::Enum { variant } => push_key(&mut full, variant),
+                Segment::Unknown => {}
             }
-            let message = clean_message(&err.inner().to_string());
-            // serde reports an unknown field at its parent; name the field itself.
-            if let Some(field) = unknown_field(&message) {
-                push_key(&mut full, field);
-                problems.push(Problem::new(full, "unknown key"));
-            } else {
+        }
+        let message = clean_message(&err.inner().to_string());
+        if let Some(field) = missing_field(&message) {
+            let mut missing = full.clone();
+            push_key(&mut missing, field);
+            // A field we took out ourselves is not missing from the file.
+            if !removed.contains(&missing) {
                 problems.push(Problem::new(full, message));
             }
-            None
+            return None;
         }
+        if let Some(field) = unknown_field(&message) {
+            // serde_path_to_error already ends the path with the field; plain serde does not.
+            let mut with_field = String::new();
+            push_key(&mut with_field, field);
+            if !full.ends_with(&with_field) {
+                push_key(&mut full, field);
+                keys.push(KeyRef::Key(field.to_owned()));
+            }
+            problems.push(Problem::new(full.clone(), "unknown key"));
+        } else {
+            problems.push(Problem::new(full.clone(), message));
+        }
+        failed = true;
+        if keys.is_empty() || !remove_at(&mut value, &keys) {
+            return None;
+        }
+        removed.push(full);
     }
+    None
+}
+
+enum KeyRef {
+    Key(String),
+    Index(usize),
+}
+
+/// Removes the value at `keys` below `value`; false when there is nothing there to remove (or it
+/// is an array element, which cannot be removed without shifting its siblings' paths).
+fn remove_at(value: &mut Value, keys: &[KeyRef]) -> bool {
+    let Some((last, parents)) = keys.split_last() else {
+        return false;
+    };
+    let mut node = value;
+    for key in parents {
+        node = match (key, node) {
+            (KeyRef::Key(k), Value::Table(t)) => match t.get_mut(k) {
+                Some(child) => child,
+                None => return false,
+            },
+            (KeyRef::Index(i), Value::Array(a)) => match a.get_mut(*i) {
+                Some(child) => child,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, node) {
+        (KeyRef::Key(k), Value::Table(t)) => t.remove(k).is_some(),
+        _ => false,
+    }
+}
+
+fn missing_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
 }
 
 fn push_key(path: &mut String, key: &str) {
@@ -229,7 +346,8 @@ fn unknown_field(message: &str) -> Option<&str> {
 
 /// Drops the value echo TOML/serde sometimes put in messages, so secrets never reach them.
 fn clean_message(message: &str) -> String {
-    let message = message.trim();
+    // The TOML deserializer appends "\nin `key`" context lines; the key path already says it.
+    let message = message.lines().next().unwrap_or("").trim();
     if let Some(rest) = message.strip_prefix("invalid type: ") {
         // "invalid type: string \"abc\", expected u64" → "invalid type: string, expected u64"
         if let Some((found, expected)) = rest.split_once(", expected ") {
@@ -318,9 +436,24 @@ fn redact_hint(input: &str) -> String {
     }
 }
 
+/// One applied environment override.
+struct Override {
+    variable: String,
+    segments: Vec<String>,
+    path: String,
+    raw: String,
+    /// The value's type was guessed from its text (the key was not in the file).
+    guessed: bool,
+}
+
 /// Applies `GATEWAY_<SECTION>__<KEY>[__<KEY>…]` variables. The new value keeps the type of the
 /// value it replaces; a new key is parsed as a TOML value when it is one, else taken as a string.
-fn apply_overrides(table: &mut Table, env: &Environment, problems: &mut Vec<Problem>) {
+fn apply_overrides(
+    table: &mut Table,
+    env: &Environment,
+    problems: &mut Vec<Problem>,
+) -> Vec<Override> {
+    let mut applied = Vec::new();
     let mut overrides: Vec<(&str, &str)> = env
         .iter()
         .filter(|(k, _)| k.starts_with(OVERRIDE_PREFIX) && k.contains("__"))
@@ -350,6 +483,7 @@ fn apply_overrides(table: &mut Table, env: &Environment, problems: &mut Vec<Prob
             continue;
         };
         let leaf = segments.last().expect("at least one segment").clone();
+        let mut guessed = false;
         let value = match node.get(&leaf) {
             Some(Value::String(_)) => Value::String(raw.to_owned()),
             Some(existing) => match parse_scalar(raw) {
@@ -362,10 +496,22 @@ fn apply_overrides(table: &mut Table, env: &Environment, problems: &mut Vec<Prob
                     continue;
                 }
             },
-            None => parse_scalar(raw).unwrap_or_else(|| Value::String(raw.to_owned())),
+            None => {
+                guessed = true;
+                parse_scalar(raw).unwrap_or_else(|| Value::String(raw.to_owned()))
+            }
         };
+        guessed &= !value.is_str();
         node.insert(leaf, value);
+        applied.push(Override {
+            variable: key.to_owned(),
+            segments,
+            path,
+            raw: raw.to_owned(),
+            guessed,
+        });
     }
+    applied
 }
 
 /// The table at `path` below `table`, created as needed; `None` when a value on the way is not a

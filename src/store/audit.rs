@@ -211,7 +211,7 @@ fn select_sql(since: bool, kind: bool, after: bool) -> String {
 /// `stored ≥ since` holds exactly for `stored_ms ≥ ceil_ms(since)`.
 fn ceil_millis(at: DateTime<Utc>) -> i64 {
     let floor = at.timestamp_millis();
-    if at.timestamp_subsec_nanos() % 1_000_000 == 0 {
+    if at.timestamp_subsec_nanos().is_multiple_of(1_000_000) {
         floor
     } else {
         floor + 1
@@ -285,11 +285,14 @@ impl Store {
     /// # Errors
     /// [`StoreError::Database`] when the insert fails.
     pub async fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError> {
-        with_pool!(self, write |pool| {
-            bind_record!(sqlx::query(INSERT_ONE), record)
-                .execute(pool)
-                .await?;
-        });
+        with_pool!(
+            self,
+            write | pool | {
+                bind_record!(sqlx::query(INSERT_ONE), record)
+                    .execute(pool)
+                    .await?;
+            }
+        );
         Ok(())
     }
 
@@ -304,13 +307,16 @@ impl Store {
             n if n <= MAX_ROWS_PER_STATEMENT => {
                 // One statement is one transaction already: no BEGIN/COMMIT round trips.
                 let sql = insert_sql(n);
-                with_pool!(self, write |pool| {
-                    let mut query = sqlx::query(&sql).persistent(false);
-                    for record in records {
-                        query = bind_record!(query, record);
+                with_pool!(
+                    self,
+                    write | pool | {
+                        let mut query = sqlx::query(&sql).persistent(false);
+                        for record in records {
+                            query = bind_record!(query, record);
+                        }
+                        query.execute(pool).await?;
                     }
-                    query.execute(pool).await?;
-                });
+                );
                 Ok(())
             }
             _ => {
@@ -348,23 +354,23 @@ impl Store {
         let since = filter.since.map(ceil_millis);
         let kind = filter.kind.as_deref();
         let sql = select_sql(since.is_some(), kind.is_some(), after.is_some());
-        let mut rows: Vec<AuditRow> = with_pool!(self, read |pool| {
-            let mut query = sqlx::query_as::<_, AuditRow>(&sql);
-            if let Some(since) = since {
-                query = query.bind(since);
+        let mut rows: Vec<AuditRow> = with_pool!(
+            self,
+            read | pool | {
+                let mut query = sqlx::query_as::<_, AuditRow>(&sql);
+                if let Some(since) = since {
+                    query = query.bind(since);
+                }
+                if let Some(kind) = kind {
+                    query = query.bind(kind);
+                }
+                if let Some((at_ms, id)) = after {
+                    query = query.bind(at_ms).bind(id);
+                }
+                // One more than asked: tells whether a next page exists.
+                query.bind(i64::from(limit) + 1).fetch_all(pool).await?
             }
-            if let Some(kind) = kind {
-                query = query.bind(kind);
-            }
-            if let Some((at_ms, id)) = after {
-                query = query.bind(at_ms).bind(id);
-            }
-            // One more than asked: tells whether a next page exists.
-            query
-                .bind(i64::from(limit) + 1)
-                .fetch_all(pool)
-                .await?
-        });
+        );
         let next_cursor = if rows.len() > limit as usize {
             rows.truncate(limit as usize);
             rows.last().map(|(id, at_ms, ..)| {
@@ -395,14 +401,17 @@ impl Store {
     ) -> Result<u64, StoreError> {
         const SQL: &str = "DELETE FROM audit_log WHERE id IN \
             (SELECT id FROM audit_log WHERE at_ms < $1 ORDER BY at_ms, id LIMIT $2)";
-        let deleted = with_pool!(self, write |pool| {
-            sqlx::query(SQL)
-                .bind(ceil_millis(before))
-                .bind(i64::from(max_rows))
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
+        let deleted = with_pool!(
+            self,
+            write | pool | {
+                sqlx::query(SQL)
+                    .bind(ceil_millis(before))
+                    .bind(i64::from(max_rows))
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            }
+        );
         Ok(deleted)
     }
 }
@@ -623,12 +632,10 @@ mod tests {
             "SELECT id, at_ms, kind, actor, request_id, subject, outcome, detail FROM audit_log \
              ORDER BY at_ms DESC, id DESC LIMIT $1"
         );
-        assert!(
-            select_sql(true, true, true).ends_with(
-                "WHERE at_ms >= $1 AND kind = $2 AND (at_ms, id) < ($3, $4) \
+        assert!(select_sql(true, true, true).ends_with(
+            "WHERE at_ms >= $1 AND kind = $2 AND (at_ms, id) < ($3, $4) \
                  ORDER BY at_ms DESC, id DESC LIMIT $5"
-            )
-        );
+        ));
         assert!(
             select_sql(false, true, true)
                 .contains("WHERE kind = $1 AND (at_ms, id) < ($2, $3) ORDER BY")

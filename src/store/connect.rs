@@ -295,7 +295,11 @@ mod tests {
             let name = file.file_stem().unwrap().to_str().unwrap();
             let (version, description) = name.split_once('_').expect("NNNN_topic.sql");
             assert_eq!(migration.version, version.parse::<i64>().unwrap(), "{name}");
-            assert_eq!(migration.description, description.replace('_', " "), "{name}");
+            assert_eq!(
+                migration.description,
+                description.replace('_', " "),
+                "{name}"
+            );
             assert_eq!(
                 migration.sql,
                 std::fs::read_to_string(file).unwrap(),
@@ -334,7 +338,12 @@ mod tests {
             StoreUrl::parse("postgresql://u:p@h/db"),
             Ok(StoreUrl::Postgres(_))
         ));
-        for bad in ["mysql://u:p@h/db", "sqlite:", "sqlite::memory:", "sqlite://x.db?mode=ro"] {
+        for bad in [
+            "mysql://u:p@h/db",
+            "sqlite:",
+            "sqlite::memory:",
+            "sqlite://x.db?mode=ro",
+        ] {
             assert!(
                 matches!(StoreUrl::parse(bad), Err(StoreError::InvalidUrl(_))),
                 "{bad}"

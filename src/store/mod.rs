@@ -43,6 +43,13 @@
 //! - "Store durably, then acknowledge" (STYLE rule 8): a capability opens
 //!   [`Store::begin`], writes its state change, its audit record
 //!   ([`Transaction::append_audit`]) and its outbox rows, then commits before answering.
+//!   Never await a network call (Genesys, an upstream) while holding a [`Transaction`]: on
+//!   SQLite it holds the one writer, on PostgreSQL row locks and a pooled connection.
+//! - SQLite commits cost an fsync each (≈ 3 500/s on the development machine, see
+//!   PERF-NOTES): high-rate writers share commits. The [`AuditWriter`] batches audit records of
+//!   data actions; ingest is expected to do the same for single-event requests (group commit:
+//!   many requests' rows in one transaction of the writer connection, each acknowledged after
+//!   that commit).
 //!
 //! # Secrets
 //! The store URL may hold a password. It is only ever held as a [`SecretString`], parsed here,
@@ -208,9 +215,12 @@ impl Store {
     /// # Errors
     /// [`StoreError::Database`] when it does not.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        with_pool!(self, read |pool| {
-            sqlx::query("SELECT 1").execute(pool).await?;
-        });
+        with_pool!(
+            self,
+            read | pool | {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+        );
         Ok(())
     }
 
@@ -295,5 +305,34 @@ impl Transaction {
             TransactionInner::Postgres(tx) => tx.rollback().await?,
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+    fn assert_send_sync<T: Send + Sync + Clone>() {}
+
+    /// Compiles only if what handlers and background tasks await is `Send` (never called).
+    #[allow(dead_code)]
+    async fn futures_are_send(store: Store, mut tx: Transaction, record: AuditRecord) {
+        assert_send(&store.begin());
+        assert_send(&store.ping());
+        assert_send(&store.append_audit(&record));
+        assert_send(&store.append_audit_batch(std::slice::from_ref(&record)));
+        assert_send(&store.query_audit(&AuditFilter::default(), &PageRequest::default()));
+        assert_send(&store.prune_audit(record.at, 1));
+        assert_send(&tx.append_audit(&record));
+        assert_send(&tx.append_audit_batch(std::slice::from_ref(&record)));
+        assert_send(&tx);
+        assert_send(&tx.commit());
+    }
+
+    #[test]
+    fn handles_are_shareable() {
+        assert_send_sync::<Store>();
+        assert_send_sync::<AuditWriter>();
     }
 }

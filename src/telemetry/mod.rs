@@ -26,18 +26,20 @@ use crate::config::LogFormat;
 /// # Errors
 /// When a global subscriber is already installed.
 pub fn init(format: LogFormat) -> anyhow::Result<()> {
-    init_with_writer(format, std::io::stdout)
+    init_with_writer(format, "info", std::io::stdout)
 }
 
-/// Installs the global subscriber writing to `writer` (tests capture logs this way).
+/// Installs the global subscriber writing to `writer` with `default_filter` when `RUST_LOG` is
+/// not set (tests capture logs this way).
 ///
 /// # Errors
 /// When a global subscriber is already installed.
-pub fn init_with_writer<W>(format: LogFormat, writer: W) -> anyhow::Result<()>
+pub fn init_with_writer<W>(format: LogFormat, default_filter: &str, writer: W) -> anyhow::Result<()>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
