@@ -36,9 +36,10 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::InboundAuth;
 use crate::config::{ConfigError, Environment, ServerSettings, Settings};
-use crate::data_actions::reload::{Reloader, ReloaderParts};
+use crate::data_actions::reload::{PrepareSettings, Reloader, ReloaderParts};
 use crate::data_actions::{ActionRegistry, ActionSet, DataActionsState};
 use crate::ops::{self, OpsState, Readiness, ReadinessCheck};
+use crate::sim::{SimOptions, Simulator};
 use crate::store::{AuditWriter, Store};
 use crate::telemetry::{self, Metrics};
 use crate::upstream::{GenesysEndpoints, Upstreams};
@@ -54,9 +55,11 @@ pub struct Application {
     readiness: Readiness,
     shutdown: CancellationToken,
     tasks: TaskTracker,
-    reloader: Reloader,
-    /// Stops the batched audit writer once request handlers have drained.
+    audit: AuditWriter,
     audit_stop: CancellationToken,
+    audit_task: tokio::task::JoinHandle<()>,
+    simulator: Option<Simulator>,
+    reloader: Reloader,
 }
 
 impl std::fmt::Debug for Application {
@@ -109,6 +112,7 @@ impl Application {
     /// # Errors
     /// As [`Application::build`].
     pub async fn build_with_env(settings: Settings, env: Environment) -> anyhow::Result<Self> {
+        let (settings, simulator) = start_simulator(settings).await?;
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::new());
         let shutdown = CancellationToken::new();
@@ -119,6 +123,11 @@ impl Application {
             .context("cannot open the store")?;
 
         let readiness = Readiness::new(vec![Arc::new(StoreCheck(store.clone()))]);
+        // Stopped only after the server threads have drained, so that records of requests
+        // still in flight at shutdown are written.
+        let audit_stop = CancellationToken::new();
+        let (audit, audit_task) =
+            AuditWriter::spawn(store.clone(), metrics.clone(), audit_stop.clone());
 
         let config_error = |problems| ConfigError::new(&settings.source.file, problems);
         let genesys = GenesysEndpoints::from_settings(&settings.genesys);
@@ -127,12 +136,6 @@ impl Application {
         let action_set = ActionSet::from_settings(&settings, &[], Arc::new(upstreams), &metrics)
             .map_err(config_error)?;
         let registry = Arc::new(ActionRegistry::new(action_set));
-        let audit_stop = CancellationToken::new();
-        let (audit, audit_task) =
-            AuditWriter::spawn(store.clone(), metrics.clone(), audit_stop.clone());
-        tasks.spawn(async move {
-            let _ = audit_task.await;
-        });
         let reloader = Reloader::new(ReloaderParts {
             settings: settings.clone(),
             env,
@@ -141,6 +144,10 @@ impl Application {
             metrics: metrics.clone(),
             store: store.clone(),
             extra_actions: Vec::new(),
+            prepare: simulator.as_ref().map(|sim| {
+                let url = sim.base_url();
+                Arc::new(move |s: &mut Settings| point_genesys_at(s, &url)) as PrepareSettings
+            }),
         });
 
         let mut api = OpenApiRouter::with_openapi(openapi_base())
@@ -148,7 +155,10 @@ impl Application {
                 readiness: readiness.clone(),
                 metrics: metrics.clone(),
             }))
-            .merge(data_actions::router(DataActionsState { registry, audit }));
+            .merge(data_actions::router(DataActionsState {
+                registry,
+                audit: audit.clone(),
+            }));
         let admin_tokens = settings.admin_tokens();
         if !admin_tokens.is_empty() {
             api = api.merge(admin::actions::router(
@@ -194,8 +204,11 @@ impl Application {
             readiness,
             shutdown,
             tasks,
-            reloader,
+            audit,
             audit_stop,
+            audit_task,
+            simulator,
+            reloader,
         })
     }
 
@@ -235,8 +248,11 @@ impl Application {
             readiness,
             shutdown,
             tasks,
-            reloader: _,
+            audit,
             audit_stop,
+            audit_task,
+            simulator,
+            reloader: _,
         } = self;
         let hard_stop = CancellationToken::new();
         // Server runtimes stay alive (idle) until everything else has stopped: database
@@ -271,8 +287,6 @@ impl Application {
                     tracing::error!(error = %err, "server thread failed");
                 }
             }
-            // Handlers have drained: the audit writer flushes what they queued and stops.
-            audit_stop.cancel();
             tasks.wait().await;
         })
         .await;
@@ -283,7 +297,15 @@ impl Application {
             );
         }
         hard_stop.cancel();
+        drop(audit);
+        audit_stop.cancel();
+        if let Err(err) = audit_task.await {
+            tracing::error!(error = %err, "audit writer failed");
+        }
         store.close().await;
+        if let Some(simulator) = simulator {
+            simulator.shutdown().await;
+        }
         release.cancel();
         tracing::info!("gateway stopped");
         Ok(())
@@ -326,6 +348,45 @@ fn serve_on_thread(
         let _ = done.send(result);
         release.cancelled().await;
     });
+}
+
+/// With `[genesys] simulate = true`: starts the simulator on this runtime and points the Genesys
+/// settings at it (its URL and built-in client credentials).
+async fn start_simulator(mut settings: Settings) -> anyhow::Result<(Settings, Option<Simulator>)> {
+    if !settings.genesys.simulate {
+        return Ok((settings, None));
+    }
+    let listen = settings
+        .genesys
+        .simulator_listen
+        .as_deref()
+        .unwrap_or("127.0.0.1:0")
+        .parse()
+        .context("genesys.simulator_listen")?;
+    let simulator = Simulator::start(listen, SimOptions::default())
+        .await
+        .with_context(|| format!("cannot start the Genesys simulator on {listen}"))?;
+    simulate_genesys(&mut settings, &simulator);
+    tracing::warn!(
+        url = %simulator.base_url(),
+        "SANDBOX MODE: Genesys Cloud is SIMULATED in-process — no real contact center is reached \
+         ([genesys] simulate = true)"
+    );
+    Ok((settings, Some(simulator)))
+}
+
+/// Points `[genesys]` at a running simulator (also applied to reloaded configurations).
+pub fn simulate_genesys(settings: &mut Settings, simulator: &Simulator) {
+    point_genesys_at(settings, &simulator.base_url());
+}
+
+/// Points `[genesys]` at the simulator listening at `base_url`.
+fn point_genesys_at(settings: &mut Settings, base_url: &str) {
+    let g = &mut settings.genesys;
+    g.api_url = Some(base_url.to_owned());
+    g.login_url = Some(base_url.to_owned());
+    g.client_id = Some(crate::sim::SIM_CLIENT_ID.to_owned());
+    g.client_secret = Some(secrecy::SecretString::from(crate::sim::SIM_CLIENT_SECRET));
 }
 
 /// The one middleware stack (see the module docs for the order and why), around a router whose

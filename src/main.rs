@@ -1,12 +1,15 @@
 //! The `genesys-gateway` binary: parse the command line, load the configuration, start logging,
 //! run. Everything else lives in the library.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use genesys_gateway::app::{self, Application};
-use genesys_gateway::config::{Environment, Settings};
+use genesys_gateway::config::{Environment, LogFormat, Settings};
+use genesys_gateway::sim::{Fixtures, SimOptions, Simulator};
 
 /// Exit status for a configuration error (`EX_USAGE` / 64 of sysexits).
 const EXIT_CONFIG: u8 = 64;
@@ -32,6 +35,30 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Run the Genesys Cloud simulator alone.
+    Sim(SimArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SimArgs {
+    /// Address to listen on (port 0 picks a free port, logged).
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    listen: SocketAddr,
+    /// Fixtures file (JSON: clients, users, queues); kinds present replace the built-in ones.
+    #[arg(long)]
+    fixtures: Option<PathBuf>,
+    /// Lifetime of issued access tokens, in seconds.
+    #[arg(long, default_value_t = 86_400)]
+    token_lifetime_s: u64,
+    /// Requests per token per minute before 429 (0: no limit).
+    #[arg(long, default_value_t = 300)]
+    rate_limit_per_min: u32,
+    /// Notifications WebSocket heartbeat interval, in seconds.
+    #[arg(long, default_value_t = 30)]
+    heartbeat_s: u64,
+    /// Delay between `v2.system.socket_closing` and the close, in seconds.
+    #[arg(long, default_value_t = 5)]
+    socket_closing_delay_s: u64,
 }
 
 fn main() -> ExitCode {
@@ -40,7 +67,62 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve { config: None }) {
         Command::Serve { config } => serve(config, &env),
         Command::CheckConfig { config } => check_config(config, &env),
+        Command::Sim(args) => run_sim(args),
     }
+}
+
+fn run_sim(args: SimArgs) -> ExitCode {
+    if let Err(err) = genesys_gateway::telemetry::init(LogFormat::Text) {
+        eprintln!("{err}");
+        return ExitCode::FAILURE;
+    }
+    let fixtures = match args.fixtures.as_deref().map(Fixtures::from_file) {
+        None => Fixtures::builtin(),
+        Some(Ok(f)) => f,
+        Some(Err(err)) => {
+            eprintln!("{err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if args.heartbeat_s == 0 {
+        eprintln!("--heartbeat-s must be at least 1");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let options = SimOptions {
+        token_lifetime: Duration::from_secs(args.token_lifetime_s),
+        rate_limit_per_min: args.rate_limit_per_min,
+        heartbeat: Duration::from_secs(args.heartbeat_s),
+        socket_closing_delay: Duration::from_secs(args.socket_closing_delay_s),
+        fixtures,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("gateway-sim")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match Simulator::start(args.listen, options).await {
+            Ok(sim) => {
+                tracing::info!(url = %sim.base_url(), "Genesys Cloud simulator listening");
+                app::shutdown_signal().await;
+                sim.shutdown().await;
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!(
+                    "genesys-gateway sim: cannot listen on {}: {err}",
+                    args.listen
+                );
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 fn load(config: Option<PathBuf>, env: &Environment) -> Result<Settings, ExitCode> {

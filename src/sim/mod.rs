@@ -1,1 +1,279 @@
-//! The Genesys Cloud simulator (SKELETON: filled in by the simulator issue).
+//! The Genesys Cloud simulator: one listener that plays the login service
+//! (`POST /oauth/token`), the Platform API (`/api/v2/...`) and the notifications streaming
+//! service (`ws://.../channels/{id}`) closely enough that the official SDKs and the gateway
+//! cannot tell it from Genesys Cloud for the endpoints of SPEC §6, plus a control API under
+//! `/__sim` to inject faults, read the requests received and drive callback state.
+//!
+//! It stands alone in the crate: it imports no capability, no `app`, no `upstream`, and renders
+//! Genesys' own error shapes (`{message, code, status, messageParams, contextId, details,
+//! errors}`; OAuth errors as `{error, description, error_description}`).
+//!
+//! # Behaviour worth knowing
+//! - Tokens: opaque, valid `token_lifetime`; none → 401 `authentication.required`, unknown →
+//!   401 `bad.credentials`, expired → 401 `credentials.expired`.
+//! - Rate limit: per token, a **sliding** 60 s window of `rate_limit_per_min` requests (0 = no
+//!   limit); beyond it 429 `too.many.requests` with `Retry-After` = whole seconds until the
+//!   oldest counted request leaves the window. Responses carry `inin-ratelimit-count`,
+//!   `inin-ratelimit-allowed` and `inin-ratelimit-reset`.
+//! - Every response carries `inin-correlation-id` (the inbound one, else a new UUID), which is
+//!   also the `contextId` of error bodies.
+//! - Callback conversations have a `customer` participant (whose state the control API moves)
+//!   and an `acd` participant mirroring it; each change is published on
+//!   `v2.routing.queues.{queueId}.conversations.callbacks`.
+//! - Data actions (`custom_-_<uuid>` ids) really call their `requestUrlTemplate` (plain
+//!   `http://`), with the integration's Basic credential; `GET` shows an action's `config` only
+//!   with `includeConfig=true` and its schemas only with `expand=contract`; `PATCH` and
+//!   `PUT .../config/current` require the current `version`.
+//!
+//! # Control API (`/__sim`, no auth, JSON)
+//! - `POST /__sim/faults` `{"method", "path" (glob), "status" (0 = drop the connection, absent =
+//!   only delay), "retryAfter", "delayMs", "count" (default 1), "body"}` → 201; `GET` lists the
+//!   armed ones; `DELETE` clears them. Faults apply to every path outside `/__sim`, the login
+//!   and the WebSocket handshake included.
+//! - `GET /__sim/requests?path=<glob>&method=<M>` → `[{method, path, query, headers, body, at}]`
+//!   oldest first (the last 10,000; `authorization` shown as `<scheme> [REDACTED]`,
+//!   secret-looking body fields redacted); `DELETE` clears.
+//! - `POST /__sim/callbacks/{conversationId}/state {"state": "connected"}` → the conversation;
+//!   publishes the event.
+//! - `POST /__sim/notifications/socket-closing` → 202 `{"sockets": n}`; each open socket gets
+//!   `v2.system.socket_closing` and is closed `socket_closing_delay` later.
+//! - `POST /__sim/notifications/pause {"seconds": N}` → 204; no heartbeat for N s (0 resumes).
+//! - `GET /__sim/notifications/sockets` → `[{channelId, connectedAt, remote}]`.
+//! - `POST /__sim/reset` → 204: no conversations, integrations, credentials, actions, faults,
+//!   recorded requests, rate-limit counts or heartbeat pause; issued tokens and notification
+//!   channels (subscriptions, open sockets) are kept.
+//!
+//! # Layout
+//! `server` (accept loop: HTTP/1 + upgrades, connection kill switch), `control` (correlation
+//! id, request log, faults, `/__sim`), `auth` (login, bearer check, rate limit), `directory`
+//! (users, queues), `callbacks`, `notifications` (channels, subscriptions, WebSocket),
+//! `integrations` (types, integrations, credentials, actions), `execution` (execute/test),
+//! `velocity` (templates), `paging`, `extract`, `error`, `fixtures`, `state`.
+
+mod auth;
+mod callbacks;
+mod control;
+mod directory;
+mod error;
+mod execution;
+mod extract;
+mod fixtures;
+mod integrations;
+mod notifications;
+mod paging;
+mod server;
+mod state;
+mod velocity;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use http::StatusCode;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use fixtures::{ClientFixture, Fixtures, FixturesError};
+
+use error::GenesysError;
+use state::Sim;
+
+/// The built-in client id.
+pub const SIM_CLIENT_ID: &str = "sim-client";
+/// The built-in client secret.
+pub const SIM_CLIENT_SECRET: &str = "sim-secret";
+
+/// How a simulator behaves.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Lifetime of issued access tokens (`expires_in`). Default 86400 s.
+    pub token_lifetime: Duration,
+    /// Requests per token per sliding minute before 429; 0 disables the limit. Default 300.
+    pub rate_limit_per_min: u32,
+    /// Interval of the WebSocket heartbeat. Default 30 s.
+    pub heartbeat: Duration,
+    /// Delay between `v2.system.socket_closing` and the close. Default 5 s.
+    pub socket_closing_delay: Duration,
+    /// Clients, users and queues. Default: [`Fixtures::builtin`].
+    pub fixtures: Fixtures,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self {
+            token_lifetime: Duration::from_secs(86_400),
+            rate_limit_per_min: 300,
+            heartbeat: Duration::from_secs(30),
+            socket_closing_delay: Duration::from_secs(5),
+            fixtures: Fixtures::builtin(),
+        }
+    }
+}
+
+/// A running simulator.
+#[derive(Debug)]
+pub struct Simulator {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Simulator {
+    /// Binds `listen` (port 0 picks a free port) and serves on the current runtime.
+    ///
+    /// # Errors
+    /// When the address cannot be bound.
+    pub async fn start(listen: SocketAddr, options: SimOptions) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let sim = Arc::new(Sim::new(options, addr, shutdown.clone()));
+        let accept = tokio::spawn(server::serve(
+            listener,
+            router(sim),
+            shutdown.clone(),
+            tasks.clone(),
+        ));
+        Ok(Self {
+            addr,
+            shutdown,
+            tasks,
+            accept,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port>` (the loopback address when bound to an unspecified one): the
+    /// base of both the login and the API paths.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", loopback_authority(self.addr))
+    }
+
+    /// Stops accepting, closes every connection and WebSocket, and waits (at most 5 s) for
+    /// the connection tasks to end.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        let _ = (&mut self.accept).await;
+        self.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// `host:port` reachable from this machine for `addr`.
+pub(crate) fn loopback_authority(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        ip if ip.is_unspecified() => match ip {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        },
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port()).to_string()
+}
+
+fn router(sim: Arc<Sim>) -> Router {
+    let api = Router::new()
+        .route("/api/v2/users", get(directory::list_users))
+        .route("/api/v2/users/{userId}", get(directory::get_user))
+        .route("/api/v2/routing/queues", get(directory::list_queues))
+        .route(
+            "/api/v2/routing/queues/{queueId}",
+            get(directory::get_queue),
+        )
+        .route("/api/v2/conversations/callbacks", post(callbacks::create))
+        .route(
+            "/api/v2/conversations/callbacks/bulk/disconnect",
+            post(callbacks::bulk_disconnect),
+        )
+        .route(
+            "/api/v2/conversations/callbacks/{conversationId}",
+            get(callbacks::get_callback_conversation),
+        )
+        .route(
+            "/api/v2/conversations/{conversationId}",
+            get(callbacks::get_conversation),
+        )
+        .route(
+            "/api/v2/notifications/channels",
+            post(notifications::create_channel).get(notifications::list_channels),
+        )
+        .route(
+            "/api/v2/notifications/channels/{channelId}",
+            axum::routing::head(notifications::head_channel),
+        )
+        .route(
+            "/api/v2/notifications/channels/{channelId}/subscriptions",
+            get(notifications::get_subscriptions)
+                .post(notifications::add_subscriptions)
+                .put(notifications::replace_subscriptions)
+                .delete(notifications::delete_subscriptions),
+        )
+        .merge(integrations::router())
+        .route_layer(from_fn_with_state(sim.clone(), auth::require_token));
+
+    let control = Router::new()
+        .route(
+            "/__sim/faults",
+            post(control::add_fault)
+                .get(control::list_faults)
+                .delete(control::clear_faults),
+        )
+        .route(
+            "/__sim/requests",
+            get(control::list_requests).delete(control::clear_requests),
+        )
+        .route(
+            "/__sim/callbacks/{conversationId}/state",
+            post(callbacks::change_state),
+        )
+        .route(
+            "/__sim/notifications/socket-closing",
+            post(notifications::socket_closing),
+        )
+        .route("/__sim/notifications/pause", post(notifications::pause))
+        .route(
+            "/__sim/notifications/sockets",
+            get(notifications::list_sockets),
+        )
+        .route("/__sim/reset", post(control::reset));
+
+    Router::new()
+        .route("/oauth/token", post(auth::token))
+        .route("/channels/{channelId}", get(notifications::socket))
+        .merge(api)
+        .merge(control)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(from_fn_with_state(sim.clone(), control::record_and_fault))
+        .layer(from_fn(control::correlation))
+        .with_state(sim)
+}
+
+async fn not_found() -> impl IntoResponse {
+    GenesysError::not_found("HTTP 404 Not Found")
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    GenesysError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method.not.allowed",
+        "HTTP 405 Method Not Allowed",
+    )
+}

@@ -6,9 +6,12 @@
 //! 1. **auth injection** — a static header (API key, Basic, bearer) or an OAuth2
 //!    client-credentials token from a shared, single-flight cache ([`TokenSource`]); a 401
 //!    refetches the token once and replays the request once;
-//! 2. **retry** within the caller's deadline — 429 waits `Retry-After` (seconds or HTTP date;
-//!    longer than `max_retry_after_s` → no retry), 502/503/504, connection errors and timeouts
-//!    back off exponentially with full jitter; other 4xx and 500/501 are never retried; a POST
+//! 2. **retry** within the caller's deadline — 429 (and a 503 that sends one) waits
+//!    `Retry-After` (seconds or HTTP date; longer than `max_retry_after_s` → no retry), 502/503/
+//!    504, connection errors and timeouts back off exponentially with full jitter
+//!    (`random(0..=min(max_delay, base_delay × 2^(n-1)))`); other 4xx and 500/501 are never
+//!    retried (5xx still count as breaker failures); a 401 with OAuth2 is not an attempt: the
+//!    token is refetched once and the request replayed once; a POST
 //!    or PATCH to a non-`idempotent` upstream is retried only when it certainly was not
 //!    processed (connection failed, 429, 503); no wait ever crosses the deadline;
 //! 3. **circuit breaker** per upstream, shared across threads ([`CircuitBreaker`]);
@@ -57,6 +60,8 @@ pub use retry::{RetryReason, backoff, retry_after};
 pub use transport::{
     DEFAULT_MAX_RESPONSE_BYTES, HttpClient, HttpClientOptions, TransportError, UpstreamResponse,
 };
+
+pub(crate) use transport::tls_config;
 
 use auth::OutboundAuth;
 
@@ -617,6 +622,11 @@ impl Upstream {
     /// The per-attempt timeout.
     pub fn attempt_timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// Whether requests carry OAuth2 client-credentials tokens.
+    pub fn uses_oauth(&self) -> bool {
+        matches!(self.auth, OutboundAuth::OAuth(_))
     }
 
     /// Whether the gateway can authenticate to this upstream now: for OAuth2, a token can be

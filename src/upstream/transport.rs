@@ -50,7 +50,7 @@ impl Default for HttpClientOptions {
             threads: 1,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             max_idle_per_host: 64,
-            idle_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
         }
     }
