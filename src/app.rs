@@ -164,6 +164,7 @@ impl Application {
             api = api.merge(admin::actions::router(
                 admin::actions::ActionsAdminState {
                     reloader: reloader.clone(),
+                    store: store.clone(),
                 },
                 InboundAuth::bearer(admin_tokens.clone()),
             ));

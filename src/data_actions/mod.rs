@@ -17,6 +17,7 @@
 //! - [`outcome`]: execution outcomes and their pre-resolved metric handles.
 //! - [`http`]: the routes, their auth, metrics and audit.
 //! - [`reload`]: swapping the configuration in without a restart.
+//! - [`publish`]: provisioning the actions into Genesys.
 
 pub mod action;
 mod execute;
@@ -24,6 +25,7 @@ pub mod http;
 pub mod mapping;
 pub mod outcome;
 pub mod pointer;
+pub mod publish;
 pub mod registry;
 pub mod reload;
 pub mod schema;
