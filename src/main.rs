@@ -158,6 +158,14 @@ fn load(config: Option<PathBuf>, env: &Environment) -> Result<Settings, ExitCode
 fn check_config(config: Option<PathBuf>, env: &Environment) -> ExitCode {
     match load(config, env) {
         Ok(settings) => {
+            let problems = genesys_gateway::data_actions::check(&settings);
+            if !problems.is_empty() {
+                eprintln!(
+                    "{}",
+                    genesys_gateway::config::ConfigError::new(&settings.source.file, problems)
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
             println!("{}: configuration is valid", settings.source.file.display());
             print!("{}", settings.summary());
             ExitCode::SUCCESS

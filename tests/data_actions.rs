@@ -697,3 +697,121 @@ async fn executions_are_counted_and_timed_per_action() {
     }
     app.stop().await;
 }
+
+/// The sandbox's example actions (proposed for `config/gateway.toml`), against the in-process
+/// simulator: a lookup and a POST with a body and an output mapping.
+const SANDBOX_ACTIONS: &str = r#"
+[data_actions]
+auth = { type = "none" }
+
+[[actions]]
+name = "fetchUserProfile"
+upstream = "genesys"
+method = "GET"
+path = "/api/v2/users/{userId}"
+timeout_ms = 10000
+input_schema = { type = "object", required = ["userId"], properties = { userId = { type = "string", minLength = 1 } } }
+output_schema = { "$schema" = "https://json-schema.org/draft/2020-12/schema", title = "UserProfile", type = "object", required = ["id", "name"], properties = { id = { type = "string", minLength = 1 }, name = { type = "string" }, email = { type = "string" } }, additionalProperties = false }
+example_input = { userId = "u-1" }
+[actions.params]
+userId = "/userId"
+[actions.output]
+"/id" = "/id"
+"/name" = "/name"
+"/email" = "/email"
+
+[[actions]]
+name = "requestCallback"
+upstream = "genesys"
+method = "POST"
+path = "/api/v2/conversations/callbacks"
+timeout_ms = 10000
+input_schema = { type = "object", required = ["queueId", "phoneNumber"], properties = { queueId = { type = "string", minLength = 1 }, phoneNumber = { type = "string", pattern = "^\\+[1-9][0-9]{6,14}$" }, customerName = { type = "string" }, reason = { type = "string" } } }
+output_schema = { type = "object", required = ["conversationId"], properties = { conversationId = { type = "string" }, callbackId = { type = "string" } } }
+example_input = { queueId = "a3b1f7c2-0000-4000-8000-000000000001", phoneNumber = "+14155550199", customerName = "Jane Doe" }
+[actions.body]
+"/routingData/queueId" = "/queueId"
+"/callbackNumbers/0" = "/phoneNumber"
+"/callbackUserName" = { from = "/customerName", default = "Caller" }
+"/data/reason" = { from = "/reason", default = "ivr" }
+"/data/source" = { value = "genesys-gateway" }
+[actions.output]
+"/conversationId" = "/conversation/id"
+"/callbackId" = "/callbackIdentifiers/0/id"
+"#;
+
+#[tokio::test]
+async fn the_sandbox_examples_work_against_the_simulator() {
+    let app = TestApp::spawn_with(&format!("{}{SANDBOX_ACTIONS}", base_config())).await;
+    let post = |action: &'static str, input: Value| {
+        app.client
+            .post(app.url(&format!("/v1/actions/{action}")))
+            .json(&input)
+            .send()
+    };
+
+    let r = post("fetchUserProfile", json!({"userId": "u-1"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"id": "u-1", "name": "Ada Lovelace", "email": "ada.lovelace@example.com"})
+    );
+    let r = post("fetchUserProfile", json!({"userId": "nobody"}))
+        .await
+        .unwrap();
+    assert_error(r, 502, "upstream.error").await;
+
+    let r = post(
+        "requestCallback",
+        json!({"queueId": "a3b1f7c2-0000-4000-8000-000000000001", "phoneNumber": "+14155550199"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let out: Value = r.json().await.unwrap();
+    assert!(
+        out["conversationId"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty()),
+        "{out}"
+    );
+    assert!(out["callbackId"].is_string(), "{out}");
+
+    let r = post(
+        "requestCallback",
+        json!({"queueId": "a3b1f7c2-0000-4000-8000-000000000001", "phoneNumber": "555"}),
+    )
+    .await
+    .unwrap();
+    let body = assert_error(r, 400, "invalid.input").await;
+    assert_eq!(body["details"][0]["fieldName"], "/phoneNumber");
+    assert_eq!(body["details"][0]["errorCode"], "pattern");
+    app.stop().await;
+}
+
+#[test]
+fn check_config_reports_every_action_problem_with_its_key_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    let text = format!(
+        "{}\n[[actions]]\nname = \"a\"\nupstream = \"genesys\"\npath = \"/x/{{id}}\"\ninput_schema = \"schemas/missing.json\"\n[actions.params]\nid = \"id\"\n",
+        base_config()
+    );
+    std::fs::write(&file, text).unwrap();
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_genesys-gateway"))
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(": actions[0].input_schema: cannot read"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(": actions[0].params.id: "), "{stderr}");
+}
