@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::mapping::OutputPlan;
 use super::registry::BoundAction;
-use crate::error::{ApiError, ErrorCode, ErrorDetail, parse_json};
+use crate::error::{ApiError, ErrorCode, ErrorDetail};
 use crate::upstream::UpstreamRequest;
 
 /// The answer of an upstream that sent no body.
@@ -33,7 +33,9 @@ impl BoundAction {
         let action = self.action();
         let deadline = Instant::now() + action.timeout();
 
-        let input: Value = parse_json(&raw_input)?;
+        // Any JSON is a `Value`: only syntax can fail (depth was checked by `JsonBytes`).
+        let input: Value = serde_json::from_slice(&raw_input)
+            .map_err(|_| ApiError::bad_request("The request body is not valid JSON."))?;
         if !input.is_object() {
             return Err(ApiError::invalid_input(
                 "The input must be a JSON object.",

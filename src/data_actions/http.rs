@@ -58,7 +58,7 @@ pub fn router(state: DataActionsState) -> OpenApiRouter {
 /// as an `unauthorized` execution.
 async fn authorize(State(state): State<DataActionsState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let set = state.registry.load();
+    let set = state.registry.peek();
     match set.auth().check(req.headers()) {
         Ok(()) => {
             drop(set);

@@ -257,6 +257,12 @@ impl ActionRegistry {
         self.current.load_full()
     }
 
+    /// A short-lived look at the current set (cheaper than [`Self::load`]; do not hold it
+    /// across an `.await`).
+    pub fn peek(&self) -> arc_swap::Guard<Arc<ActionSet>> {
+        self.current.load()
+    }
+
     /// Replaces the set being served; returns the previous one.
     pub fn swap(&self, set: ActionSet) -> Arc<ActionSet> {
         self.current.swap(Arc::new(set))
