@@ -815,3 +815,32 @@ fn check_config_reports_every_action_problem_with_its_key_path() {
     );
     assert!(stderr.contains(": actions[0].params.id: "), "{stderr}");
 }
+
+#[tokio::test]
+async fn an_execution_cut_by_the_server_deadline_is_counted_as_a_timeout() {
+    let mock = MockUpstream::start().await;
+    mock.default_reply(order_answer().delayed(Duration::from_secs(2)));
+    let text = config(&mock, FAST_RETRIES)
+        .replace("io_threads = 2", "io_threads = 2\nrequest_timeout_ms = 300");
+    let app = TestApp::spawn_with(&text).await;
+
+    let r = call(&app, "lookupOrder", json!({"orderId": "o-1"})).await;
+    assert_error(r, 504, "request.timeout").await;
+
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"gateway_action_executions_total{action="lookupOrder",outcome="timeout"} 1"#
+        ),
+        "{metrics}"
+    );
+    app.stop().await;
+}

@@ -70,46 +70,59 @@ async fn authorize(State(state): State<DataActionsState>, req: Request, next: Ne
                 .path()
                 .strip_prefix("/v1/actions/")
                 .and_then(|name| set.get(name));
-            Execution {
-                set: &set,
-                audit: &state.audit,
-                action,
-                started,
-                flow_request_id: None,
-            }
-            .finish(Err(err))
+            let mut execution = Execution::new(&set, &state.audit, started);
+            execution.action = action;
+            execution.finish(Err(err))
         }
     }
 }
 
-/// One execution being served: what to count and audit when it ends.
+/// One execution being served: what to count and audit when it ends. An execution dropped
+/// before it finished — the server's request deadline passed first, or the caller went away —
+/// is counted and audited as a `timeout`.
 struct Execution<'a> {
     set: &'a ActionSet,
     audit: &'a AuditWriter,
     action: Option<&'a Arc<BoundAction>>,
     started: Instant,
     flow_request_id: Option<String>,
+    finished: bool,
 }
 
-impl Execution<'_> {
-    fn metrics(&self) -> &ActionMetrics {
-        self.action
-            .map_or_else(|| self.set.unknown_metrics(), |a| a.metrics())
+impl<'a> Execution<'a> {
+    fn new(set: &'a ActionSet, audit: &'a AuditWriter, started: Instant) -> Self {
+        Self {
+            set,
+            audit,
+            action: None,
+            started,
+            flow_request_id: None,
+            finished: false,
+        }
     }
 
     /// Counts, audits and renders the result.
-    fn finish(self, result: Result<Response, ApiError>) -> Response {
-        let elapsed = self.started.elapsed();
+    fn finish(mut self, result: Result<Response, ApiError>) -> Response {
         let (outcome, response) = match result {
             Ok(response) => (Outcome::Success, response),
             Err(err) => (Outcome::of_error(&err), err.into_response()),
         };
-        self.metrics().observe(outcome, elapsed.as_secs_f64());
+        self.record(outcome, Some(response.status()));
+        self.finished = true;
+        response
+    }
+
+    fn record(&mut self, outcome: Outcome, status: Option<StatusCode>) {
+        let elapsed = self.started.elapsed();
+        let metrics: &ActionMetrics = self
+            .action
+            .map_or_else(|| self.set.unknown_metrics(), |a| a.metrics());
+        metrics.observe(outcome, elapsed.as_secs_f64());
         let mut record = AuditRecord::now(AUDIT_KIND, AUDIT_ACTOR, outcome.as_str()).with_detail(
             serde_json::json!({
-                "status": response.status().as_u16(),
+                "status": status.map(|s| s.as_u16()),
                 "durationMs": elapsed.as_secs_f64() * 1000.0,
-                "flowRequestId": self.flow_request_id,
+                "flowRequestId": self.flow_request_id.take(),
             }),
         );
         if let Some(action) = self.action {
@@ -119,7 +132,15 @@ impl Execution<'_> {
             record = record.with_request_id(&*id);
         }
         self.audit.record(record);
-        response
+    }
+}
+
+impl Drop for Execution<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            self.record(Outcome::Timeout, None);
+        }
     }
 }
 
@@ -160,18 +181,12 @@ async fn execute_action(
 ) -> Response {
     let started = Instant::now();
     let set = state.registry.load();
-    let action = name.ok().and_then(|Path(name)| set.get(&name).cloned());
-    let mut execution = Execution {
-        set: &set,
-        audit: &state.audit,
-        action: None,
-        started,
-        flow_request_id: None,
-    };
+    let action = name.ok().and_then(|Path(name)| set.get(&name));
+    let mut execution = Execution::new(&set, &state.audit, started);
     let Some(action) = action else {
         return execution.finish(Err(unknown_action()));
     };
-    execution.action = Some(&action);
+    execution.action = Some(action);
     let result = async {
         let JsonBytes(raw) = JsonBytes::from_request(req, &()).await?;
         action.execute(raw).await.map(json_response)
@@ -209,13 +224,7 @@ struct Envelope {
 async fn execute_envelope(State(state): State<DataActionsState>, req: Request) -> Response {
     let started = Instant::now();
     let set = state.registry.load();
-    let mut execution = Execution {
-        set: &set,
-        audit: &state.audit,
-        action: None,
-        started,
-        flow_request_id: None,
-    };
+    let mut execution = Execution::new(&set, &state.audit, started);
     let envelope = match JsonBytes::from_request(req, &()).await {
         Ok(JsonBytes(raw)) => parse_json::<Envelope>(&raw),
         Err(err) => Err(err),
@@ -225,10 +234,10 @@ async fn execute_envelope(State(state): State<DataActionsState>, req: Request) -
         Err(err) => return execution.finish(Err(err)),
     };
     execution.flow_request_id = envelope.request_id.clone();
-    let Some(action) = set.get(&envelope.action).cloned() else {
+    let Some(action) = set.get(&envelope.action) else {
         return execution.finish(Err(unknown_action()));
     };
-    execution.action = Some(&action);
+    execution.action = Some(action);
     let raw = Bytes::copy_from_slice(envelope.data.get().as_bytes());
     let result = action.execute(raw).await.map(|output| {
         let request_id = serde_json::to_vec(&envelope.request_id).unwrap_or_default();
