@@ -35,12 +35,15 @@ use tower_http::catch_panic::CatchPanicLayer;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::InboundAuth;
-use crate::config::{ServerSettings, Settings};
+use crate::config::{ConfigError, Environment, ServerSettings, Settings};
+use crate::data_actions::reload::{PrepareSettings, Reloader, ReloaderParts};
+use crate::data_actions::{ActionRegistry, ActionSet, DataActionsState};
 use crate::ops::{self, OpsState, Readiness, ReadinessCheck};
 use crate::sim::{SimOptions, Simulator};
 use crate::store::{AuditWriter, Store};
 use crate::telemetry::{self, Metrics};
-use crate::{admin, runtime};
+use crate::upstream::{GenesysEndpoints, Upstreams};
+use crate::{admin, data_actions, runtime};
 
 /// A built gateway, bound to its port, not yet serving.
 pub struct Application {
@@ -56,6 +59,7 @@ pub struct Application {
     audit_stop: CancellationToken,
     audit_task: tokio::task::JoinHandle<()>,
     simulator: Option<Simulator>,
+    reloader: Reloader,
 }
 
 impl std::fmt::Debug for Application {
@@ -99,6 +103,15 @@ impl Application {
     /// # Errors
     /// When the store cannot be opened, a capability cannot be built, or the port cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_env(settings, Environment::from_process()).await
+    }
+
+    /// Like [`Application::build`]; `env` is what configuration reloads read `${VAR}`s and
+    /// `GATEWAY_*` overrides from.
+    ///
+    /// # Errors
+    /// As [`Application::build`].
+    pub async fn build_with_env(settings: Settings, env: Environment) -> anyhow::Result<Self> {
         let (settings, simulator) = start_simulator(settings).await?;
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::new());
@@ -116,12 +129,45 @@ impl Application {
         let (audit, audit_task) =
             AuditWriter::spawn(store.clone(), metrics.clone(), audit_stop.clone());
 
-        let mut api = OpenApiRouter::with_openapi(openapi_base()).merge(ops::router(OpsState {
-            readiness: readiness.clone(),
+        let config_error = |problems| ConfigError::new(&settings.source.file, problems);
+        let genesys = GenesysEndpoints::from_settings(&settings.genesys);
+        let upstreams =
+            Upstreams::build(&settings, &genesys, metrics.clone()).map_err(config_error)?;
+        let action_set = ActionSet::from_settings(&settings, &[], Arc::new(upstreams), &metrics)
+            .map_err(config_error)?;
+        let registry = Arc::new(ActionRegistry::new(action_set));
+        let reloader = Reloader::new(ReloaderParts {
+            settings: settings.clone(),
+            env,
+            genesys,
+            registry: registry.clone(),
             metrics: metrics.clone(),
-        }));
+            store: store.clone(),
+            extra_actions: Vec::new(),
+            prepare: simulator.as_ref().map(|sim| {
+                let url = sim.base_url();
+                Arc::new(move |s: &mut Settings| point_genesys_at(s, &url)) as PrepareSettings
+            }),
+        });
+
+        let mut api = OpenApiRouter::with_openapi(openapi_base())
+            .merge(ops::router(OpsState {
+                readiness: readiness.clone(),
+                metrics: metrics.clone(),
+            }))
+            .merge(data_actions::router(DataActionsState {
+                registry,
+                audit: audit.clone(),
+            }));
         let admin_tokens = settings.admin_tokens();
         if !admin_tokens.is_empty() {
+            api = api.merge(admin::actions::router(
+                admin::actions::ActionsAdminState {
+                    reloader: reloader.clone(),
+                    store: store.clone(),
+                },
+                InboundAuth::bearer(admin_tokens.clone()),
+            ));
             api = api.merge(admin::router(
                 admin::AdminState {
                     store: store.clone(),
@@ -163,7 +209,13 @@ impl Application {
             audit_stop,
             audit_task,
             simulator,
+            reloader,
         })
+    }
+
+    /// Reloads the configuration (what `POST /admin/v1/reload` and SIGHUP do).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// The bound port.
@@ -201,6 +253,7 @@ impl Application {
             audit_stop,
             audit_task,
             simulator,
+            reloader: _,
         } = self;
         let hard_stop = CancellationToken::new();
         // Server runtimes stay alive (idle) until everything else has stopped: database
@@ -325,9 +378,14 @@ async fn start_simulator(mut settings: Settings) -> anyhow::Result<(Settings, Op
 
 /// Points `[genesys]` at a running simulator (also applied to reloaded configurations).
 pub fn simulate_genesys(settings: &mut Settings, simulator: &Simulator) {
+    point_genesys_at(settings, &simulator.base_url());
+}
+
+/// Points `[genesys]` at the simulator listening at `base_url`.
+fn point_genesys_at(settings: &mut Settings, base_url: &str) {
     let g = &mut settings.genesys;
-    g.api_url = Some(simulator.base_url());
-    g.login_url = Some(simulator.base_url());
+    g.api_url = Some(base_url.to_owned());
+    g.login_url = Some(base_url.to_owned());
     g.client_id = Some(crate::sim::SIM_CLIENT_ID.to_owned());
     g.client_secret = Some(secrecy::SecretString::from(crate::sim::SIM_CLIENT_SECRET));
 }

@@ -37,6 +37,25 @@ enum Command {
     },
     /// Run the Genesys Cloud simulator alone.
     Sim(SimArgs),
+    /// Data actions in Genesys.
+    Actions {
+        #[command(subcommand)]
+        command: ActionsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ActionsCommand {
+    /// Provision the configured data actions into Genesys (integration, credential, actions),
+    /// then test each that has an `example_input`; prints the report as JSON.
+    Publish {
+        /// Config file (default: $GATEWAY_CONFIG, then config/gateway.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Report what would change; write nothing, run no tests.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -68,6 +87,9 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve(config, &env),
         Command::CheckConfig { config } => check_config(config, &env),
         Command::Sim(args) => run_sim(args),
+        Command::Actions {
+            command: ActionsCommand::Publish { config, dry_run },
+        } => publish_actions(config, dry_run, &env),
     }
 }
 
@@ -136,6 +158,14 @@ fn load(config: Option<PathBuf>, env: &Environment) -> Result<Settings, ExitCode
 fn check_config(config: Option<PathBuf>, env: &Environment) -> ExitCode {
     match load(config, env) {
         Ok(settings) => {
+            let problems = genesys_gateway::data_actions::check(&settings);
+            if !problems.is_empty() {
+                eprintln!(
+                    "{}",
+                    genesys_gateway::config::ConfigError::new(&settings.source.file, problems)
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
             println!("{}: configuration is valid", settings.source.file.display());
             print!("{}", settings.summary());
             ExitCode::SUCCESS
@@ -167,6 +197,9 @@ fn serve(config: Option<PathBuf>, env: &Environment) -> ExitCode {
     let result = runtime.block_on(async move {
         let app = Application::build(settings).await?;
         let handle = app.shutdown_handle();
+        tokio::spawn(genesys_gateway::data_actions::reload::reload_on_sighup(
+            app.reloader(),
+        ));
         tokio::spawn(async move {
             app::shutdown_signal().await;
             handle.shutdown();
@@ -181,4 +214,103 @@ fn serve(config: Option<PathBuf>, env: &Environment) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn publish_actions(config: Option<PathBuf>, dry_run: bool, env: &Environment) -> ExitCode {
+    use genesys_gateway::data_actions::publish::{self, PublishError, PublishMode};
+    let mut settings = match load(config, env) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let problems = genesys_gateway::data_actions::check(&settings);
+    if !problems.is_empty() {
+        eprintln!(
+            "{}",
+            genesys_gateway::config::ConfigError::new(&settings.source.file, problems)
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    // The report goes to stdout; logs go to stderr.
+    if let Err(err) = genesys_gateway::telemetry::init_with_writer(
+        settings.telemetry.log_format,
+        "warn",
+        std::io::stderr,
+    ) {
+        eprintln!("{err}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("gateway-publish")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mode = if dry_run {
+        PublishMode::DryRun
+    } else {
+        PublishMode::Apply
+    };
+    runtime.block_on(async move {
+        let simulator = if settings.genesys.simulate {
+            match Simulator::start(([127, 0, 0, 1], 0).into(), SimOptions::default()).await {
+                Ok(sim) => {
+                    app::simulate_genesys(&mut settings, &sim);
+                    tracing::warn!(
+                        url = %sim.base_url(),
+                        "[genesys] simulate = true: publishing into a throwaway in-process \
+                         simulator, not a real Genesys Cloud org"
+                    );
+                    Some(sim)
+                }
+                Err(err) => {
+                    eprintln!("genesys-gateway: cannot start the simulator: {err}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        } else {
+            None
+        };
+        let store = match genesys_gateway::store::Store::connect(
+            &settings.store.url,
+            &settings.source.base_dir,
+        )
+        .await
+        {
+            Ok(store) => store,
+            Err(err) => {
+                eprintln!("genesys-gateway: cannot open the store: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let result = publish::publish_settings(&settings, mode, Some((&store, "cli"))).await;
+        store.close().await;
+        if let Some(sim) = simulator {
+            sim.shutdown().await;
+        }
+        match result {
+            Ok(report) => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(PublishError::Config(problems)) => {
+                eprintln!(
+                    "{}",
+                    genesys_gateway::config::ConfigError::new(&settings.source.file, problems)
+                );
+                ExitCode::from(EXIT_CONFIG)
+            }
+            Err(err) => {
+                eprintln!("genesys-gateway actions publish: {err}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }

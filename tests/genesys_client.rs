@@ -398,6 +398,7 @@ fn action_input(
                 success_template: Some("${rawResult}".to_owned()),
                 ..ActionResponseConfig::default()
             },
+            timeout_seconds: None,
         },
         contract: ActionContract {
             input: ContractInput {

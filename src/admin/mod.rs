@@ -3,6 +3,8 @@
 //! Handlers here are thin: they parse, call the capability modules and the store, and render.
 //! Without a configured non-empty token the surface is not mounted at all (404).
 
+pub mod actions;
+
 use axum::extract::State;
 use axum::middleware::from_fn_with_state;
 use chrono::{DateTime, Utc};

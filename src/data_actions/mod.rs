@@ -1,1 +1,36 @@
-//! Data actions Genesys Architect flows call (SKELETON: filled in by the data actions issue).
+//! Data actions: the surface Genesys Architect flows call (SPEC §3.2).
+//!
+//! A flow's Web Services Data Action posts its input to `POST /v1/actions/{name}` (or wraps it in
+//! the `POST /webhook/data-action` envelope); the gateway validates the input against the
+//! action's JSON Schema, maps it onto a request to one upstream, calls the upstream through the
+//! shared outbound stack (auth injection, retries, breaker — all in [`crate::upstream`]), maps
+//! the answer onto the output and validates that too.
+//!
+//! # Layout
+//! - [`pointer`]: RFC 6901 JSON pointers, parsed once.
+//! - [`mapping`]: the mapping language and its compiled plans.
+//! - [`schema`]: compiled JSON Schemas and their violations as error details.
+//! - [`action`]: [`DataAction`] and its builder — the one way an action is made, from code or
+//!   from `[[actions]]`.
+//! - [`registry`]: the [`ActionSet`] being served and the [`ActionRegistry`] that swaps it.
+//! - `execute`: running one action.
+//! - [`outcome`]: execution outcomes and their pre-resolved metric handles.
+//! - [`http`]: the routes, their auth, metrics and audit.
+//! - [`reload`]: swapping the configuration in without a restart.
+//! - [`publish`]: provisioning the actions into Genesys.
+
+pub mod action;
+mod execute;
+pub mod http;
+pub mod mapping;
+pub mod outcome;
+pub mod pointer;
+pub mod publish;
+pub mod registry;
+pub mod reload;
+pub mod schema;
+
+pub use action::{ActionName, DataAction, DataActionBuilder};
+pub use http::{DataActionsState, router};
+pub use outcome::Outcome;
+pub use registry::{ActionRegistry, ActionSet, BoundAction, check, compile_actions};

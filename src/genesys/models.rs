@@ -517,6 +517,13 @@ pub struct ActionConfig {
     pub request: ActionRequestConfig,
     /// Response.
     pub response: ActionResponseConfig,
+    /// How long Genesys waits for the remote endpoint, 1–60 s (Genesys' default when absent).
+    #[serde(
+        default,
+        rename = "timeoutSeconds",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout_seconds: Option<u32>,
 }
 
 /// `ActionContractInput`: the input and output JSON Schemas of a data action.
@@ -673,6 +680,7 @@ mod tests {
                     success_template: Some("${rawResult}".to_owned()),
                     ..ActionResponseConfig::default()
                 },
+                timeout_seconds: None,
             },
             contract: ActionContract {
                 input: ContractInput {

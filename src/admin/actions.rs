@@ -1,0 +1,146 @@
+//! Admin endpoints of data actions (SPEC §3.6): list the actions served, reload the
+//! configuration, publish the actions into Genesys.
+//!
+//! Thin: they call [`crate::data_actions`] and render.
+
+use axum::Json;
+use axum::extract::State;
+use axum::middleware::from_fn_with_state;
+use serde::Deserialize;
+use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::{self, InboundAuth};
+use crate::data_actions::publish::{self, Publication, PublishMode, PublishReport};
+use crate::data_actions::reload::{ReloadReport, ReloadTrigger, Reloader};
+use crate::error::{ApiError, ErrorCode, Query};
+use crate::genesys::GenesysClient;
+use crate::store::Store;
+
+/// What the data actions admin endpoints need.
+#[derive(Clone, Debug)]
+pub struct ActionsAdminState {
+    /// Reloads the configuration; also gives the current action set and settings.
+    pub reloader: Reloader,
+    /// Where `action.published` records go.
+    pub store: Store,
+}
+
+/// The `/admin/v1` routes of data actions, behind the admin bearer check.
+pub fn router(state: ActionsAdminState, auth: InboundAuth) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(list_actions))
+        .routes(routes!(reload))
+        .routes(routes!(publish_actions))
+        .with_state(state)
+        .route_layer(from_fn_with_state(auth, auth::require))
+}
+
+/// One action as listed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ActionEntry {
+    name: String,
+    upstream: String,
+    method: String,
+    path: String,
+    timeout_ms: u64,
+    has_input_schema: bool,
+    has_output_schema: bool,
+}
+
+/// A page of actions (always one page).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ActionList {
+    entities: Vec<ActionEntry>,
+    next_cursor: Option<String>,
+}
+
+/// Lists the data actions being served, in configuration order.
+#[utoipa::path(get, path = "/admin/v1/actions", tag = "admin",
+    security(("bearer" = [])),
+    responses((status = 200, description = "`{entities, nextCursor: null}`", body = ActionList),
+              (status = 401, description = "Missing or wrong bearer token")))]
+async fn list_actions(State(state): State<ActionsAdminState>) -> Json<ActionList> {
+    let set = state.reloader.registry().load();
+    let entities = set
+        .iter()
+        .map(|bound| {
+            let a = bound.action();
+            ActionEntry {
+                name: a.name().to_string(),
+                upstream: a.upstream().to_owned(),
+                method: a.method().to_string(),
+                path: a.path().to_owned(),
+                timeout_ms: u64::try_from(a.timeout().as_millis()).unwrap_or(u64::MAX),
+                has_input_schema: a.input_schema().is_some(),
+                has_output_schema: a.output_schema().is_some(),
+            }
+        })
+        .collect();
+    Json(ActionList {
+        entities,
+        next_cursor: None,
+    })
+}
+
+/// Reads the config file again and swaps in its actions, upstreams and targets atomically.
+#[utoipa::path(post, path = "/admin/v1/reload", tag = "admin",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Reloaded", body = ReloadReport),
+              (status = 400, description = "`invalid.input`: one detail per problem (`fieldName` = key path); the running configuration stays"),
+              (status = 401, description = "Missing or wrong bearer token")))]
+async fn reload(State(state): State<ActionsAdminState>) -> Result<Json<ReloadReport>, ApiError> {
+    Ok(Json(state.reloader.reload(ReloadTrigger::Admin).await?))
+}
+
+/// Query of `POST /admin/v1/actions/publish`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+struct PublishQuery {
+    /// Report what would change; write nothing, run no tests.
+    dry_run: Option<bool>,
+}
+
+/// Provisions the served actions into Genesys: one `custom-rest-actions` integration with a
+/// `basicAuth` credential and one data action per gateway action, then tests each that has an
+/// `example_input`.
+#[utoipa::path(post, path = "/admin/v1/actions/publish", tag = "admin",
+    params(PublishQuery),
+    security(("bearer" = [])),
+    responses((status = 200, description = "One entry per action: `{name, genesysActionId, change, test}`", body = PublishReport),
+              (status = 400, description = "`invalid.input`: `data_actions.public_url` missing or a header credential"),
+              (status = 401, description = "Missing or wrong bearer token"),
+              (status = 502, description = "Genesys refused a call"),
+              (status = 503, description = "Genesys unavailable")))]
+async fn publish_actions(
+    State(state): State<ActionsAdminState>,
+    Query(q): Query<PublishQuery>,
+) -> Result<Json<PublishReport>, ApiError> {
+    let settings = state.reloader.settings().await;
+    let set = state.reloader.registry().load();
+    let client = GenesysClient::from_upstreams(set.upstreams()).ok_or_else(|| {
+        tracing::error!("no genesys upstream to publish through");
+        ApiError::new(
+            ErrorCode::InternalServerError,
+            "The gateway cannot reach Genesys.",
+        )
+    })?;
+    let mode = if q.dry_run.unwrap_or(false) {
+        PublishMode::DryRun
+    } else {
+        PublishMode::Apply
+    };
+    let report = publish::publish(Publication {
+        client: &client,
+        settings: &settings.data_actions,
+        actions: set.iter().map(|b| b.action()).collect(),
+        mode,
+        audit: Some((&state.store, "admin")),
+    })
+    .await?;
+    Ok(Json(report))
+}

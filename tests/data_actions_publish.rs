@@ -1,0 +1,489 @@
+//! Publishing data actions into Genesys (SPEC §3.6), end to end against the simulator: the
+//! gateway provisions the integration, credential and actions; the simulator then executes an
+//! action for real, calling the gateway, which calls the upstream.
+mod common;
+mod data_actions_mock;
+
+use common::{ADMIN_TOKEN, TestApp, assert_error, base_config};
+use data_actions_mock::{MockUpstream, Reply};
+use genesys_gateway::sim::{SIM_CLIENT_ID, SIM_CLIENT_SECRET, SimOptions, Simulator};
+use serde_json::{Value, json};
+
+const USER: &str = "genesys";
+
+/// A gateway config talking to the simulator at `sim` (as a separately run Genesys), serving
+/// two actions on the upstream `mock`.
+fn config(sim: &str, mock: &MockUpstream, public_url: &str, password: &str, extra: &str) -> String {
+    let base = base_config().replace(
+        "simulate = true",
+        &format!(
+            "api_url = \"{sim}\"\nlogin_url = \"{sim}\"\nclient_id = \"{SIM_CLIENT_ID}\"\nclient_secret = \"{SIM_CLIENT_SECRET}\""
+        ),
+    );
+    format!(
+        r#"{base}
+[data_actions]
+auth = {{ type = "basic", username = "{USER}", password = "{password}" }}
+public_url = "{public_url}"
+
+[upstreams.orders]
+base_url = "{mock}/api"
+
+[[actions]]
+name = "lookupOrder"
+upstream = "orders"
+path = "/orders/{{orderId}}"
+timeout_ms = 4500
+input_schema = {{ type = "object", required = ["orderId"], properties = {{ orderId = {{ type = "string" }} }} }}
+output_schema = {{ type = "object", properties = {{ status = {{ type = "string" }} }} }}
+example_input = {{ orderId = "o-example" }}
+[actions.params]
+orderId = "/orderId"
+[actions.output]
+"/status" = "/state"
+"/total" = "/amounts/total"
+
+[[actions]]
+name = "createNote"
+upstream = "orders"
+method = "POST"
+path = "/notes"
+{extra}
+"#,
+        mock = mock.base_url(),
+    )
+}
+
+/// Reads the simulator's state as Genesys clients do.
+struct SimApi {
+    base: String,
+    token: String,
+    client: reqwest::Client,
+}
+
+impl SimApi {
+    async fn new(base: String) -> Self {
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let token: Value = client
+            .post(format!("{base}/oauth/token"))
+            .basic_auth(SIM_CLIENT_ID, Some(SIM_CLIENT_SECRET))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        Self {
+            base,
+            token: token["access_token"].as_str().unwrap().to_owned(),
+            client,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// How many integrations, credentials and actions exist.
+    async fn counts(&self) -> (usize, usize, usize) {
+        let n = |v: Value| v["entities"].as_array().map_or(0, Vec::len);
+        (
+            n(self.get("/api/v2/integrations?pageSize=100").await),
+            n(self
+                .get("/api/v2/integrations/credentials?pageSize=100")
+                .await),
+            n(self.get("/api/v2/integrations/actions?pageSize=100").await),
+        )
+    }
+}
+
+async fn publish(app: &TestApp, dry_run: bool) -> reqwest::Response {
+    let query = if dry_run { "?dryRun=true" } else { "" };
+    app.client
+        .post(app.url(&format!("/admin/v1/actions/publish{query}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn reload_with(app: &TestApp, text: &str) {
+    std::fs::write(app.dir.path().join("gateway.toml"), text).unwrap();
+    let r = app
+        .client
+        .post(app.url("/admin/v1/reload"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+fn entry<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap_or_else(|| panic!("{name} in {report}"))
+}
+
+#[tokio::test]
+async fn publish_provisions_genesys_idempotently_and_genesys_calls_the_gateway() {
+    let sim = Simulator::start(([127, 0, 0, 1], 0).into(), SimOptions::default())
+        .await
+        .unwrap();
+    let api = SimApi::new(sim.base_url()).await;
+    let mock = MockUpstream::start().await;
+    mock.default_reply(Reply::json(
+        200,
+        json!({"state": "shipped", "amounts": {"total": 12.5}, "secret": "x"}),
+    ));
+    // The gateway's port is known once it runs: start it, then reload with its public URL.
+    let app = TestApp::spawn_with(&config(
+        &sim.base_url(),
+        &mock,
+        "http://127.0.0.1:9",
+        "pw-1",
+        "",
+    ))
+    .await;
+    let public_url = app.url("");
+    let v1 = config(&sim.base_url(), &mock, &public_url, "pw-1", "");
+    reload_with(&app, &v1).await;
+
+    // Dry run on an empty org: everything would be created, nothing is written.
+    let r = publish(&app, true).await;
+    assert_eq!(r.status(), 200);
+    let report: Value = r.json().await.unwrap();
+    assert_eq!(
+        report,
+        json!({"actions": [
+            {"name": "lookupOrder", "genesysActionId": null, "change": "created", "test": null},
+            {"name": "createNote", "genesysActionId": null, "change": "created", "test": null}
+        ]})
+    );
+    assert_eq!(api.counts().await, (0, 0, 0));
+
+    // Apply: integration, credential, two actions; the one with an example is tested.
+    let report: Value = publish(&app, false).await.json().await.unwrap();
+    let lookup = entry(&report, "lookupOrder");
+    assert_eq!(lookup["change"], "created");
+    let lookup_id = lookup["genesysActionId"].as_str().unwrap().to_owned();
+    assert_eq!(lookup["test"]["success"], true, "{report}");
+    assert!(lookup["test"]["latencyMs"].is_u64());
+    assert_eq!(lookup["test"]["error"], Value::Null);
+    let note = entry(&report, "createNote");
+    assert_eq!(note["change"], "created");
+    assert_eq!(note["test"], Value::Null);
+    let note_id = note["genesysActionId"].as_str().unwrap().to_owned();
+    assert_eq!(api.counts().await, (1, 1, 2));
+    assert!(
+        mock.seen()
+            .iter()
+            .any(|s| s.path_and_query == "/api/orders/o-example"),
+        "the test went simulator → gateway → upstream"
+    );
+
+    let integrations = api.get("/api/v2/integrations?pageSize=100").await;
+    let integration = &integrations["entities"][0];
+    assert_eq!(integration["name"], "genesys-gateway");
+    assert_eq!(integration["integrationType"]["id"], "custom-rest-actions");
+    assert_eq!(integration["intendedState"], "ENABLED");
+    let integration_id = integration["id"].as_str().unwrap();
+    let config_now = api
+        .get(&format!(
+            "/api/v2/integrations/{integration_id}/config/current"
+        ))
+        .await;
+    assert!(config_now["credentials"]["basicAuth"]["id"].is_string());
+    let action = api
+        .get(&format!(
+            "/api/v2/integrations/actions/{lookup_id}?expand=contract&includeConfig=true"
+        ))
+        .await;
+    assert_eq!(action["category"], "genesys-gateway");
+    assert_eq!(action["integrationId"], integration_id);
+    assert_eq!(
+        action["config"]["request"]["requestUrlTemplate"],
+        format!("{public_url}/v1/actions/lookupOrder")
+    );
+    assert_eq!(action["config"]["request"]["requestType"], "POST");
+    assert_eq!(
+        action["config"]["request"]["requestTemplate"],
+        "${input.rawRequest}"
+    );
+    assert_eq!(
+        action["config"]["response"]["successTemplate"],
+        "${rawResult}"
+    );
+    assert_eq!(action["config"]["response"]["translationMap"], json!({}));
+    assert_eq!(action["config"]["timeoutSeconds"], 5);
+    assert_eq!(
+        action["contract"]["input"]["inputSchema"]["required"],
+        json!(["orderId"])
+    );
+    let note_action = api
+        .get(&format!(
+            "/api/v2/integrations/actions/{note_id}?expand=contract&includeConfig=true"
+        ))
+        .await;
+    assert_eq!(
+        note_action["contract"]["output"]["successSchema"],
+        json!({"type": "object"})
+    );
+
+    // A second run changes nothing and creates nothing.
+    let report: Value = publish(&app, false).await.json().await.unwrap();
+    assert_eq!(entry(&report, "lookupOrder")["change"], "unchanged");
+    assert_eq!(
+        entry(&report, "lookupOrder")["genesysActionId"],
+        lookup_id.as_str()
+    );
+    assert_eq!(entry(&report, "createNote")["change"], "unchanged");
+    assert_eq!(api.counts().await, (1, 1, 2));
+
+    // What a flow sees: Genesys executes the action, calling the gateway with the credential.
+    let (status, output) = api
+        .post(
+            &format!("/api/v2/integrations/actions/{lookup_id}/execute"),
+            json!({"orderId": "o-42"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{output}");
+    assert_eq!(output, json!({"status": "shipped", "total": 12.5}));
+    assert_eq!(
+        mock.seen().last().unwrap().path_and_query,
+        "/api/orders/o-42"
+    );
+
+    // A changed timeout patches the action in place; a changed contract recreates it.
+    let v2 = config(
+        &sim.base_url(),
+        &mock,
+        &public_url,
+        "pw-1",
+        "output_schema = { type = \"object\", required = [\"id\"] }",
+    )
+    .replace("timeout_ms = 4500", "timeout_ms = 9000");
+    reload_with(&app, &v2).await;
+    let dry: Value = publish(&app, true).await.json().await.unwrap();
+    assert_eq!(entry(&dry, "lookupOrder")["change"], "updated");
+    assert_eq!(entry(&dry, "createNote")["change"], "updated");
+    assert_eq!(entry(&dry, "lookupOrder")["test"], Value::Null);
+    let report: Value = publish(&app, false).await.json().await.unwrap();
+    assert_eq!(entry(&report, "lookupOrder")["change"], "updated");
+    assert_eq!(
+        entry(&report, "lookupOrder")["genesysActionId"],
+        lookup_id.as_str()
+    );
+    assert_eq!(entry(&report, "createNote")["change"], "updated");
+    assert_ne!(
+        entry(&report, "createNote")["genesysActionId"],
+        note_id.as_str()
+    );
+    let action = api
+        .get(&format!(
+            "/api/v2/integrations/actions/{lookup_id}?includeConfig=true"
+        ))
+        .await;
+    assert_eq!(action["config"]["timeoutSeconds"], 9);
+    assert_eq!(api.counts().await, (1, 1, 2));
+
+    // A new password: a new credential, actions unchanged, Genesys still gets in.
+    let v3 = v2.replace("password = \"pw-1\"", "password = \"pw-2\"");
+    reload_with(&app, &v3).await;
+    let report: Value = publish(&app, false).await.json().await.unwrap();
+    assert_eq!(entry(&report, "lookupOrder")["change"], "unchanged");
+    assert_eq!(
+        entry(&report, "lookupOrder")["test"]["success"],
+        true,
+        "{report}"
+    );
+    assert_eq!(api.counts().await.1, 2);
+    let (status, _) = api
+        .post(
+            &format!("/api/v2/integrations/actions/{lookup_id}/execute"),
+            json!({"orderId": "o-43"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // Every write is audited.
+    let audit: Value = app
+        .admin_get("/admin/v1/audit?kind=action.published")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(audit["entities"].as_array().unwrap().len(), 4);
+    app.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn failing_tests_are_reported_and_stop_after_a_few() {
+    let sim = Simulator::start(([127, 0, 0, 1], 0).into(), SimOptions::default())
+        .await
+        .unwrap();
+    let mock = MockUpstream::start().await;
+    // Genesys cannot reach the gateway at this public URL.
+    let extra = (0..4)
+        .map(|i| {
+            format!(
+                "[[actions]]\nname = \"probe{i}\"\nupstream = \"orders\"\npath = \"/p\"\nexample_input = {{ a = 1 }}\n"
+            )
+        })
+        .collect::<String>();
+    let app = TestApp::spawn_with(&config(
+        &sim.base_url(),
+        &mock,
+        "http://127.0.0.1:9",
+        "pw-1",
+        &extra,
+    ))
+    .await;
+
+    let report: Value = publish(&app, false).await.json().await.unwrap();
+
+    let tests: Vec<&Value> = report["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| !a["test"].is_null())
+        .map(|a| &a["test"])
+        .collect();
+    assert_eq!(tests.len(), 5, "{report}");
+    assert!(tests.iter().all(|t| t["success"] == false));
+    assert!(tests[..3].iter().all(|t| t["error"].is_string()));
+    assert!(
+        tests[3..]
+            .iter()
+            .all(|t| t["error"].as_str().unwrap().contains("circuit open")),
+        "{report}"
+    );
+    app.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn publishing_needs_a_public_url_and_a_basic_credential() {
+    let sim = Simulator::start(([127, 0, 0, 1], 0).into(), SimOptions::default())
+        .await
+        .unwrap();
+    let mock = MockUpstream::start().await;
+    let text = config(&sim.base_url(), &mock, "", "pw", "").replace("public_url = \"\"\n", "");
+    let app = TestApp::spawn_with(&text).await;
+
+    let body = assert_error(publish(&app, false).await, 400, "invalid.input").await;
+    assert_eq!(body["details"][0]["fieldName"], "data_actions.public_url");
+
+    let r = app
+        .client
+        .post(app.url("/admin/v1/actions/publish"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 401, "authentication.required").await;
+    app.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_publishes_and_dry_runs() {
+    let sim = Simulator::start(([127, 0, 0, 1], 0).into(), SimOptions::default())
+        .await
+        .unwrap();
+    let api = SimApi::new(sim.base_url()).await;
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    let text = config(
+        &sim.base_url(),
+        &mock,
+        "https://gateway.example.com",
+        "pw",
+        "",
+    )
+    .replace("example_input = { orderId = \"o-example\" }\n", "");
+    std::fs::write(&file, &text).unwrap();
+
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_genesys-gateway"))
+                .args(args)
+                .env("RUST_LOG", "error")
+                .output()
+                .unwrap()
+        })
+    };
+    let config_arg = file.display().to_string();
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "actions".to_owned(),
+            "publish".to_owned(),
+            "--config".to_owned(),
+            config_arg.clone(),
+        ];
+        a.extend(extra.iter().map(|s| (*s).to_owned()));
+        a
+    };
+
+    let out = run(args(&["--dry-run"])).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(entry(&report, "lookupOrder")["change"], "created");
+    assert_eq!(api.counts().await, (0, 0, 0));
+
+    let out = run(args(&[])).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(entry(&report, "createNote")["change"], "created");
+    assert_eq!(api.counts().await, (1, 1, 2));
+
+    let out = run(args(&[])).await.unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(entry(&report, "lookupOrder")["change"], "unchanged");
+    assert_eq!(entry(&report, "createNote")["change"], "unchanged");
+    assert_eq!(api.counts().await, (1, 1, 2));
+
+    // A configuration that cannot be published exits 64 naming the key.
+    std::fs::write(
+        &file,
+        text.replace("public_url = \"https://gateway.example.com\"\n", ""),
+    )
+    .unwrap();
+    let out = run(args(&[])).await.unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("data_actions.public_url"));
+    sim.shutdown().await;
+}
