@@ -20,6 +20,9 @@
 //! [`Application::run_until_stopped`].
 
 mod edge;
+mod serve;
+
+pub use edge::InFlight;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,8 +30,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::Router;
 use axum::middleware::{from_fn, from_fn_with_state};
-use axum::serve::ListenerExt;
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -38,6 +39,7 @@ use crate::auth::InboundAuth;
 use crate::config::{ConfigError, Environment, ServerSettings, Settings};
 use crate::data_actions::reload::{PrepareSettings, Reloader, ReloaderParts};
 use crate::data_actions::{ActionRegistry, ActionSet, DataActionsState};
+use crate::genesys::GenesysReadiness;
 use crate::ops::{self, OpsState, Readiness, ReadinessCheck};
 use crate::sim::{SimOptions, Simulator};
 use crate::store::{AuditWriter, Store};
@@ -60,6 +62,7 @@ pub struct Application {
     audit_task: tokio::task::JoinHandle<()>,
     simulator: Option<Simulator>,
     reloader: Reloader,
+    in_flight: InFlight,
 }
 
 impl std::fmt::Debug for Application {
@@ -122,7 +125,6 @@ impl Application {
             .await
             .context("cannot open the store")?;
 
-        let readiness = Readiness::new(vec![Arc::new(StoreCheck(store.clone()))]);
         // Stopped only after the server threads have drained, so that records of requests
         // still in flight at shutdown are written.
         let audit_stop = CancellationToken::new();
@@ -133,6 +135,14 @@ impl Application {
         let genesys = GenesysEndpoints::from_settings(&settings.genesys);
         let upstreams =
             Upstreams::build(&settings, &genesys, metrics.clone()).map_err(config_error)?;
+        let mut checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(StoreCheck(store.clone()))];
+        if !settings.genesys.simulate
+            && let Some(genesys) = upstreams.genesys()
+        {
+            // SPEC §3.1: ready only when a Genesys token can be had (not checked when simulating).
+            checks.push(Arc::new(GenesysReadiness::new(genesys.clone())));
+        }
+        let readiness = Readiness::new(checks);
         let action_set = ActionSet::from_settings(&settings, &[], Arc::new(upstreams), &metrics)
             .map_err(config_error)?;
         let registry = Arc::new(ActionRegistry::new(action_set));
@@ -187,7 +197,8 @@ impl Application {
             )
             .fallback(edge::not_found)
             .method_not_allowed_fallback(edge::method_not_allowed);
-        let router = middleware_stack(router, &settings.server, metrics.clone());
+        let in_flight = InFlight::new(settings.server.max_concurrent_requests);
+        let router = middleware_stack(router, &settings.server, metrics.clone(), in_flight.clone());
 
         let listeners = runtime::bind_shared(
             settings.server.listen_addr(),
@@ -210,6 +221,7 @@ impl Application {
             audit_task,
             simulator,
             reloader,
+            in_flight,
         })
     }
 
@@ -253,50 +265,93 @@ impl Application {
             audit_stop,
             audit_task,
             simulator,
+            in_flight,
             reloader: _,
         } = self;
+        let server = &settings.server;
+        let stop_accepting = CancellationToken::new();
         let hard_stop = CancellationToken::new();
         // Server runtimes stay alive (idle) until everything else has stopped: database
         // connections opened on them are driven by their reactors.
         let release = CancellationToken::new();
-        let mut done = Vec::with_capacity(listeners.len());
+        let limits = serve::ConnectionLimits {
+            header_read_timeout: server.header_read_timeout(),
+            max_connections: server.max_connections,
+            open: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        };
+        let (ended_tx, mut ended_rx) = tokio::sync::mpsc::unbounded_channel();
+        let threads = listeners.len();
         for (index, listener) in listeners.into_iter().enumerate() {
-            let (tx, rx) = oneshot::channel();
-            let router = router.clone();
-            let graceful = shutdown.clone();
-            let hard_stop = hard_stop.clone();
-            let release = release.clone();
+            let thread = ServerThread {
+                index,
+                listener,
+                router: router.clone(),
+                limits: limits.clone(),
+                stop_accepting: stop_accepting.clone(),
+                hard_stop: hard_stop.clone(),
+                release: release.clone(),
+                ended: ended_tx.clone(),
+            };
             std::thread::Builder::new()
                 .name(format!("gateway-io-{index}"))
-                .spawn(move || {
-                    serve_on_thread(index, listener, router, graceful, hard_stop, release, tx);
-                })
+                .spawn(move || thread.run())
                 .context("cannot start a server thread")?;
-            done.push(rx);
         }
-        tracing::info!(%addr, threads = done.len(), "gateway listening");
+        drop(ended_tx);
+        tracing::info!(%addr, threads, "gateway listening");
 
-        shutdown.cancelled().await;
-        tracing::info!("shutting down: draining in-flight requests");
+        // Serve until asked to stop, or until a server thread ends on its own (a failure).
+        let mut failure = None;
+        let mut running = threads;
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            ended = ended_rx.recv() => {
+                running -= 1;
+                let (index, result) = ended.unwrap_or((usize::MAX, Ok(())));
+                let err = match result {
+                    Err(err) => anyhow::Error::new(err),
+                    Ok(()) => anyhow::anyhow!("it stopped serving"),
+                };
+                tracing::error!(thread = index, error = %err, "a server thread failed; shutting down");
+                failure = Some(err.context(format!("server thread {index} failed")));
+                shutdown.cancel();
+            }
+        }
+
+        // The drain (SPEC §3.1, §5): readiness turns 503 at once; after `shutdown_delay_ms`
+        // new work is refused (503, Connection: close) while requests in flight finish; then
+        // the listeners close and the connections are shut; background tasks stop.
+        let grace = server.shutdown_grace();
+        let deadline = tokio::time::Instant::now() + grace;
+        tracing::info!(
+            in_flight = in_flight.current(),
+            delay_ms = server.shutdown_delay_ms,
+            grace_ms = server.shutdown_grace_ms,
+            "shutting down: readiness is 503, draining"
+        );
         readiness.set_stopping();
         tasks.close();
-
-        let grace = settings.server.shutdown_grace();
-        let drained = tokio::time::timeout(grace, async {
-            for rx in done {
-                if let Ok(Err(err)) = rx.await {
-                    tracing::error!(error = %err, "server thread failed");
-                }
+        let drained = tokio::time::timeout_at(deadline, async {
+            tokio::time::sleep(server.shutdown_delay()).await;
+            in_flight.refuse_new_work();
+            in_flight.idle().await;
+            stop_accepting.cancel();
+            // Each thread reports once when it has stopped serving (its sender lives on while
+            // its runtime idles, so count the reports rather than wait for the channel to close).
+            while running > 0 && ended_rx.recv().await.is_some() {
+                running -= 1;
             }
             tasks.wait().await;
         })
         .await;
         if drained.is_err() {
             tracing::warn!(
-                grace_ms = grace.as_millis() as u64,
+                grace_ms = server.shutdown_grace_ms,
+                in_flight = in_flight.current(),
                 "shutdown grace period over: abandoning what is still running"
             );
         }
+        stop_accepting.cancel();
         hard_stop.cancel();
         drop(audit);
         audit_stop.cancel();
@@ -308,47 +363,63 @@ impl Application {
             simulator.shutdown().await;
         }
         release.cancel();
-        tracing::info!("gateway stopped");
-        Ok(())
+        match failure {
+            Some(err) => Err(err),
+            None => {
+                tracing::info!("gateway stopped");
+                Ok(())
+            }
+        }
     }
 }
 
-fn serve_on_thread(
+/// One server thread: its own current-thread runtime serving one listening socket.
+struct ServerThread {
     index: usize,
     listener: std::net::TcpListener,
     router: Router,
-    graceful: CancellationToken,
+    limits: serve::ConnectionLimits,
+    stop_accepting: CancellationToken,
     hard_stop: CancellationToken,
     release: CancellationToken,
-    done: oneshot::Sender<std::io::Result<()>>,
-) {
-    runtime::set_worker_index(index);
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(err) => {
-            let _ = done.send(Err(err));
-            return;
-        }
-    };
-    rt.block_on(async move {
-        let result = async {
-            let listener = tokio::net::TcpListener::from_std(listener)?.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let server = axum::serve(listener, router.into_make_service())
-                .with_graceful_shutdown(graceful.cancelled_owned());
-            tokio::select! {
-                result = server => result,
-                () = hard_stop.cancelled() => Ok(()),
+    ended: tokio::sync::mpsc::UnboundedSender<(usize, std::io::Result<()>)>,
+}
+
+impl ServerThread {
+    fn run(self) {
+        runtime::set_worker_index(self.index);
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(err) => {
+                let _ = self.ended.send((self.index, Err(err)));
+                return;
             }
-        }
-        .await;
-        let _ = done.send(result);
-        release.cancelled().await;
-    });
+        };
+        let Self {
+            index,
+            listener,
+            router,
+            limits,
+            stop_accepting,
+            hard_stop,
+            release,
+            ended,
+        } = self;
+        rt.block_on(async move {
+            let result = match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => {
+                    serve::serve(listener, router, limits, stop_accepting, hard_stop).await;
+                    Ok(())
+                }
+                Err(err) => Err(err),
+            };
+            let _ = ended.send((index, result));
+            release.cancelled().await;
+        });
+    }
 }
 
 /// With `[genesys] simulate = true`: starts the simulator on this runtime and points the Genesys
@@ -393,13 +464,15 @@ fn point_genesys_at(settings: &mut Settings, base_url: &str) {
 /// The one middleware stack (see the module docs for the order and why), around a router whose
 /// routes and fallbacks are all in place. Public so that tests can put the real stack around
 /// routes of their own (a handler that panics, one that is slow).
-pub fn middleware_stack(router: Router, server: &ServerSettings, metrics: Arc<Metrics>) -> Router {
+pub fn middleware_stack(
+    router: Router,
+    server: &ServerSettings,
+    metrics: Arc<Metrics>,
+    in_flight: InFlight,
+) -> Router {
     // `Router::layer` wraps in call order: the last layer added is the outermost.
     router
-        .layer(from_fn_with_state(
-            edge::InFlight::new(server.max_concurrent_requests),
-            edge::load_shed,
-        ))
+        .layer(from_fn_with_state(in_flight, edge::load_shed))
         .layer(from_fn_with_state(server.max_body_bytes, edge::body_limit))
         .layer(from_fn_with_state(server.request_timeout(), edge::deadline))
         .layer(CatchPanicLayer::custom(edge::panic_response))

@@ -89,7 +89,8 @@ async fn spawn_gated(server: ServerSettings, gate: Arc<tokio::sync::Semaphore>) 
             )
         });
     let metrics = Arc::new(Metrics::new());
-    let app = middleware_stack(router, &server, metrics.clone());
+    let in_flight = genesys_gateway::app::InFlight::new(server.max_concurrent_requests);
+    let app = middleware_stack(router, &server, metrics.clone(), in_flight);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });

@@ -166,3 +166,50 @@ fn which_promtool() -> Result<std::path::PathBuf, ()> {
         .find(|p| p.is_file())
         .ok_or(())
 }
+
+/// SPEC §3.1: unless simulating, ready only when a Genesys token can be had.
+#[tokio::test]
+async fn readyz_checks_the_genesys_token_when_not_simulating() {
+    use genesys_gateway::sim::{SimOptions, Simulator};
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), SimOptions::default())
+        .await
+        .unwrap();
+    let config = |secret: &str| {
+        common::base_config().replace(
+            "[genesys]\nsimulate = true",
+            &format!(
+                "[genesys]\nsimulate = false\napi_url = \"{url}\"\nlogin_url = \"{url}\"\nclient_id = \"sim-client\"\nclient_secret = \"{secret}\"",
+                url = sim.base_url()
+            ),
+        )
+    };
+    let app = TestApp::spawn_with(&config("sim-secret")).await;
+    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "ok", "{body}");
+    assert!(
+        body["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "genesys" && c["ok"] == true),
+        "{body}"
+    );
+    app.stop().await;
+
+    let app = TestApp::spawn_with(&config("wrong-secret")).await;
+    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "genesys" && c["ok"] == false),
+        "{body}"
+    );
+    assert!(!body.to_string().contains("wrong-secret"));
+    app.stop().await;
+    sim.shutdown().await;
+}

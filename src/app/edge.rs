@@ -3,7 +3,7 @@
 
 use std::any::Any;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -11,6 +11,7 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::header;
+use tokio::sync::Notify;
 
 use crate::error::{ApiError, ErrorCode, payload_too_large};
 
@@ -54,37 +55,95 @@ pub async fn body_limit(State(max): State<usize>, req: Request, next: Next) -> R
     next.run(Request::from_parts(parts, limited)).await
 }
 
-/// Counts requests in flight across every server thread.
+/// Counts requests in flight across every server thread, sheds load beyond the limit, and
+/// refuses new work once the shutdown drain has begun.
 #[derive(Debug, Clone)]
 pub struct InFlight {
-    current: Arc<AtomicUsize>,
+    inner: Arc<InFlightInner>,
+}
+
+#[derive(Debug)]
+struct InFlightInner {
+    current: AtomicUsize,
     max: usize,
+    refusing: AtomicBool,
+    idle: Notify,
 }
 
 impl InFlight {
     /// A limit of `max` concurrent requests.
     pub fn new(max: usize) -> Self {
         Self {
-            current: Arc::new(AtomicUsize::new(0)),
-            max,
+            inner: Arc::new(InFlightInner {
+                current: AtomicUsize::new(0),
+                max,
+                refusing: AtomicBool::new(false),
+                idle: Notify::new(),
+            }),
+        }
+    }
+
+    /// Requests being served right now.
+    pub fn current(&self) -> usize {
+        self.inner.current.load(Ordering::Acquire)
+    }
+
+    /// From now on, new requests other than the operations endpoints are answered 503
+    /// `overloaded` with `Connection: close` (the shutdown drain).
+    pub fn refuse_new_work(&self) {
+        self.inner.refusing.store(true, Ordering::Release);
+    }
+
+    /// Waits until no request is in flight.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.inner.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.current() == 0 {
+                return;
+            }
+            notified.await;
         }
     }
 }
 
-struct InFlightGuard(Arc<AtomicUsize>);
+struct InFlightGuard(Arc<InFlightInner>);
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        if self.0.current.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
     }
+}
+
+/// Routes that keep answering during the shutdown drain (readiness must be seen turning 503).
+fn is_operations_path(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
 }
 
 /// Past `max_concurrent_requests` in flight, answers 503 `overloaded` with `Retry-After: 1`
 /// instead of queueing: a flow that waits on the gateway is better served by a fast refusal.
+/// During the shutdown drain, new work is refused the same way (with `Connection: close`) while
+/// the requests already in flight finish.
 pub async fn load_shed(State(in_flight): State<InFlight>, req: Request, next: Next) -> Response {
-    let previous = in_flight.current.fetch_add(1, Ordering::AcqRel);
-    let guard = InFlightGuard(in_flight.current.clone());
-    if previous >= in_flight.max {
+    let inner = &in_flight.inner;
+    if inner.refusing.load(Ordering::Acquire) && !is_operations_path(req.uri().path()) {
+        let mut response = ApiError::new(
+            ErrorCode::Overloaded,
+            "The gateway is shutting down; retry on another instance.",
+        )
+        .with_retry_after(1)
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+        return response;
+    }
+    let previous = inner.current.fetch_add(1, Ordering::AcqRel);
+    let guard = InFlightGuard(inner.clone());
+    if previous >= inner.max {
         drop(guard);
         return ApiError::overloaded(1).into_response();
     }

@@ -30,6 +30,14 @@ pub struct ServerSettings {
     /// Server threads, each with its own single-threaded runtime and its own listener socket on
     /// the shared port (`SO_REUSEPORT`). 0 = one per available core.
     pub io_threads: usize,
+    /// Connections open at once across all threads; beyond, new connections are closed at once.
+    pub max_connections: usize,
+    /// Request headers must arrive within this; a keep-alive connection idle this long between
+    /// requests is closed too.
+    pub header_read_timeout_ms: u64,
+    /// After SIGTERM/SIGINT, keep serving normally (with `/readyz` already 503) for this long
+    /// before refusing new work, so load balancers see the instance leave. 0 = refuse at once.
+    pub shutdown_delay_ms: u64,
 }
 
 impl Default for ServerSettings {
@@ -41,6 +49,9 @@ impl Default for ServerSettings {
             max_concurrent_requests: 2048,
             shutdown_grace_ms: 15_000,
             io_threads: 0,
+            max_connections: 10_000,
+            header_read_timeout_ms: 30_000,
+            shutdown_delay_ms: 0,
         }
     }
 }
@@ -59,6 +70,14 @@ impl ServerSettings {
     /// [`Self::shutdown_grace_ms`] as a duration.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+    /// [`Self::shutdown_delay_ms`] as a duration.
+    pub fn shutdown_delay(&self) -> Duration {
+        Duration::from_millis(self.shutdown_delay_ms)
+    }
+    /// [`Self::header_read_timeout_ms`] as a duration.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
     }
     /// The number of server threads to run.
     pub fn io_thread_count(&self) -> usize {

@@ -72,6 +72,14 @@ fn server(s: &Settings, p: &mut Vec<Problem>) {
         "server.max_concurrent_requests",
         v.max_concurrent_requests as u64,
     );
+    positive(p, "server.max_connections", v.max_connections as u64);
+    positive(p, "server.header_read_timeout_ms", v.header_read_timeout_ms);
+    if v.shutdown_delay_ms >= v.shutdown_grace_ms && v.shutdown_delay_ms > 0 {
+        p.push(Problem::new(
+            "server.shutdown_delay_ms",
+            "must be shorter than server.shutdown_grace_ms",
+        ));
+    }
     if v.io_threads > 256 {
         p.push(Problem::new("server.io_threads", "must be at most 256"));
     }
