@@ -74,13 +74,18 @@
 //!   to the background pool.
 //! - A [`Transaction`] holds one connection of the pool of the thread that began it: use it
 //!   on that thread (a task on a current-thread runtime never moves, so handlers do).
+//! - sqlx hands a connection back to its pool from a task spawned on the runtime of the
+//!   thread that used it (after a `ping` round trip, sqlx-core 0.8.6 `pool/connection.rs`):
+//!   with a pool per thread that is the connection's own runtime too.
 //! - sqlx's idle reaper of each pool runs on the runtime that called
 //!   [`Store::connect_with`]; it only closes idle connections, which is harmless from another
 //!   runtime (a failing close just drops the connection). [`Store::close`] closes every pool;
 //!   call it while the server runtimes are still alive so that their connections end cleanly.
 //!
 //! SQLite needs none of this: sqlx runs each SQLite connection on a thread of its own and
-//! talks to it over channels, so no database socket belongs to any runtime.
+//! talks to it over channels, so no database socket belongs to any runtime. (The one writer
+//! connection is still handed back to its pool by a task on the runtime of the thread that
+//! used it, so a server thread that is slow to run its tasks delays the next writer a little.)
 //!
 //! # Secrets
 //! The store URL may hold a password. It is only ever held as a [`SecretString`], parsed here,
