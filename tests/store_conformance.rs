@@ -14,8 +14,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
+use genesys_gateway::runtime::set_worker_index;
 use genesys_gateway::store::{
-    AuditEntry, AuditFilter, AuditRecord, AuditWriter, PageRequest, Store, StoreError, StoreKind,
+    AuditEntry, AuditFilter, AuditRecord, AuditRetention, AuditWriter, PageRequest, Store,
+    StoreError, StoreKind, StoreOptions,
 };
 use genesys_gateway::telemetry::Metrics;
 use secrecy::SecretString;
@@ -26,6 +28,9 @@ const PG_ENV: &str = "GATEWAY_TEST_DATABASE_URL";
 const SQLITE_URL: &str = "sqlite://data/gw.db";
 /// 2026-11-22T20:00:00.000Z: the base time of records written by the cases.
 const T0: i64 = 1_795_377_600_000;
+/// How long a case waits (real time, polling) for something a background task does. Generous:
+/// the machine is shared, and the database's speed is never what a test asserts.
+const PATIENCE: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
@@ -75,6 +80,13 @@ impl TestDb {
         Store::connect(&self.url, self.dir.path())
             .await
             .expect("second connect")
+    }
+
+    /// A second store on the same database, with these options.
+    async fn connect_again_with(&self, options: StoreOptions) -> Store {
+        Store::connect_with(&self.url, self.dir.path(), options)
+            .await
+            .expect("connect with options")
     }
 }
 
@@ -181,10 +193,12 @@ conformance!(
     cursor_walk_visits_every_record_once,
     cursor_is_stable_under_concurrent_inserts,
     bad_cursor_is_a_distinct_error,
-    writer_makes_records_visible_within_a_second,
+    writer_makes_records_visible_by_its_periodic_flush,
     writer_flushes_what_is_queued_on_shutdown,
     writer_drops_and_counts_when_its_queue_is_full,
     prune_deletes_the_oldest_records_in_bounded_steps,
+    pruner_deletes_what_is_past_retention_and_keeps_running,
+    server_threads_keep_working_when_one_runtime_ends,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -234,16 +248,53 @@ fn subjects(entries: &[AuditEntry]) -> Vec<&str> {
         .collect()
 }
 
-/// Waits (real time, polling) until `store` lists at least `count` records or `deadline`
-/// passes; returns what it lists then.
-async fn wait_for_records(store: &Store, count: usize, deadline: Instant) -> Vec<AuditEntry> {
+/// Waits (real time, polling) until what `store` lists satisfies `done` or [`PATIENCE`] has
+/// passed; returns what it lists then.
+async fn wait_for_entries(store: &Store, done: impl Fn(&[AuditEntry]) -> bool) -> Vec<AuditEntry> {
+    let deadline = Instant::now() + PATIENCE;
     loop {
         let entries = all_entries(store).await;
-        if entries.len() >= count || Instant::now() >= deadline {
+        if done(&entries) || Instant::now() >= deadline {
             return entries;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A record of `kind` at `at`, its subject naming it.
+fn record_at(at: DateTime<Utc>, kind: &str, subject: &str) -> AuditRecord {
+    AuditRecord {
+        at,
+        ..record(0, kind, subject)
+    }
+}
+
+/// What one server thread (or the background) does in
+/// `server_threads_keep_working_when_one_runtime_ends`: `TASKS` concurrent tasks, each a
+/// single-statement append, a transaction and a query. Returns the failures.
+async fn busy(store: &Store, tag: &str) -> Vec<String> {
+    const TASKS: usize = 4;
+    let tasks = (0..TASKS).map(|i| async move {
+        let one = async {
+            store
+                .append_audit(&record(0, "test.threads", &format!("{tag}-{i}-a")))
+                .await?;
+            let mut tx = store.begin().await?;
+            tx.append_audit(&record(1, "test.threads", &format!("{tag}-{i}-tx")))
+                .await?;
+            tx.commit().await?;
+            store
+                .query_audit(&AuditFilter::default(), &PageRequest::first(10))
+                .await?;
+            Ok::<_, StoreError>(())
+        };
+        one.await.map_err(|err| format!("{tag} task {i}: {err}"))
+    });
+    futures_util::future::join_all(tasks)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -271,6 +322,156 @@ mod cases {
             subjects(&all_entries(&db.store).await),
             ["r9", "r8", "r7", "r6"]
         );
+    }
+
+    /// A tiny retention and interval: what is older than the retention goes (in batches,
+    /// pass after pass, including records that age meanwhile), what is younger stays, and the
+    /// pruner ends when told to.
+    pub async fn pruner_deletes_what_is_past_retention_and_keeps_running(db: &TestDb) {
+        let retention = AuditRetention {
+            max_age: Duration::from_millis(300),
+            interval: Duration::from_millis(20),
+            batch_rows: 4,
+        };
+        let now = Utc::now();
+        let minutes = chrono::Duration::minutes;
+        let mut records: Vec<AuditRecord> = (0..25)
+            .map(|i| record_at(now - minutes(60 + i), "test.retention", &format!("old{i}")))
+            .collect();
+        // Newer than any cutoff during the test (e.g. another replica's clock is ahead).
+        records.extend((0..3).map(|i| {
+            record_at(
+                now + minutes(60 + i),
+                "test.retention",
+                &format!("young{i}"),
+            )
+        }));
+        // Young now, past the retention 300 ms later.
+        let ageing_at = Utc::now();
+        records.push(record_at(ageing_at, "test.retention", "ageing"));
+        db.store.append_audit_batch(&records).await.expect("batch");
+        let young = ["young2", "young1", "young0"];
+
+        let shutdown = CancellationToken::new();
+        let pruner = db.store.spawn_audit_pruner(retention, shutdown.clone());
+
+        let entries = wait_for_entries(&db.store, |entries| entries.len() <= 3).await;
+        assert_eq!(
+            subjects(&entries),
+            young,
+            "25 old records in batches of 4, and the ageing one"
+        );
+        let ageing_for = Utc::now() - ageing_at;
+        assert!(
+            ageing_for >= chrono::Duration::from_std(retention.max_age).unwrap(),
+            "the ageing record was deleted before it was past the retention (after {ageing_for})"
+        );
+
+        // A later pass takes what became old since.
+        let late: Vec<AuditRecord> = (0..10)
+            .map(|i| {
+                record_at(
+                    Utc::now() - minutes(120),
+                    "test.retention",
+                    &format!("late{i}"),
+                )
+            })
+            .collect();
+        db.store.append_audit_batch(&late).await.expect("batch");
+        let entries = wait_for_entries(&db.store, |entries| entries.len() <= 3).await;
+        assert_eq!(subjects(&entries), young);
+
+        shutdown.cancel();
+        tokio::time::timeout(PATIENCE, pruner)
+            .await
+            .expect("the pruner stops when told to")
+            .expect("pruner task");
+    }
+
+    /// Server threads each run a current-thread runtime (as the server does) and use the
+    /// store at once; then one thread's runtime ends, after it ran queries, and the others,
+    /// and the background runtime, keep working. (PostgreSQL: a connection opened on one
+    /// thread's runtime is dead once that runtime ends, and is only served while that runtime
+    /// runs, so no other thread may use it.) The threads that go on keep running their
+    /// runtimes meanwhile, as server threads do.
+    pub async fn server_threads_keep_working_when_one_runtime_ends(db: &TestDb) {
+        const THREADS: usize = 3;
+        let store = db
+            .connect_again_with(StoreOptions {
+                threads: THREADS,
+                ..StoreOptions::default()
+            })
+            .await;
+        // 1. Thread 0 works alone (so it surely opens connections of its own).
+        // 2. Every thread works at once.
+        // 3. The others work again while thread 0 idles (its runtime still running, so
+        //    whatever it was handing back to a pool is back).
+        // 4. Thread 0's runtime ends; the others and the background work again.
+        let together = Arc::new(tokio::sync::Barrier::new(THREADS));
+        let done = Arc::new(tokio::sync::Barrier::new(THREADS));
+        let others_done = Arc::new(tokio::sync::Barrier::new(THREADS));
+        let end_thread_0 = CancellationToken::new();
+        let thread_0_ended = CancellationToken::new();
+        let threads: Vec<_> = (0..THREADS)
+            .map(|index| {
+                let together = together.clone();
+                let done = done.clone();
+                let others_done = others_done.clone();
+                let end_thread_0 = end_thread_0.clone();
+                let thread_0_ended = thread_0_ended.clone();
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    set_worker_index(index);
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    runtime.block_on(async {
+                        let mut failures = Vec::new();
+                        if index == 0 {
+                            failures.extend(busy(&store, "t0-alone").await);
+                        }
+                        together.wait().await;
+                        failures.extend(busy(&store, &format!("t{index}")).await);
+                        done.wait().await;
+                        if index == 0 {
+                            end_thread_0.cancelled().await;
+                            return failures;
+                        }
+                        failures.extend(busy(&store, &format!("t{index}-again")).await);
+                        others_done.wait().await;
+                        thread_0_ended.cancelled().await;
+                        failures.extend(busy(&store, &format!("t{index}-after")).await);
+                        failures
+                    })
+                    // `runtime` is dropped here.
+                })
+            })
+            .collect();
+        others_done.wait().await;
+        end_thread_0.cancel();
+        let mut threads = threads.into_iter();
+        let first = threads.next().expect("thread 0");
+        let mut failures = tokio::task::spawn_blocking(move || first.join())
+            .await
+            .expect("join task")
+            .expect("thread 0");
+        thread_0_ended.cancel();
+        for thread in threads {
+            let joined = tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .expect("join task");
+            failures.extend(joined.expect("server thread"));
+        }
+        failures.extend(busy(&store, "background").await);
+        assert!(failures.is_empty(), "{failures:#?}");
+
+        // 4 tasks × 2 records: thread 0 alone, every thread, all but thread 0 twice, the
+        // background.
+        let written = all_entries(&store).await;
+        assert_eq!(written.len(), (1 + THREADS + 2 * (THREADS - 1) + 1) * 8);
+        assert!(subjects(&written).contains(&"t2-after-3-tx"));
+        store.close().await;
     }
 
     pub async fn connect_and_migrate_twice(db: &TestDb) {
@@ -708,16 +909,18 @@ mod cases {
         assert_eq!(subjects(&second.entities), ["a"]);
     }
 
-    pub async fn writer_makes_records_visible_within_a_second(db: &TestDb) {
+    /// SPEC §3.6 "visible within 1 s" (data-action records), the store's part: a few records
+    /// (no full batch, no shutdown) become visible through the writer's periodic flush alone,
+    /// from any thread. The other part, that the flush takes a record at most
+    /// `AuditWriter::FLUSH_INTERVAL` (a quarter of the second) after it was recorded, is
+    /// asserted exactly on the writer's paused clock by its unit tests
+    /// (`store::audit::tests`); the wall clock of a shared machine only bounds the wait here.
+    pub async fn writer_makes_records_visible_by_its_periodic_flush(db: &TestDb) {
         let metrics = Arc::new(Metrics::new());
         let shutdown = CancellationToken::new();
         let (writer, join) =
             AuditWriter::spawn(db.store.clone(), metrics.clone(), shutdown.clone());
-        // Let the writer's first (immediate) tick pass, so the records below wait for a
-        // later one.
-        tokio::time::sleep(Duration::from_millis(20)).await;
 
-        let recorded = Instant::now();
         let from_other_thread = writer.clone();
         std::thread::spawn(move || {
             for i in 0..3 {
@@ -728,12 +931,9 @@ mod cases {
         .unwrap();
         writer.record(record(3, "action.executed", "w3"));
 
-        let entries = wait_for_records(&db.store, 4, recorded + Duration::from_secs(1)).await;
-        assert_eq!(
-            subjects(&entries),
-            ["w3", "w2", "w1", "w0"],
-            "visible within 1 s of being recorded"
-        );
+        let entries = wait_for_entries(&db.store, |entries| entries.len() >= 4).await;
+        assert_eq!(subjects(&entries), ["w3", "w2", "w1", "w0"]);
+        assert!(!join.is_finished(), "written while the writer runs on");
         assert_eq!(metrics.audit_records_dropped_total.get(), 0);
         shutdown.cancel();
         join.await.expect("writer task");

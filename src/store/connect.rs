@@ -1,5 +1,6 @@
 //! Opening the database named by `[store] url`: URL parsing (the password never leaves the
-//! [`SecretString`]), pool and PRAGMA settings, and the embedded migrations.
+//! [`SecretString`]), pool and PRAGMA settings (on PostgreSQL one pool per server thread and
+//! the background pool, see the `store` module docs), and the embedded migrations.
 //!
 //! # Migrations
 //! `migrations/sqlite/NNNN_<topic>.sql` and `migrations/postgres/NNNN_<topic>.sql` are embedded
@@ -26,7 +27,7 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::{Backend, PostgresDb, SqliteDb, StoreError};
+use super::{Backend, PostgresDb, SqliteDb, StoreError, StoreOptions};
 
 /// One embedded migration file.
 #[derive(Debug)]
@@ -85,9 +86,6 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const SQLITE_WRITER_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// SQLite: reader connections (WAL lets them read beside the writer).
 const SQLITE_READERS: u32 = 4;
-/// PostgreSQL: connections per replica (the server's default `max_connections` of 100 leaves
-/// room for several replicas and operators).
-const POSTGRES_MAX_CONNECTIONS: u32 = 10;
 /// Bounds connecting and waiting for a pooled connection (sqlx has no separate TCP connect
 /// timeout: establishing a connection happens inside the acquire).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -139,10 +137,14 @@ impl<'a> StoreUrl<'a> {
 }
 
 /// Opens the database named by `url` and migrates it.
-pub(super) async fn open(url: &SecretString, base_dir: &Path) -> Result<Backend, StoreError> {
+pub(super) async fn open(
+    url: &SecretString,
+    base_dir: &Path,
+    options: &StoreOptions,
+) -> Result<Backend, StoreError> {
     match StoreUrl::parse(url.expose_secret())? {
         StoreUrl::Sqlite(path) => open_sqlite(&base_dir.join(path)).await,
-        StoreUrl::Postgres(url) => open_postgres(url).await,
+        StoreUrl::Postgres(url) => open_postgres(url, options).await,
     }
 }
 
@@ -192,7 +194,7 @@ async fn open_sqlite(path: &Path) -> Result<Backend, StoreError> {
     Ok(Backend::Sqlite(SqliteDb { writer, readers }))
 }
 
-async fn open_postgres(url: &str) -> Result<Backend, StoreError> {
+async fn open_postgres(url: &str, store_options: &StoreOptions) -> Result<Backend, StoreError> {
     let options = PgConnectOptions::from_str(url)
         .map_err(|err| StoreError::InvalidUrl(redact(&err.to_string(), url)))?;
     let options = if options.get_application_name().is_none() {
@@ -205,24 +207,36 @@ async fn open_postgres(url: &str) -> Result<Backend, StoreError> {
     let database = options.get_database().map(str::to_owned);
     // Idle connections are not pinged before use: that would cost a round trip on every
     // acquire of the hot paths; a connection broken meanwhile fails its one statement and is
-    // discarded by the pool.
-    let pool = PgPoolOptions::new()
-        .max_connections(POSTGRES_MAX_CONNECTIONS)
+    // discarded by the pool. No pool keeps connections open (`min_connections(0)`): sqlx would
+    // open them from a maintenance task on this runtime, not on the thread that uses them.
+    let size = store_options.connections_per_pool();
+    let pool_options = PgPoolOptions::new()
+        .max_connections(size)
         .min_connections(0)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .idle_timeout(POSTGRES_IDLE_TIMEOUT)
         .max_lifetime(POSTGRES_MAX_LIFETIME)
-        .test_before_acquire(false)
-        .connect_with(options)
-        .await?;
-    if let Err(err) = migrate(POSTGRES_MIGRATIONS, &pool).await {
+        .test_before_acquire(false);
+    // The background pool connects now (an unreachable database fails the start, the one
+    // connection it opens belongs to this runtime, where background tasks run) and migrates.
+    let background = pool_options.clone().connect_with(options.clone()).await?;
+    if let Err(err) = migrate(POSTGRES_MIGRATIONS, &background).await {
         // Ends the sessions, so an advisory lock left by the failed run is released too.
-        pool.close().await;
+        background.close().await;
         return Err(err);
     }
+    // The server threads' pools open nothing now: each connection is opened by the first
+    // query of its thread that needs one, on that thread's runtime.
+    let pools: Vec<sqlx::PgPool> = (0..store_options.pools() - 1)
+        .map(|_| pool_options.clone().connect_lazy_with(options.clone()))
+        .chain([background])
+        .collect();
     tracing::info!(%host, database = database.as_deref().unwrap_or(""),
+        pools = pools.len(), connections_per_pool = size,
         "store: PostgreSQL connected and migrated");
-    Ok(Backend::Postgres(PostgresDb { pool }))
+    Ok(Backend::Postgres(PostgresDb {
+        pools: pools.into(),
+    }))
 }
 
 /// Runs the embedded migrations through sqlx's migrator (locking on PostgreSQL, see the

@@ -37,7 +37,8 @@
 //!   lets run beside the writer. Consequence: a task holding a [`Transaction`] must not call
 //!   another writing method of the [`Store`] before it commits or drops it (it would wait for
 //!   itself until the acquire timeout).
-//! - PostgreSQL uses one pool per replica. Migrations are serialised across replicas starting
+//! - PostgreSQL: one pool per server thread plus one for background tasks (see "PostgreSQL
+//!   connections and runtimes" below). Migrations are serialised across replicas starting
 //!   at the same moment by sqlx's migrator, which holds `pg_advisory_lock` (keyed on the
 //!   database name) around the whole run (verified in sqlx-postgres 0.8.6, `migrate.rs`).
 //! - "Store durably, then acknowledge" (STYLE rule 8): a capability opens
@@ -51,6 +52,41 @@
 //!   many requests' rows in one transaction of the writer connection, each acknowledged after
 //!   that commit).
 //!
+//! # PostgreSQL connections and runtimes
+//! The server runs one current-thread tokio runtime per core (`crate::runtime`). A sqlx
+//! PostgreSQL connection is a tokio socket, registered on the reactor of the runtime that
+//! opened it, and only that runtime's thread polls the reactor: a query from another thread
+//! on that connection waits until that thread gets round to it (a busy thread delays every
+//! other thread's queries), and once that runtime ends the connection is dead. With a single
+//! shared pool any connection could end up on any thread. So the store keeps one pool per
+//! server thread and one for everything else:
+//!
+//! - [`Store::connect_with`] is told the number of server threads ([`StoreOptions::threads`])
+//!   and makes `threads + 1` pools, each of `max(2, max_connections / (threads + 1))`
+//!   connections, all opened lazily (`min_connections(0)`): a connection is opened by the
+//!   first query that needs it, on the runtime of the thread that makes it.
+//! - Every call picks its pool with [`crate::runtime::worker_index`]: server thread `i` uses
+//!   pool `i`, any other thread (the background tasks' runtime, tests, tools) the background
+//!   pool. So a connection is only ever used on the runtime that opened it. The background
+//!   pool is the one [`Store::connect_with`] opens eagerly (to report an unreachable database
+//!   at once) and migrates with; its connections live on the caller's runtime, which is where
+//!   background tasks run. A worker index beyond `threads` (a misconfigured caller) falls back
+//!   to the background pool.
+//! - A [`Transaction`] holds one connection of the pool of the thread that began it: use it
+//!   on that thread (a task on a current-thread runtime never moves, so handlers do).
+//! - sqlx hands a connection back to its pool from a task spawned on the runtime of the
+//!   thread that used it (after a `ping` round trip, sqlx-core 0.8.6 `pool/connection.rs`):
+//!   with a pool per thread that is the connection's own runtime too.
+//! - sqlx's idle reaper of each pool runs on the runtime that called
+//!   [`Store::connect_with`]; it only closes idle connections, which is harmless from another
+//!   runtime (a failing close just drops the connection). [`Store::close`] closes every pool;
+//!   call it while the server runtimes are still alive so that their connections end cleanly.
+//!
+//! SQLite needs none of this: sqlx runs each SQLite connection on a thread of its own and
+//! talks to it over channels, so no database socket belongs to any runtime. (The one writer
+//! connection is still handed back to its pool by a task on the runtime of the thread that
+//! used it, so a server thread that is slow to run its tasks delays the next writer a little.)
+//!
 //! # Secrets
 //! The store URL may hold a password. It is only ever held as a [`SecretString`], parsed here,
 //! and never appears in a [`StoreError`], a log line or a `Debug` output.
@@ -60,15 +96,18 @@ mod connect;
 mod page;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use secrecy::SecretString;
 
-pub use audit::{AuditEntry, AuditFilter, AuditRecord, AuditWriter};
+use crate::runtime;
+
+pub use audit::{AuditEntry, AuditFilter, AuditRecord, AuditRetention, AuditWriter};
 pub use page::{Page, PageRequest};
 
 /// Runs `$body` once per backend with `$pool` bound to that backend's pool (`&SqlitePool` or
-/// `&PgPool`): `write` picks the SQLite writer, `read` the SQLite readers; PostgreSQL has one
-/// pool for both.
+/// `&PgPool`): `write` picks the SQLite writer, `read` the SQLite readers; on PostgreSQL both
+/// pick the calling thread's pool (see "PostgreSQL connections and runtimes").
 macro_rules! with_pool {
     ($store:expr, write |$pool:ident| $body:expr) => {
         match &$store.backend {
@@ -77,7 +116,7 @@ macro_rules! with_pool {
                 $body
             }
             $crate::store::Backend::Postgres(db) => {
-                let $pool = &db.pool;
+                let $pool = db.pool();
                 $body
             }
         }
@@ -89,7 +128,7 @@ macro_rules! with_pool {
                 $body
             }
             $crate::store::Backend::Postgres(db) => {
-                let $pool = &db.pool;
+                let $pool = db.pool();
                 $body
             }
         }
@@ -179,26 +218,96 @@ struct SqliteDb {
     readers: sqlx::SqlitePool,
 }
 
-/// PostgreSQL: one pool.
+/// PostgreSQL: one pool per server thread, then the background pool (see "PostgreSQL
+/// connections and runtimes").
 #[derive(Clone)]
 struct PostgresDb {
-    pool: sqlx::PgPool,
+    /// `pools[i]` serves server thread `i`; the last one serves every other thread.
+    pools: Arc<[sqlx::PgPool]>,
+}
+
+impl PostgresDb {
+    /// The pool of the calling thread.
+    fn pool(&self) -> &sqlx::PgPool {
+        &self.pools[pool_slot(runtime::worker_index(), self.pools.len())]
+    }
+}
+
+/// The index of the pool serving `worker` among `pools` pools (the last is the background
+/// pool).
+fn pool_slot(worker: Option<usize>, pools: usize) -> usize {
+    let background = pools - 1;
+    worker.filter(|&i| i < background).unwrap_or(background)
+}
+
+/// How the process that opens a [`Store`] uses it. Build it with
+/// `StoreOptions { threads, ..StoreOptions::default() }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// How many server threads (each its own runtime, marked with
+    /// [`crate::runtime::set_worker_index`]) call the store: `[server] io_threads` as given by
+    /// `ServerSettings::io_thread_count`. 0 counts as 1. Default 1.
+    pub threads: usize,
+    /// PostgreSQL: the connections this replica should open at most, shared out over the
+    /// `threads + 1` pools; each pool gets at least 2, so many threads may exceed it. Default
+    /// 10 (the server's default `max_connections` of 100 leaves room for several replicas and
+    /// operators). Ignored by SQLite.
+    pub max_connections: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            threads: 1,
+            max_connections: 10,
+        }
+    }
+}
+
+impl StoreOptions {
+    /// The number of PostgreSQL pools: one per server thread and the background pool.
+    fn pools(&self) -> usize {
+        self.threads.max(1) + 1
+    }
+
+    /// The size of each PostgreSQL pool: `max(2, max_connections / pools)`.
+    fn connections_per_pool(&self) -> u32 {
+        let pools = u32::try_from(self.pools()).unwrap_or(u32::MAX);
+        (self.max_connections / pools).max(2)
+    }
 }
 
 impl Store {
+    /// Connects for one server thread ([`StoreOptions::default`]) and runs the embedded
+    /// migrations; see [`Store::connect_with`].
+    ///
+    /// # Errors
+    /// As [`Store::connect_with`].
+    pub async fn connect(url: &SecretString, base_dir: &Path) -> Result<Self, StoreError> {
+        Self::connect_with(url, base_dir, StoreOptions::default()).await
+    }
+
     /// Connects and runs the embedded migrations.
     ///
     /// `sqlite://data/gateway.db` (or `sqlite:data/gateway.db`) is relative to `base_dir` (the
     /// config file's folder) and is created with its folder on first run; `sqlite:///abs/x.db`
-    /// is absolute. `postgres://user:pass@host:port/db` (or `postgresql://`) opens a pool; any
+    /// is absolute. `postgres://user:pass@host:port/db` (or `postgresql://`) opens one pool
+    /// per server thread of `options` plus one for background tasks (see the module docs); any
     /// number of replicas may connect at once, migrations run one after the other.
+    ///
+    /// Call it on the runtime that will run the background tasks: the background pool's
+    /// connections belong to it.
     ///
     /// # Errors
     /// [`StoreError::InvalidUrl`] for an unusable URL, [`StoreError::CreateFolder`] when the
     /// SQLite folder cannot be made, [`StoreError::Database`] when the database cannot be
     /// opened, [`StoreError::Migrate`] when migrations fail.
-    pub async fn connect(url: &SecretString, base_dir: &Path) -> Result<Self, StoreError> {
-        let backend = connect::open(url, base_dir).await?;
+    pub async fn connect_with(
+        url: &SecretString,
+        base_dir: &Path,
+        options: StoreOptions,
+    ) -> Result<Self, StoreError> {
+        let backend = connect::open(url, base_dir, &options).await?;
         Ok(Self { backend })
     }
 
@@ -228,7 +337,8 @@ impl Store {
     /// rows through it, then [`Transaction::commit`]; dropping it uncommitted rolls back.
     ///
     /// On SQLite this takes the one writer connection (`BEGIN IMMEDIATE`): commit or drop it
-    /// promptly and call no other writing method of the store while holding it.
+    /// promptly and call no other writing method of the store while holding it. On PostgreSQL
+    /// it takes a connection of the calling thread's pool: use the transaction on that thread.
     ///
     /// # Errors
     /// [`StoreError::Database`] when no connection can be had or `BEGIN` fails.
@@ -237,19 +347,22 @@ impl Store {
             Backend::Sqlite(db) => {
                 TransactionInner::Sqlite(db.writer.begin_with("BEGIN IMMEDIATE").await?)
             }
-            Backend::Postgres(db) => TransactionInner::Postgres(db.pool.begin().await?),
+            Backend::Postgres(db) => TransactionInner::Postgres(db.pool().begin().await?),
         };
         Ok(Transaction { inner })
     }
 
-    /// Closes every connection; later calls fail with [`StoreError::Database`].
+    /// Closes every connection (waiting for those in use to come back); later calls fail with
+    /// [`StoreError::Database`].
     pub async fn close(&self) {
         match &self.backend {
             Backend::Sqlite(db) => {
                 db.readers.close().await;
                 db.writer.close().await;
             }
-            Backend::Postgres(db) => db.pool.close().await,
+            Backend::Postgres(db) => {
+                futures_util::future::join_all(db.pools.iter().map(sqlx::PgPool::close)).await;
+            }
         }
     }
 }
@@ -328,6 +441,40 @@ mod tests {
         assert_send(&tx.append_audit_batch(std::slice::from_ref(&record)));
         assert_send(&tx);
         assert_send(&tx.commit());
+    }
+
+    #[test]
+    fn server_threads_have_their_own_pool_and_everything_else_the_last() {
+        // Three server threads: pools 0, 1, 2 and the background pool 3.
+        assert_eq!(pool_slot(Some(0), 4), 0);
+        assert_eq!(pool_slot(Some(2), 4), 2);
+        assert_eq!(pool_slot(None, 4), 3);
+        assert_eq!(pool_slot(Some(3), 4), 3, "beyond the threads: background");
+        assert_eq!(pool_slot(Some(99), 4), 3);
+        assert_eq!(
+            pool_slot(Some(0), 1),
+            0,
+            "no server pool at all: background"
+        );
+    }
+
+    #[test]
+    fn pools_share_the_connections_with_at_least_two_each() {
+        let options = |threads| StoreOptions {
+            threads,
+            ..StoreOptions::default()
+        };
+        assert_eq!(options(1).pools(), 2);
+        assert_eq!(options(1).connections_per_pool(), 5);
+        assert_eq!(options(0).pools(), 2, "0 threads counts as 1");
+        assert_eq!(options(2).connections_per_pool(), 3);
+        assert_eq!(options(4).connections_per_pool(), 2);
+        assert_eq!(options(16).connections_per_pool(), 2);
+        let big = StoreOptions {
+            threads: 3,
+            max_connections: 40,
+        };
+        assert_eq!(big.connections_per_pool(), 10);
     }
 
     #[test]
