@@ -42,7 +42,7 @@ use crate::data_actions::{ActionRegistry, ActionSet, DataActionsState};
 use crate::genesys::GenesysReadiness;
 use crate::ops::{self, OpsState, Readiness, ReadinessCheck};
 use crate::sim::{SimOptions, Simulator};
-use crate::store::{AuditWriter, Store};
+use crate::store::{AuditRetention, AuditWriter, Store, StoreOptions};
 use crate::telemetry::{self, Metrics};
 use crate::upstream::{GenesysEndpoints, Upstreams};
 use crate::{admin, data_actions, runtime};
@@ -63,6 +63,7 @@ pub struct Application {
     simulator: Option<Simulator>,
     reloader: Reloader,
     in_flight: InFlight,
+    pruner: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Application {
@@ -121,9 +122,18 @@ impl Application {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
 
-        let store = Store::connect(&settings.store.url, &settings.source.base_dir)
-            .await
-            .context("cannot open the store")?;
+        let store = Store::connect_with(
+            &settings.store.url,
+            &settings.source.base_dir,
+            StoreOptions {
+                threads: settings.server.io_thread_count(),
+                ..StoreOptions::default()
+            },
+        )
+        .await
+        .context("cannot open the store")?;
+        let pruner = AuditRetention::from_days(settings.store.audit_retention_days)
+            .map(|retention| store.spawn_audit_pruner(retention, shutdown.clone()));
 
         // Stopped only after the server threads have drained, so that records of requests
         // still in flight at shutdown are written.
@@ -222,6 +232,7 @@ impl Application {
             simulator,
             reloader,
             in_flight,
+            pruner,
         })
     }
 
@@ -266,6 +277,7 @@ impl Application {
             audit_task,
             simulator,
             in_flight,
+            pruner,
             reloader: _,
         } = self;
         let server = &settings.server;
@@ -357,6 +369,10 @@ impl Application {
         audit_stop.cancel();
         if let Err(err) = audit_task.await {
             tracing::error!(error = %err, "audit writer failed");
+        }
+        if let Some(pruner) = pruner {
+            // Stopped by `shutdown`; it checks the token between batches.
+            let _ = pruner.await;
         }
         store.close().await;
         if let Some(simulator) = simulator {

@@ -17,6 +17,10 @@ const EXIT_CONFIG: u8 = 64;
 #[derive(Debug, Parser)]
 #[command(name = "genesys-gateway", version, about)]
 struct Cli {
+    /// Config file (default: $GATEWAY_CONFIG, then config/gateway.toml); also accepted before
+    /// the subcommand, and by the default `serve`.
+    #[arg(long)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -83,13 +87,14 @@ struct SimArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let env = Environment::from_process();
+    let top = cli.config;
     match cli.command.unwrap_or(Command::Serve { config: None }) {
-        Command::Serve { config } => serve(config, &env),
-        Command::CheckConfig { config } => check_config(config, &env),
+        Command::Serve { config } => serve(config.or(top), &env),
+        Command::CheckConfig { config } => check_config(config.or(top), &env),
         Command::Sim(args) => run_sim(args),
         Command::Actions {
             command: ActionsCommand::Publish { config, dry_run },
-        } => publish_actions(config, dry_run, &env),
+        } => publish_actions(config.or(top), dry_run, &env),
     }
 }
 

@@ -115,12 +115,16 @@ pub struct StoreSettings {
     /// `sqlite://path` (relative to the config folder) or `postgres://user:pass@host/db`.
     /// Held as a secret: a Postgres URL may carry a password.
     pub url: SecretString,
+    /// Days audit records are kept; older ones are deleted in the background (every 10 minutes,
+    /// 1 000 rows per statement). 0 keeps them forever.
+    pub audit_retention_days: u32,
 }
 
 impl Default for StoreSettings {
     fn default() -> Self {
         Self {
             url: SecretString::from("sqlite://data/gateway.db"),
+            audit_retention_days: 30,
         }
     }
 }
