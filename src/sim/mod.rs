@@ -292,6 +292,18 @@ fn router(sim: Arc<Sim>) -> Router {
         .with_state(sim)
 }
 
+async fn not_found() -> impl IntoResponse {
+    GenesysError::not_found("HTTP 404 Not Found")
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    GenesysError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method.not.allowed",
+        "HTTP 405 Method Not Allowed",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,16 +327,4 @@ mod tests {
             assert!(!loopback_only(addr.parse().unwrap()), "{addr}");
         }
     }
-}
-
-async fn not_found() -> impl IntoResponse {
-    GenesysError::not_found("HTTP 404 Not Found")
-}
-
-async fn method_not_allowed() -> impl IntoResponse {
-    GenesysError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method.not.allowed",
-        "HTTP 405 Method Not Allowed",
-    )
 }

@@ -103,6 +103,10 @@ struct Args {
 /// it does not parse.
 type Tail = Option<(Rc<Args>, usize)>;
 
+/// A parsed argument list (`None` for `()`) and the index just past its `)`, or `None` when it
+/// does not parse.
+type ArgList = Option<(Option<Rc<Args>>, usize)>;
+
 /// One rendering. `bound` arguments say where the text being parsed ends: the template's length,
 /// or the closing quote of the double-quoted argument being rendered (double quotes do not nest,
 /// so a position has at most these two bounds, and parse results are remembered per position and
@@ -288,12 +292,7 @@ impl<'a> Renderer<'a> {
 
     /// Parses `( arg, ... )` from the `(` at `open`: the list (`None` for `()`) and the index
     /// just past `)`, or `None` when it does not parse.
-    #[allow(clippy::type_complexity)]
-    fn arguments(
-        &mut self,
-        open: usize,
-        bound: usize,
-    ) -> Result<Option<(Option<Rc<Args>>, usize)>, TemplateError> {
+    fn arguments(&mut self, open: usize, bound: usize) -> Result<ArgList, TemplateError> {
         let first = self.skip_whitespace(open + 1, bound);
         if self.at(first, bound) == Some(')') {
             return Ok(Some((None, first + 1)));
