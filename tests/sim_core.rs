@@ -338,6 +338,43 @@ async fn the_request_log_lists_requests_oldest_first_with_auth_redacted() {
 }
 
 #[tokio::test]
+async fn the_request_log_keeps_only_the_beginning_of_a_long_body() {
+    let t = TestSim::start().await;
+    // Recorded before any auth check: no token needed to fill the log.
+    let pad = "x".repeat(200 * 1024);
+    let body = json!({"client_secret": "s3cr3t", "pad": pad}).to_string();
+    t.http
+        .post(t.url("/api/v2/conversations/callbacks"))
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    t.http
+        .post(t.url("/api/v2/conversations/callbacks"))
+        .json(&json!({"small": true}))
+        .send()
+        .await
+        .unwrap();
+
+    let recorded = t.requests("/api/v2/conversations/callbacks").await;
+    assert_eq!(recorded.len(), 2);
+    let long = &recorded[0];
+    assert_eq!(long["bodyTruncated"], true);
+    assert_eq!(long["bodySize"], body.len());
+    let kept = long["body"].as_str().expect("the beginning, as text");
+    assert_eq!(kept.len(), 64 * 1024);
+    assert!(
+        kept.starts_with(r#"{"client_secret":"[REDACTED]","pad":"xxx"#),
+        "{}",
+        &kept[..60]
+    );
+    assert!(!kept.contains("s3cr3t"));
+    assert_eq!(recorded[1]["body"], json!({"small": true}));
+    assert!(recorded[1].get("bodyTruncated").is_none());
+}
+
+#[tokio::test]
 async fn users_and_queues_are_paged_like_genesys() {
     let t = TestSim::start().await;
     let token = t.token().await;

@@ -402,6 +402,58 @@ async fn an_unresolvable_translation_without_default_fails_processing() {
 }
 
 #[tokio::test]
+async fn a_template_nested_too_deep_fails_processing_and_the_simulator_lives_on() {
+    let t = TestSim::start().await;
+    let token = t.token().await;
+    let (addr, seen) = remote().await;
+    let integration_id = integration(&t, &token).await;
+    // Deep enough to overflow a recursive renderer's stack.
+    let deep = "$esc.url(".repeat(200_000);
+    let created = action(
+        &t,
+        &token,
+        &integration_id,
+        "deep",
+        json!({"request": {"requestUrlTemplate": format!("http://{addr}/echo"), "requestType": "POST", "requestTemplate": deep}}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap();
+    let response = t
+        .post(
+            &token,
+            &format!("/api/v2/integrations/actions/{id}/execute"),
+            &json!({}),
+        )
+        .await;
+    let body = assert_error(response, 400, "bad.request").await;
+    assert_eq!(body["details"][0]["errorCode"], "ACTION.PROCESSING");
+    let cause = body["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        cause.contains("nests references more than 32 levels"),
+        "{cause}"
+    );
+    assert!(seen.0.lock().unwrap().is_empty(), "nothing is sent");
+
+    let report: Value = t
+        .post(
+            &token,
+            &format!("/api/v2/integrations/actions/{id}/test"),
+            &json!({}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["success"], false);
+    let last = report["operations"].as_array().unwrap().last().unwrap();
+    assert_eq!(last["name"], "Resolve request body template");
+    assert_eq!(last["success"], false);
+
+    // The simulator still answers.
+    assert_eq!(t.get(&token, "/api/v2/users").await.status(), 200);
+}
+
+#[tokio::test]
 async fn actions_are_listed_read_patched_by_version_and_deleted() {
     let t = TestSim::start().await;
     let token = t.token().await;

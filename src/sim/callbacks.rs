@@ -9,6 +9,10 @@
 //! on the queue, mirroring the customer's state. Every change — creation, state change,
 //! disconnect — is published on `v2.routing.queues.{queueId}.conversations.callbacks` in the
 //! shape of Genesys' `QueueConversationCallbackEventTopicCallbackConversation`.
+//!
+//! Events are published while the data lock is held (lock order: `data`, then the hub's), so
+//! subscribers see the changes of one conversation in the order they were applied, however many
+//! requests change it at once.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -451,11 +455,11 @@ pub(crate) async fn create(
             { "type": "ACD", "id": conversation.acd.communication_id },
         ],
     });
-    let (topic, event) = (conversation.topic(), conversation.to_event());
-    sim.data()
-        .conversations
+    let mut data = sim.data();
+    sim.hub
+        .publish(&conversation.topic(), &conversation.to_event());
+    data.conversations
         .insert(conversation.id.clone(), conversation);
-    sim.hub.publish(&topic, &event);
     Ok(Json(answer))
 }
 
@@ -487,20 +491,14 @@ pub(crate) async fn bulk_disconnect(
             GenesysError::bad_request("callbackDisconnectIdentifiers must not be empty")
                 .with_detail_code("invalid.value")
         })?;
-    let mut events = Vec::new();
-    {
-        let mut data = sim.data();
-        for ident in ids {
-            if let Some(conv) = data.conversations.get_mut(&ident.conversation_id)
-                && !conv.ended()
-            {
-                conv.set_state("disconnected", "client");
-                events.push((conv.topic(), conv.to_event()));
-            }
+    let mut data = sim.data();
+    for ident in ids {
+        if let Some(conv) = data.conversations.get_mut(&ident.conversation_id)
+            && !conv.ended()
+        {
+            conv.set_state("disconnected", "client");
+            sim.hub.publish(&conv.topic(), &conv.to_event());
         }
-    }
-    for (topic, event) in events {
-        sim.hub.publish(&topic, &event);
     }
     Ok(StatusCode::ACCEPTED)
 }
@@ -549,16 +547,17 @@ pub(crate) async fn change_state(
             CALLBACK_STATES.join(", ")
         )));
     }
-    let (topic, event, conversation) = {
+    let (reached, conversation) = {
         let mut data = sim.data();
         let conv = data
             .conversations
             .get_mut(&id)
             .ok_or_else(|| GenesysError::not_found(format!("Conversation {id} not found")))?;
         conv.set_state(&state, "endpoint");
-        (conv.topic(), conv.to_event(), conv.to_conversation())
+        // Still under the data lock: events of one conversation go out in the order applied.
+        let reached = sim.hub.publish(&conv.topic(), &conv.to_event());
+        (reached, conv.to_conversation())
     };
-    let reached = sim.hub.publish(&topic, &event);
     let mut response = Json(conversation).into_response();
     response
         .headers_mut()

@@ -9,7 +9,8 @@
 //! the cause in `errors[0].message` = `REST call for action execute failed. Message: ...`) whose
 //! `details[0].errorCode` says where it failed (`ACTION.REMOTE_ENDPOINT`: the remote answered non-2xx — its status is kept —,
 //! was unreachable (500), timed out (504) or answered something else than JSON (400);
-//! `ACTION.PROCESSING`: a template or the translation map failed). `POST .../test` always answers
+//! `ACTION.PROCESSING`: a template or the translation map failed — a template also fails when it
+//! nests references too deep or renders too much, see `velocity`). `POST .../test` always answers
 //! 200 with a `TestExecutionResult` listing each step.
 
 use std::collections::BTreeMap;
@@ -32,7 +33,7 @@ use super::error::{GenesysError, context_id};
 use super::extract::GJson;
 use super::integrations::{ActionRecord, action_for_execution};
 use super::state::Sim;
-use super::velocity::{Resolve, render};
+use super::velocity::{Resolve, TemplateError, render};
 
 /// Timeout of an action without `timeoutSeconds`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -218,6 +219,14 @@ fn processing(message: &str) -> GenesysError {
     )
 }
 
+/// The `ACTION.PROCESSING` failure of a template that cannot be rendered (nested too deep,
+/// renders too much), recorded as the failed step `name`.
+fn unrenderable(steps: &mut Steps, name: &str, what: &str, err: TemplateError) -> GenesysError {
+    let err = processing(&format!("Failed while resolving the {what}: {err}"));
+    steps.failed(name, &err);
+    err
+}
+
 fn inner_code(status: StatusCode) -> String {
     status
         .canonical_reason()
@@ -239,7 +248,8 @@ async fn run(
     let ctx = RequestContext { input, raw: &raw };
 
     let name = "Resolve request URL template";
-    let url = render(&config.request.request_url_template, &ctx);
+    let url = render(&config.request.request_url_template, &ctx)
+        .map_err(|e| unrenderable(steps, name, "request URL template", e))?;
     let uri = match url.parse::<http::Uri>() {
         Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => uri,
         Ok(uri) if uri.scheme_str() == Some("https") => {
@@ -265,8 +275,10 @@ async fn run(
         .request_template
         .as_deref()
         .unwrap_or("${input.rawRequest}");
-    let body = render(template, &ctx);
-    steps.ok("Resolve request body template", json!(body));
+    let name = "Resolve request body template";
+    let body =
+        render(template, &ctx).map_err(|e| unrenderable(steps, name, "request template", e))?;
+    steps.ok(name, json!(body));
 
     let name = "Resolve request headers template";
     let mut headers = http::HeaderMap::new();
@@ -284,7 +296,8 @@ async fn run(
     }
     let mut shown = Map::new();
     for (key, value) in &config.request.headers {
-        let rendered = render(value, &ctx);
+        let rendered = render(value, &ctx)
+            .map_err(|e| unrenderable(steps, name, &format!("header '{key}'"), e))?;
         match (
             HeaderName::from_bytes(key.as_bytes()),
             HeaderValue::from_str(&rendered),
@@ -436,7 +449,8 @@ async fn run(
             raw_result: &raw_result,
             translated: &translated,
         },
-    );
+    )
+    .map_err(|e| unrenderable(steps, name, "success template", e))?;
     let output = if output.trim().is_empty() {
         "{}".to_owned()
     } else {

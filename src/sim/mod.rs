@@ -20,10 +20,14 @@
 //! - Callback conversations have a `customer` participant (whose state the control API moves)
 //!   and an `acd` participant mirroring it; each change is published on
 //!   `v2.routing.queues.{queueId}.conversations.callbacks`.
+//! - It protects nothing: `/__sim` has no auth, the client credentials are public, and the
+//!   action executor calls any `http://` URL. [`Simulator::start`] logs a warning when it binds
+//!   anything but a loopback address.
 //! - Data actions (`custom_-_<uuid>` ids) really call their `requestUrlTemplate` (plain
 //!   `http://`), with the integration's Basic credential; `GET` shows an action's `config` only
 //!   with `includeConfig=true` and its schemas only with `expand=contract`; `PATCH` and
-//!   `PUT .../config/current` require the current `version`.
+//!   `PUT .../config/current` require the current `version`. Templates may nest references 32
+//!   levels deep and render at most 64 MiB; beyond, execution fails with `ACTION.PROCESSING`.
 //!
 //! # Control API (`/__sim`, no auth, JSON)
 //! - `POST /__sim/faults` `{"method", "path" (glob), "status" (0 = drop the connection, absent =
@@ -31,8 +35,10 @@
 //!   armed ones; `DELETE` clears them. Faults apply to every path outside `/__sim`, the login
 //!   and the WebSocket handshake included.
 //! - `GET /__sim/requests?path=<glob>&method=<M>` → `[{method, path, query, headers, body, at}]`
-//!   oldest first (the last 10,000; `authorization` shown as `<scheme> [REDACTED]`,
-//!   secret-looking body fields redacted); `DELETE` clears.
+//!   oldest first (`authorization` shown as `<scheme> [REDACTED]`, secret-looking body fields
+//!   redacted); `DELETE` clears. Bounded: the last 10,000 requests within 32 MiB in all (the
+//!   oldest go first), each body cut at 64 KiB — a cut body is the text of its beginning and its
+//!   entry adds `"bodyTruncated": true, "bodySize": <bytes received>`.
 //! - `POST /__sim/callbacks/{conversationId}/state {"state": "connected"}` → the conversation;
 //!   publishes the event.
 //! - `POST /__sim/notifications/socket-closing` → 202 `{"sockets": n}`; each open socket gets
@@ -49,6 +55,11 @@
 //! (users, queues), `callbacks`, `notifications` (channels, subscriptions, WebSocket),
 //! `integrations` (types, integrations, credentials, actions), `execution` (execute/test),
 //! `velocity` (templates), `paging`, `extract`, `error`, `fixtures`, `state`.
+//!
+//! # Locks
+//! Plain mutexes, never held across an await; the one nesting is the conversation data, then
+//! the notification hub (callback events are published under the data lock so that each
+//! conversation's events go out in the order its changes were applied).
 
 mod auth;
 mod callbacks;
@@ -125,13 +136,23 @@ pub struct Simulator {
 }
 
 impl Simulator {
-    /// Binds `listen` (port 0 picks a free port) and serves on the current runtime.
+    /// Binds `listen` (port 0 picks a free port) and serves on the current runtime. Binding
+    /// anything but a loopback address logs a warning: the simulator has no protection at all.
     ///
     /// # Errors
     /// When the address cannot be bound.
     pub async fn start(listen: SocketAddr, options: SimOptions) -> std::io::Result<Self> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
+        if !loopback_only(addr) {
+            tracing::warn!(
+                %addr,
+                "The Genesys Cloud simulator listens on a NON-LOOPBACK address: anyone who can \
+                 reach it can use its unauthenticated /__sim control API, log in with its public \
+                 client credentials ({SIM_CLIENT_ID} / {SIM_CLIENT_SECRET}) and make its data \
+                 action executor call any http:// URL. Bind 127.0.0.1 unless that is intended."
+            );
+        }
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let sim = Arc::new(Sim::new(options, addr, shutdown.clone()));
@@ -174,6 +195,11 @@ impl Drop for Simulator {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// Whether `addr` is reachable from this machine only.
+fn loopback_only(addr: SocketAddr) -> bool {
+    addr.ip().to_canonical().is_loopback()
 }
 
 /// `host:port` reachable from this machine for `addr`.
@@ -276,4 +302,29 @@ async fn method_not_allowed() -> impl IntoResponse {
         "method.not.allowed",
         "HTTP 405 Method Not Allowed",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_addresses_count_as_loopback() {
+        for addr in [
+            "127.0.0.1:9100",
+            "127.1.2.3:0",
+            "[::1]:9100",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            assert!(loopback_only(addr.parse().unwrap()), "{addr}");
+        }
+        for addr in [
+            "0.0.0.0:9100",
+            "[::]:0",
+            "192.168.1.10:9100",
+            "[::ffff:10.0.0.1]:1",
+        ] {
+            assert!(!loopback_only(addr.parse().unwrap()), "{addr}");
+        }
+    }
 }

@@ -3,7 +3,9 @@
 //! integrations, credentials, actions, notification channels).
 //!
 //! Everything sits behind plain mutexes held for a few map operations, never across an await:
-//! the simulator is a test double, not a hot path.
+//! the simulator is a test double, not a hot path. The one nesting is `data` → the hub's
+//! channels (callback events are published under the data lock, to keep their order); nothing
+//! takes `data` while holding a hub lock.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -20,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::SimOptions;
 use super::callbacks::CallbackConversation;
-use super::control::{Fault, RecordedRequest};
+use super::control::{Fault, RequestLog};
 use super::fixtures::Fixtures;
 use super::integrations::{ActionRecord, CredentialRecord, IntegrationRecord};
 use super::notifications::Hub;
@@ -57,7 +59,7 @@ pub(crate) struct Sim {
     pub tokens: Mutex<HashMap<String, Token>>,
     pub rate: Mutex<HashMap<String, VecDeque<Instant>>>,
     pub faults: Mutex<Vec<Fault>>,
-    pub requests: Mutex<VecDeque<RecordedRequest>>,
+    pub requests: Mutex<RequestLog>,
     pub data: Mutex<Data>,
     pub hub: Hub,
 }
