@@ -106,7 +106,23 @@ struct CachedToken {
 #[derive(Default)]
 struct FetchState {
     /// The failure of the last fetch, if it failed.
-    last_failure: Option<TokenFetchFailure>,
+    last_failure: Option<Failed>,
+}
+
+/// A failed token fetch: what went wrong, and the endpoint's `Retry-After` if it sent one.
+#[derive(Clone, Copy)]
+struct Failed {
+    failure: TokenFetchFailure,
+    retry_after: Option<Duration>,
+}
+
+impl From<TokenFetchFailure> for Failed {
+    fn from(failure: TokenFetchFailure) -> Self {
+        Self {
+            failure,
+            retry_after: None,
+        }
+    }
 }
 
 /// An OAuth2 client-credentials token source with a shared, single-flight cache (see the module
@@ -207,8 +223,10 @@ impl TokenSource {
     /// concurrent callers.
     ///
     /// # Errors
-    /// [`UpstreamError::TokenFetch`] naming the upstream (never the secret) when the token
-    /// endpoint fails; [`UpstreamError::Timeout`] when `deadline` passes first.
+    /// [`UpstreamError::TokenFetch`] naming the upstream (never the secret) and carrying the
+    /// endpoint's `Retry-After` when the token endpoint fails (see
+    /// [`TokenFetchFailure::is_transient`]); [`UpstreamError::Timeout`] when `deadline` passes
+    /// first.
     pub async fn authorization(&self, deadline: Instant) -> Result<HeaderValue, UpstreamError> {
         if let Some(header) = self.cached(Instant::now()) {
             return Ok(header);
@@ -221,10 +239,10 @@ impl TokenSource {
             return Ok(header);
         }
         if self.generation.load(Ordering::Acquire) != seen
-            && let Some(failure) = &state.last_failure
+            && let Some(failed) = state.last_failure
         {
             // The fetch we queued behind failed: share its outcome instead of hammering.
-            return Err(self.error(failure.clone()));
+            return Err(self.error(failed));
         }
         let result = self.fetch_once(deadline).await;
         self.generation.fetch_add(1, Ordering::AcqRel);
@@ -236,14 +254,14 @@ impl TokenSource {
                 self.fetched.inc();
                 Ok(header)
             }
-            Err(failure) => {
+            Err(failed) => {
                 self.failed.inc();
-                tracing::warn!(upstream = %self.upstream, error = %failure, "OAuth token fetch failed");
-                state.last_failure = Some(failure.clone());
-                if failure == TokenFetchFailure::Timeout && Instant::now() >= deadline {
+                tracing::warn!(upstream = %self.upstream, error = %failed.failure, "OAuth token fetch failed");
+                state.last_failure = Some(failed);
+                if failed.failure == TokenFetchFailure::Timeout && Instant::now() >= deadline {
                     return Err(UpstreamError::Timeout);
                 }
-                Err(self.error(failure))
+                Err(self.error(failed))
             }
         }
     }
@@ -265,20 +283,21 @@ impl TokenSource {
             .map(|t| t.header.clone())
     }
 
-    fn error(&self, failure: TokenFetchFailure) -> UpstreamError {
+    fn error(&self, failed: Failed) -> UpstreamError {
         UpstreamError::TokenFetch {
             upstream: self.upstream.to_string(),
-            failure,
+            failure: failed.failure,
+            retry_after: failed.retry_after,
         }
     }
 
-    async fn fetch_once(&self, deadline: Instant) -> Result<CachedToken, TokenFetchFailure> {
+    async fn fetch_once(&self, deadline: Instant) -> Result<CachedToken, Failed> {
         let started = Instant::now();
         let budget = deadline
             .saturating_duration_since(started)
             .min(self.timeout);
         if budget.is_zero() {
-            return Err(TokenFetchFailure::Timeout);
+            return Err(TokenFetchFailure::Timeout.into());
         }
         let body = {
             let mut form = form_urlencoded::Serializer::new(String::new());
@@ -325,19 +344,22 @@ impl TokenSource {
                 }
             })?;
         if !response.status.is_success() {
-            return Err(TokenFetchFailure::Status(response.status));
+            return Err(Failed {
+                failure: TokenFetchFailure::Status(response.status),
+                retry_after: super::retry::retry_after(&response.headers),
+            });
         }
         let token: TokenResponse = serde_json::from_slice(&response.body)
             .map_err(|_| TokenFetchFailure::InvalidResponse)?;
         if token.access_token.is_empty() {
-            return Err(TokenFetchFailure::InvalidResponse);
+            return Err(TokenFetchFailure::InvalidResponse.into());
         }
         if token
             .token_type
             .as_deref()
             .is_some_and(|t| !t.eq_ignore_ascii_case("bearer"))
         {
-            return Err(TokenFetchFailure::InvalidResponse);
+            return Err(TokenFetchFailure::InvalidResponse.into());
         }
         let mut header = HeaderValue::from_str(&format!("Bearer {}", token.access_token))
             .map_err(|_| TokenFetchFailure::InvalidResponse)?;
