@@ -67,15 +67,6 @@ struct Hit {
     at: std::time::Instant,
 }
 
-/// Requests seen so far (API calls and token fetches), for tests that wait for one.
-struct Seen(tokio::sync::watch::Sender<usize>);
-
-impl Default for Seen {
-    fn default() -> Self {
-        Self(tokio::sync::watch::channel(0).0)
-    }
-}
-
 #[derive(Default)]
 struct MockInner {
     script: Mutex<VecDeque<Reply>>,
@@ -93,7 +84,6 @@ struct MockInner {
     token_fallback: Mutex<Option<Reply>>,
     /// Tokens the API answers 401 to.
     rejected_tokens: Mutex<Vec<String>>,
-    seen: Seen,
 }
 
 #[derive(Clone)]
@@ -145,12 +135,6 @@ impl Mock {
     fn token_always(&self, reply: Reply) {
         *self.inner.token_fallback.lock().unwrap() = Some(reply);
     }
-
-    /// Waits until `n` requests (API calls and token fetches together) have arrived.
-    async fn seen(&self, n: usize) {
-        let mut rx = self.inner.seen.0.subscribe();
-        rx.wait_for(|seen| *seen >= n).await.unwrap();
-    }
 }
 
 /// A scripted answer as a response.
@@ -180,7 +164,6 @@ async fn token(State(inner): State<Arc<MockInner>>, request: Request) -> Respons
         .lock()
         .unwrap()
         .push((parts.headers, String::from_utf8_lossy(&body).into_owned()));
-    inner.seen.0.send_modify(|seen| *seen += 1);
     let scripted = inner
         .token_script
         .lock()
@@ -209,7 +192,6 @@ async fn api(State(inner): State<Arc<MockInner>>, request: Request) -> Response 
         headers: request.headers().clone(),
         at: std::time::Instant::now(),
     });
-    inner.seen.0.send_modify(|seen| *seen += 1);
     let auth = request
         .headers()
         .get("authorization")
@@ -557,6 +539,32 @@ async fn a_token_endpoint_that_stays_unavailable_ends_in_503_with_its_retry_afte
     assert_eq!(api.code(), ErrorCode::UpstreamUnavailable);
     assert_eq!(api.retry_after_s(), Some(2));
     assert!(!api.message().contains("s3cret"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_caller_fetches_a_token_before_the_token_endpoints_retry_after() {
+    let mock = Mock::start().await;
+    mock.token_script([Reply::status(429).header("retry-after", "30")]);
+    let mut s = settings_for(&mock.base);
+    s.auth = oauth(&mock.base);
+    s.retry.max_attempts = 1;
+    let built = build(s);
+    let crm = built.crm();
+    for _ in 0..3 {
+        let err = crm.call(get("/a"), in_secs(60)).await.unwrap_err();
+        assert!(
+            matches!(err, UpstreamError::Unavailable { retry_after: Some(d), .. } if d <= Duration::from_secs(30) && d > Duration::from_secs(29)),
+            "{err:?}"
+        );
+    }
+    assert_eq!(
+        mock.token_fetches(),
+        1,
+        "the Retry-After holds for every caller"
+    );
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    crm.call(get("/a"), in_secs(60)).await.unwrap();
+    assert_eq!(mock.token_fetches(), 2);
 }
 
 #[tokio::test(start_paused = true)]

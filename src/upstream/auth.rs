@@ -5,8 +5,9 @@
 //! token — on any server thread — share one fetch: the cache is read lock-free
 //! (`arc_swap`), and a miss waits on one async mutex whose holder fetches; waiters that were
 //! queued behind a fetch take its outcome (its token, or its failure) instead of fetching again.
-//! A 401 from the upstream invalidates the token it was sent with (only that one), so a burst of
-//! 401s causes one refetch.
+//! When the token endpoint answers with a `Retry-After`, no caller fetches again before it has
+//! passed: they all get that failure with the time left. A 401 from the upstream invalidates the
+//! token it was sent with (only that one), so a burst of 401s causes one refetch.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -107,6 +108,8 @@ struct CachedToken {
 struct FetchState {
     /// The failure of the last fetch, if it failed.
     last_failure: Option<Failed>,
+    /// Until when the token endpoint asked not to be called (its `Retry-After`).
+    not_before: Option<Instant>,
 }
 
 /// A failed token fetch: what went wrong, and the endpoint's `Retry-After` if it sent one.
@@ -235,8 +238,18 @@ impl TokenSource {
         let mut state = tokio::time::timeout_at(deadline, self.fetch.lock())
             .await
             .map_err(|_| UpstreamError::Timeout)?;
-        if let Some(header) = self.cached(Instant::now()) {
+        let now = Instant::now();
+        if let Some(header) = self.cached(now) {
             return Ok(header);
+        }
+        if let (Some(failed), Some(until)) = (state.last_failure, state.not_before)
+            && now < until
+        {
+            // The token endpoint asked to wait: every caller honours it.
+            return Err(self.error(Failed {
+                retry_after: Some(until - now),
+                ..failed
+            }));
         }
         if self.generation.load(Ordering::Acquire) != seen
             && let Some(failed) = state.last_failure
@@ -251,6 +264,7 @@ impl TokenSource {
                 let header = token.header.clone();
                 self.cache.store(Some(Arc::new(token)));
                 state.last_failure = None;
+                state.not_before = None;
                 self.fetched.inc();
                 Ok(header)
             }
@@ -258,6 +272,7 @@ impl TokenSource {
                 self.failed.inc();
                 tracing::warn!(upstream = %self.upstream, error = %failed.failure, "OAuth token fetch failed");
                 state.last_failure = Some(failed);
+                state.not_before = failed.retry_after.map(|d| Instant::now() + d);
                 if failed.failure == TokenFetchFailure::Timeout && Instant::now() >= deadline {
                     return Err(UpstreamError::Timeout);
                 }

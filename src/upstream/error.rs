@@ -261,8 +261,7 @@ mod tests {
         let levels = Arc::new(Mutex::new(Vec::new()));
         let subscriber = tracing_subscriber::registry().with(Levels(levels.clone()));
         tracing::subscriber::with_default(subscriber, f);
-        let levels = levels.lock().unwrap().clone();
-        levels
+        std::mem::take(&mut *levels.lock().unwrap())
     }
 
     #[test]

@@ -13,11 +13,29 @@
 //!    retried (5xx still count as breaker failures); a 401 with OAuth2 is not an attempt: the
 //!    token is refetched once and the request replayed once; a POST
 //!    or PATCH to a non-`idempotent` upstream is retried only when it certainly was not
-//!    processed (connection failed, 429, 503); no wait ever crosses the deadline;
-//! 3. **circuit breaker** per upstream, shared across threads ([`CircuitBreaker`]);
+//!    processed (connection failed, 429, 503); no wait ever crosses the deadline: a wait that
+//!    would not end before it is not started — the call ends at once with 503
+//!    `upstream.unavailable` whose `Retry-After` is that wait (the `Retry-After` asked for, or
+//!    the backoff, rounded up), so the caller learns at once that the upstream is unavailable;
+//!    504 `request.timeout` is only for a deadline that passed or cut an attempt in flight.
+//!    A transient failure of the OAuth token endpoint (408, 429, 5xx, unreachable, timed out)
+//!    is an attempt failure like any other: retried on the same budget (its `Retry-After`
+//!    honoured), counted for the breaker, and ending as 503 `upstream.unavailable`; refused
+//!    credentials (400/401/403) or an unusable answer end the call at once (502
+//!    `upstream.error`, no retry);
+//! 3. **circuit breaker** per upstream, shared across threads ([`CircuitBreaker`]); after a
+//!    retryable failure it is looked at first: a call during which the breaker opened — on any
+//!    attempt, the last one included — ends 503 `circuit.open` with `Retry-After` = the time
+//!    it stays open. An attempt cut by the caller's deadline (rather than by `timeout_ms`) is
+//!    neutral for the breaker: a tight flow deadline does not open the breaker of a healthy but
+//!    slow upstream;
 //! 4. **per-attempt timeout** — `min(timeout_ms, time left to the deadline)`;
 //! 5. **transport** — [`HttpClient`]: hyper-util + rustls, one connection pool per server
 //!    thread, keep-alive, `TCP_NODELAY`, size-capped bodies, no redirects.
+//!
+//! Hot path: the URL is joined from a pre-split base, metric children are resolved once, the
+//! breaker's closed path takes no lock, and the caller's header map is copied only for an
+//! attempt that another may follow — the last attempt that can be made takes it by value.
 //!
 //! [`HttpClient`] is also usable alone, with [`NetworkPolicy::Guarded`], for URLs that arrive
 //! through the API (delivery targets, webhooks, their token endpoints): the SSRF guard refuses
@@ -25,12 +43,14 @@
 //!
 //! This module is generic: it knows no capability. Failures map to the HTTP surface through
 //! `From<UpstreamError> for ApiError` (SPEC §3): 502 `upstream.error`, 503
-//! `upstream.unavailable`, 503 `circuit.open`, 504 `request.timeout`.
+//! `upstream.unavailable`, 503 `circuit.open`, 504 `request.timeout`. That conversion logs a
+//! non-retryable 4xx answer at `debug` (it is the request's business) and everything else —
+//! 5xx, unavailability, an open breaker, a deadline, token endpoint failures — at `warn`.
 //!
 //! Every attempt carries `ININ-Correlation-Id` (the current request id) and is counted in
 //! `gateway_upstream_requests_total{upstream,status}`; retries in
-//! `gateway_upstream_retries_total{upstream,reason}`; breaker states in
-//! `gateway_circuit_breaker_state{upstream}`; token fetches in
+//! `gateway_upstream_retries_total{upstream,reason}` (`reason="token"` for a token endpoint
+//! failure); breaker states in `gateway_circuit_breaker_state{upstream}`; token fetches in
 //! `gateway_oauth_token_fetches_total{upstream,result}`.
 
 mod auth;
