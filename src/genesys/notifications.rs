@@ -333,23 +333,27 @@ impl NotificationsClient {
                     if healthy {
                         failures = 0;
                     }
-                    reuse = Some(session.channel);
+                    let channel = session.channel;
                     if healthy && reason != Reason::Error {
                         tracing::warn!(
+                            channel = %channel.id,
                             reason = reason.label(),
                             "Genesys notifications socket lost; reconnecting"
                         );
+                        reuse = Some(channel);
                         continue;
                     }
                     failures = failures.saturating_add(1);
                     let wait = self.backoff(failures);
                     tracing::warn!(
+                        channel = %channel.id,
                         reason = reason.label(),
                         healthy,
                         attempt = failures,
                         wait_ms = wait.as_millis() as u64,
                         "Genesys notifications socket lost; reconnecting after a backoff"
                     );
+                    reuse = Some(channel);
                     tokio::select! {
                         () = cancel.cancelled() => break,
                         () = tokio::time::sleep(wait) => {}
