@@ -273,14 +273,19 @@ async fn calls_carry_the_correlation_id_and_one_token() {
 #[tokio::test]
 async fn rate_limits_and_unavailability_are_retried_per_the_genesys_policy() {
     let env = Env::start().await;
-    env.fault(json!({"method": "GET", "path": "/api/v2/users/*", "status": 429, "retryAfter": 1, "count": 1}))
+    // A 429 with a Retry-After of 10 s: the call waits for it, on a clock the test moves.
+    env.fault(json!({"method": "GET", "path": "/api/v2/users/*", "status": 429, "retryAfter": 10, "count": 1}))
         .await;
-    let started = std::time::Instant::now();
-    env.genesys.get_user("u-1").await.unwrap();
-    assert!(
-        started.elapsed() >= Duration::from_millis(950),
-        "Retry-After honoured"
-    );
+    let genesys = env.genesys.clone();
+    let call = tokio::spawn(async move { genesys.get_user("u-1").await });
+    tokio::time::pause();
+    // A paused clock moves only once every task waits: the call has had its 429 by then.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert!(!call.is_finished(), "the call waits for the Retry-After");
+    assert_eq!(env.requests("/api/v2/users/u-1").await.len(), 1);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    tokio::time::resume();
+    call.await.unwrap().unwrap();
     assert_eq!(env.requests("/api/v2/users/u-1").await.len(), 2);
 
     // A callback POST is retried after 503 (certainly unprocessed)...

@@ -1,9 +1,19 @@
 //! The notifications WebSocket client against the simulator: events, the heartbeat watchdog,
 //! the seamless switch on `v2.system.socket_closing` without losing events, cancellation and
-//! its metrics.
+//! its metrics; and against a small fake Genesys whose sockets misbehave on purpose (closed at
+//! once, a handshake never answered), on a paused clock.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{Message, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
 
 use genesys_gateway::config::Settings;
 use genesys_gateway::genesys::models::{CreateCallbackCommand, RoutingData};
@@ -15,7 +25,8 @@ use genesys_gateway::telemetry::Metrics;
 use genesys_gateway::upstream::{GenesysEndpoints, Upstreams};
 use secrecy::SecretString;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 const SUPPORT: &str = "a3b1f7c2-0000-4000-8000-000000000001";
@@ -37,8 +48,9 @@ struct Env {
 }
 
 impl Env {
-    /// A simulator with a 200 ms heartbeat and a 1 s socket-closing delay, and a running
-    /// notifications client with a 1 s watchdog.
+    /// A simulator with a 200 ms heartbeat and a 10 s socket-closing delay, and a running
+    /// notifications client with a 30 s watchdog (tests of the watchdog shorten it): a loaded
+    /// machine must not make a test see reconnections it did not cause.
     async fn start() -> Self {
         Self::start_with(|_| {}).await
     }
@@ -48,7 +60,7 @@ impl Env {
             addr,
             SimOptions {
                 heartbeat: Duration::from_millis(200),
-                socket_closing_delay: Duration::from_secs(1),
+                socket_closing_delay: Duration::from_secs(10),
                 ..SimOptions::default()
             },
         )
@@ -69,7 +81,7 @@ impl Env {
         let metrics = Arc::new(Metrics::new());
         let upstreams = Upstreams::build(&settings, &endpoints, metrics.clone()).unwrap();
         let genesys = GenesysClient::from_upstreams(&upstreams).unwrap();
-        let mut options = NotificationsOptions::with_heartbeat_timeout(Duration::from_secs(1));
+        let mut options = NotificationsOptions::with_heartbeat_timeout(Duration::from_secs(30));
         options.reconnect_base = Duration::from_millis(50);
         options.reconnect_max = Duration::from_millis(200);
         tune(&mut options);
@@ -224,25 +236,41 @@ async fn forwards_callback_events_after_a_gap_signal() {
 
 #[tokio::test]
 async fn reconnects_after_heartbeat_silence() {
-    let mut env = Env::start().await;
+    let mut env = Env::start_with(|o| {
+        *o = NotificationsOptions {
+            reconnect_base: o.reconnect_base,
+            reconnect_max: o.reconnect_max,
+            ..NotificationsOptions::with_heartbeat_timeout(Duration::from_secs(3))
+        }
+    })
+    .await;
     assert_eq!(
         env.next().await,
         NotificationItem::Reconnected { gap: true }
     );
-    // Pings keep being answered: only heartbeats stop, as on a stuck channel.
-    env.control("/__sim/notifications/pause", json!({ "seconds": 1.5 }))
+    // Pings keep being answered: only heartbeats stop, as on a stuck channel. They stay off
+    // until the watchdog has acted, however slow the machine.
+    env.control("/__sim/notifications/pause", json!({ "seconds": 600 }))
         .await;
     let (item, _) = env
         .until(|i| matches!(i, NotificationItem::Reconnected { .. }))
         .await;
     assert_eq!(item, NotificationItem::Reconnected { gap: true });
     assert!(env.reconnects("heartbeat") >= 1);
+    env.control("/__sim/notifications/pause", json!({ "seconds": 0 }))
+        .await;
 
     // Events flow on the new socket.
     let id = env.create_callback().await;
     env.until(|i| state_of(i, &id).is_some()).await;
     assert_eq!(env.metrics.notifications_connected.get(), 1);
-    assert_eq!(env.open_sockets().await, 1);
+    tokio::time::timeout(WAIT, async {
+        while env.open_sockets().await != 1 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the silent socket is gone");
 }
 
 #[tokio::test]
@@ -348,4 +376,226 @@ async fn renews_the_channel_before_it_expires() {
     assert!(env.reconnects("expiry") >= 1);
     let id = env.create_callback().await;
     env.until(|i| state_of(i, &id).is_some()).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// A fake Genesys whose notification sockets misbehave on purpose. Its tests run on a paused
+// clock: waits pass at once when everything is idle, and "promptly" means "before any timer".
+
+/// What the socket of a channel does.
+#[derive(Clone)]
+enum Play {
+    /// Accepts the WebSocket, then closes it at once.
+    CloseAtOnce,
+    /// Accepts, sends these text frames, then reads until the client closes.
+    Send(Vec<String>),
+    /// Never answers the handshake.
+    NeverAnswer,
+}
+
+struct Fake {
+    addr: std::net::SocketAddr,
+    /// What the sockets of the next channels do, in order; the last one repeats.
+    plays: Mutex<VecDeque<Play>>,
+    channels: Mutex<HashMap<String, Play>>,
+    created: AtomicUsize,
+    /// When each WebSocket handshake request arrived (on the paused clock).
+    handshakes: watch::Sender<Vec<Instant>>,
+}
+
+impl Fake {
+    async fn start(plays: impl IntoIterator<Item = Play>) -> Arc<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let fake = Arc::new(Self {
+            addr: listener.local_addr().unwrap(),
+            plays: Mutex::new(plays.into_iter().collect()),
+            channels: Mutex::new(HashMap::new()),
+            created: AtomicUsize::new(0),
+            handshakes: watch::channel(Vec::new()).0,
+        });
+        let app = Router::new()
+            .route("/oauth/token", post(fake_token))
+            .route("/api/v2/notifications/channels", post(fake_create_channel))
+            .route("/api/v2/notifications/channels/{id}", get(fake_channel))
+            .route(
+                "/api/v2/notifications/channels/{id}/subscriptions",
+                put(fake_subscriptions),
+            )
+            .route("/channels/{id}", get(fake_socket))
+            .with_state(fake.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        fake
+    }
+
+    /// A notifications client on this fake (watchdog 1 h: nothing here waits for it).
+    fn client(
+        &self,
+        tune: impl FnOnce(&mut NotificationsOptions),
+    ) -> (NotificationsClient, Arc<Metrics>) {
+        let mut settings = Settings::default();
+        settings.server.io_threads = 1;
+        settings.genesys.client_id = Some("client".to_owned());
+        settings.genesys.client_secret = Some(SecretString::from("secret"));
+        let base = format!("http://{}", self.addr);
+        let endpoints = GenesysEndpoints {
+            api_url: base.clone(),
+            login_url: base,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let upstreams = Upstreams::build(&settings, &endpoints, metrics.clone()).unwrap();
+        let genesys = GenesysClient::from_upstreams(&upstreams).unwrap();
+        let mut options = NotificationsOptions::with_heartbeat_timeout(Duration::from_secs(3600));
+        tune(&mut options);
+        let client = NotificationsClient::new(genesys, vec![topic()], options, &metrics);
+        (client, metrics)
+    }
+
+    /// Waits until `n` handshakes have arrived; returns their times.
+    async fn handshakes(&self, n: usize) -> Vec<Instant> {
+        let mut rx = self.handshakes.subscribe();
+        rx.wait_for(|h| h.len() >= n).await.unwrap().clone()
+    }
+}
+
+async fn fake_token() -> Response {
+    axum::Json(json!({"access_token": "t", "token_type": "bearer", "expires_in": 86400}))
+        .into_response()
+}
+
+async fn fake_create_channel(State(fake): State<Arc<Fake>>) -> Response {
+    let n = fake.created.fetch_add(1, Ordering::SeqCst) + 1;
+    let id = format!("c-{n}");
+    let play = {
+        let mut plays = fake.plays.lock().unwrap();
+        if plays.len() > 1 {
+            plays.pop_front().unwrap()
+        } else {
+            plays.front().cloned().unwrap()
+        }
+    };
+    fake.channels.lock().unwrap().insert(id.clone(), play);
+    axum::Json(json!({"connectUri": format!("ws://{}/channels/{id}", fake.addr), "id": id}))
+        .into_response()
+}
+
+/// `HEAD` (and `GET`) of a channel: whether it exists.
+async fn fake_channel(State(fake): State<Arc<Fake>>, Path(id): Path<String>) -> StatusCode {
+    if fake.channels.lock().unwrap().contains_key(&id) {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    }
+}
+
+async fn fake_subscriptions() -> Response {
+    axum::Json(json!({"entities": [{"id": topic()}]})).into_response()
+}
+
+async fn fake_socket(
+    State(fake): State<Arc<Fake>>,
+    Path(id): Path<String>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    fake.handshakes.send_modify(|h| h.push(Instant::now()));
+    let play = fake.channels.lock().unwrap().get(&id).cloned();
+    match play {
+        None => StatusCode::NOT_FOUND.into_response(),
+        Some(Play::NeverAnswer) => std::future::pending().await,
+        Some(Play::CloseAtOnce) => upgrade.on_upgrade(|mut socket| async move {
+            let _ = socket.send(Message::Close(None)).await;
+        }),
+        Some(Play::Send(frames)) => upgrade.on_upgrade(|mut socket| async move {
+            for frame in frames {
+                if socket.send(Message::Text(frame.into())).await.is_err() {
+                    return;
+                }
+            }
+            while let Some(Ok(message)) = socket.recv().await {
+                if matches!(message, Message::Close(_)) {
+                    return;
+                }
+            }
+        }),
+    }
+}
+
+fn event_frame(id: &str) -> String {
+    json!({"topicName": topic(), "eventBody": {"id": id}}).to_string()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_socket_closed_at_once_is_reopened_with_growing_backoff() {
+    let fake = Fake::start([Play::CloseAtOnce]).await;
+    let (client, metrics) = fake.client(|o| {
+        o.reconnect_base = Duration::from_secs(1);
+        o.reconnect_max = Duration::from_secs(600);
+    });
+    let cancel = CancellationToken::new();
+    let (mut rx, task) = client.spawn(64, cancel.clone());
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+
+    let at = fake.handshakes(6).await;
+    let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    for (i, gap) in gaps.iter().enumerate() {
+        // Full jitter over [ceiling/2, ceiling], the ceiling doubling from 1 s.
+        let floor = Duration::from_millis(500) * (1 << i);
+        assert!(
+            *gap >= floor,
+            "gap {i} is {gap:?}, below {floor:?}: {gaps:?}"
+        );
+    }
+    assert!(
+        metrics
+            .notifications_reconnects_total
+            .with_label_values(&["error"])
+            .get()
+            >= 5
+    );
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(1), task)
+        .await
+        .expect("stops when cancelled")
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelling_during_a_switch_whose_handshake_hangs_stops_at_once() {
+    let closing = json!({"topicName": "v2.system.socket_closing", "eventBody": {}}).to_string();
+    let fake = Fake::start([Play::Send(vec![closing]), Play::NeverAnswer]).await;
+    let (client, metrics) = fake.client(|_| {});
+    let cancel = CancellationToken::new();
+    let (mut rx, task) = client.spawn(64, cancel.clone());
+    assert_eq!(
+        rx.recv().await,
+        Some(NotificationItem::Reconnected { gap: true })
+    );
+    // The switch's new socket is stuck in its handshake.
+    fake.handshakes(2).await;
+    tokio::time::sleep(Duration::from_millis(1)).await;
+
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(1), task)
+        .await
+        .expect("run returns without waiting for the handshake timeout")
+        .unwrap();
+    assert_eq!(metrics.notifications_connected.get(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelling_while_the_consumer_does_not_read_stops_at_once() {
+    let fake = Fake::start([Play::Send(vec![event_frame("a"), event_frame("b")])]).await;
+    let (client, metrics) = fake.client(|_| {});
+    let cancel = CancellationToken::new();
+    // Room for one item: the gap signal fills it, the first event waits for room.
+    let (rx, task) = client.spawn(1, cancel.clone());
+    fake.handshakes(1).await;
+    tokio::time::sleep(Duration::from_millis(1)).await;
+
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(1), task)
+        .await
+        .expect("run returns while its consumer is stalled")
+        .unwrap();
+    assert_eq!(metrics.notifications_connected.get(), 0);
+    drop(rx);
 }

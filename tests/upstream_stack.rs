@@ -18,7 +18,8 @@ use genesys_gateway::config::{
 use genesys_gateway::error::{ApiError, ErrorCode};
 use genesys_gateway::telemetry::{Metrics, RequestId};
 use genesys_gateway::upstream::{
-    BreakerState, GenesysEndpoints, Upstream, UpstreamError, UpstreamRequest, Upstreams,
+    BreakerState, GenesysEndpoints, LastFailure, TokenFetchFailure, Upstream, UpstreamError,
+    UpstreamRequest, Upstreams,
 };
 use http::{HeaderMap, Method, StatusCode};
 use secrecy::SecretString;
@@ -75,6 +76,12 @@ struct MockInner {
     token_expires_in: AtomicU64,
     token_delay_ms: AtomicU64,
     token_requests: Mutex<Vec<(HeaderMap, String)>>,
+    /// When each token request arrived (on the test's clock, which may be paused).
+    token_at: Mutex<Vec<Instant>>,
+    /// The token endpoint's next answers instead of a token, in order; then `token_fallback`.
+    token_script: Mutex<VecDeque<Reply>>,
+    /// The token endpoint's answer once its script is done (`None`: a token).
+    token_fallback: Mutex<Option<Reply>>,
     /// Tokens the API answers 401 to.
     rejected_tokens: Mutex<Vec<String>>,
 }
@@ -118,10 +125,38 @@ impl Mock {
     fn token_fetches(&self) -> usize {
         self.inner.token_fetches.load(Ordering::SeqCst)
     }
+
+    /// The token endpoint's next answers, in order (then tokens again).
+    fn token_script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.inner.token_script.lock().unwrap().extend(replies);
+    }
+
+    /// The token endpoint answers this from now on.
+    fn token_always(&self, reply: Reply) {
+        *self.inner.token_fallback.lock().unwrap() = Some(reply);
+    }
+}
+
+/// A scripted answer as a response.
+async fn reply(reply: Reply) -> Response {
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    let mut response = (
+        StatusCode::from_u16(reply.status).unwrap(),
+        [("content-type", "application/json")],
+        reply.body,
+    )
+        .into_response();
+    for (name, value) in reply.headers {
+        response.headers_mut().insert(name, value.parse().unwrap());
+    }
+    response
 }
 
 async fn token(State(inner): State<Arc<MockInner>>, request: Request) -> Response {
     let n = inner.token_fetches.fetch_add(1, Ordering::SeqCst) + 1;
+    inner.token_at.lock().unwrap().push(Instant::now());
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, 1 << 16).await.unwrap();
     inner
@@ -129,6 +164,15 @@ async fn token(State(inner): State<Arc<MockInner>>, request: Request) -> Respons
         .lock()
         .unwrap()
         .push((parts.headers, String::from_utf8_lossy(&body).into_owned()));
+    let scripted = inner
+        .token_script
+        .lock()
+        .unwrap()
+        .pop_front()
+        .or_else(|| inner.token_fallback.lock().unwrap().clone());
+    if let Some(scripted) = scripted {
+        return reply(scripted).await;
+    }
     let delay = inner.token_delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -163,7 +207,7 @@ async fn api(State(inner): State<Arc<MockInner>>, request: Request) -> Response 
     {
         return (StatusCode::UNAUTHORIZED, "bad token").into_response();
     }
-    let reply = inner.script.lock().unwrap().pop_front().unwrap_or_else(|| {
+    let next = inner.script.lock().unwrap().pop_front().unwrap_or_else(|| {
         inner
             .fallback
             .lock()
@@ -171,19 +215,7 @@ async fn api(State(inner): State<Arc<MockInner>>, request: Request) -> Response 
             .clone()
             .unwrap_or_else(|| Reply::status(200))
     });
-    if !reply.delay.is_zero() {
-        tokio::time::sleep(reply.delay).await;
-    }
-    let mut response = (
-        StatusCode::from_u16(reply.status).unwrap(),
-        [("content-type", "application/json")],
-        reply.body,
-    )
-        .into_response();
-    for (name, value) in reply.headers {
-        response.headers_mut().insert(name, value.parse().unwrap());
-    }
-    response
+    reply(next).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -438,6 +470,155 @@ async fn token_endpoint_failures_name_the_upstream_not_the_secret() {
     );
 }
 
+#[tokio::test]
+async fn bad_credentials_at_the_token_endpoint_are_not_retried() {
+    for status in [400, 401, 403] {
+        let mock = Mock::start().await;
+        mock.token_always(Reply::status(status).body(r#"{"error":"invalid_client"}"#));
+        let mut s = settings_for(&mock.base);
+        s.auth = oauth(&mock.base);
+        let built = build(s);
+        let err = built.crm().call(get("/a"), in_secs(5)).await.unwrap_err();
+        assert!(
+            matches!(err, UpstreamError::TokenFetch { ref upstream, .. } if upstream == "crm"),
+            "{status}: {err:?}"
+        );
+        assert_eq!(mock.token_fetches(), 1, "{status}: not retried");
+        assert!(mock.hits().is_empty());
+        let api: ApiError = err.into();
+        assert_eq!(api.status(), StatusCode::BAD_GATEWAY, "{status}");
+        assert_eq!(api.code(), ErrorCode::UpstreamError);
+        assert!(!api.message().contains("s3cret"));
+        assert_eq!(built.crm().breaker_state(), BreakerState::Closed);
+    }
+}
+
+/// Paused clock: the waits pass at once; the mock's timestamps are on the same clock.
+#[tokio::test(start_paused = true)]
+async fn a_token_endpoint_429_is_retried_after_its_retry_after() {
+    let mock = Mock::start().await;
+    mock.token_script([Reply::status(429).header("retry-after", "30")]);
+    let mut s = settings_for(&mock.base);
+    s.auth = oauth(&mock.base);
+    let built = build(s);
+    let response = built.crm().call(get("/a"), in_secs(60)).await.unwrap();
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(mock.token_fetches(), 2);
+    let at = mock.inner.token_at.lock().unwrap().clone();
+    assert!(
+        at[1] - at[0] >= Duration::from_secs(30),
+        "the token endpoint's Retry-After is honoured: {:?}",
+        at[1] - at[0]
+    );
+    assert_eq!(built.retries("token"), 1);
+    assert_eq!(mock.hits().len(), 1);
+    assert_eq!(
+        mock.hits()[0].headers.get("authorization").unwrap(),
+        "Bearer tok-2"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_endpoint_that_stays_unavailable_ends_in_503_with_its_retry_after() {
+    let mock = Mock::start().await;
+    mock.token_always(Reply::status(503).header("retry-after", "2"));
+    let mut s = settings_for(&mock.base);
+    s.auth = oauth(&mock.base);
+    let built = build(s);
+    let err = built.crm().call(get("/a"), in_secs(60)).await.unwrap_err();
+    assert!(
+        matches!(err, UpstreamError::Unavailable { retry_after: Some(d), .. } if d == Duration::from_secs(2)),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains("s3cret"), "{err}");
+    assert_eq!(mock.token_fetches(), 3, "max_attempts token fetches");
+    assert_eq!(built.retries("token"), 2);
+    assert!(mock.hits().is_empty(), "no request without a token");
+    let api: ApiError = err.into();
+    assert_eq!(api.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(api.code(), ErrorCode::UpstreamUnavailable);
+    assert_eq!(api.retry_after_s(), Some(2));
+    assert!(!api.message().contains("s3cret"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_caller_fetches_a_token_before_the_token_endpoints_retry_after() {
+    let mock = Mock::start().await;
+    mock.token_script([Reply::status(429).header("retry-after", "30")]);
+    let mut s = settings_for(&mock.base);
+    s.auth = oauth(&mock.base);
+    s.retry.max_attempts = 1;
+    let built = build(s);
+    let crm = built.crm();
+    for _ in 0..3 {
+        let err = crm.call(get("/a"), in_secs(60)).await.unwrap_err();
+        assert!(
+            matches!(err, UpstreamError::Unavailable { retry_after: Some(d), .. } if d <= Duration::from_secs(30) && d > Duration::from_secs(29)),
+            "{err:?}"
+        );
+    }
+    assert_eq!(
+        mock.token_fetches(),
+        1,
+        "the Retry-After holds for every caller"
+    );
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    crm.call(get("/a"), in_secs(60)).await.unwrap();
+    assert_eq!(mock.token_fetches(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_token_endpoint_is_retried_then_unavailable() {
+    let mock = Mock::start().await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut s = settings_for(&mock.base);
+    s.auth = oauth(&format!("http://{closed}"));
+    let built = build(s);
+    let err = built.crm().call(get("/a"), in_secs(60)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            UpstreamError::Unavailable {
+                retry_after: None,
+                last: LastFailure::Token(TokenFetchFailure::Unreachable)
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        built
+            .metrics
+            .oauth_token_fetches_total
+            .with_label_values(&["crm", "error"])
+            .get(),
+        3
+    );
+    let api: ApiError = err.into();
+    assert_eq!(api.code(), ErrorCode::UpstreamUnavailable);
+    assert_eq!(api.retry_after_s(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn token_endpoint_failures_count_for_the_breaker() {
+    let mock = Mock::start().await;
+    mock.token_always(Reply::status(429).header("retry-after", "0"));
+    let mut s = breaker_settings(&mock.base, 2, 60_000, 1);
+    s.auth = oauth(&mock.base);
+    let built = build(s);
+    let crm = built.crm();
+    let err = crm.call(get("/a"), in_secs(5)).await.unwrap_err();
+    assert!(matches!(err, UpstreamError::Unavailable { .. }), "{err:?}");
+    let err = crm.call(get("/a"), in_secs(5)).await.unwrap_err();
+    assert!(matches!(err, UpstreamError::CircuitOpen { .. }), "{err:?}");
+    assert_eq!(crm.breaker_state(), BreakerState::Open);
+    let err = crm.call(get("/a"), in_secs(5)).await.unwrap_err();
+    assert!(matches!(err, UpstreamError::CircuitOpen { .. }), "{err:?}");
+    assert_eq!(mock.token_fetches(), 2, "rejected without fetching");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Retries.
 
@@ -607,32 +788,34 @@ async fn attempt_timeouts_are_retried_for_gets() {
 // Deadlines.
 
 #[tokio::test]
-async fn a_wait_that_would_cross_the_deadline_ends_the_call_with_timeout() {
+async fn a_wait_that_does_not_fit_before_the_deadline_ends_the_call_unavailable_at_once() {
     let mock = Mock::start().await;
-    mock.always(Reply::status(429).header("retry-after", "1"));
+    mock.always(Reply::status(429).header("retry-after", "5"));
     let built = build(settings_for(&mock.base));
-    let started = std::time::Instant::now();
-    let err = built
-        .crm()
-        .call(get("/a"), Instant::now() + Duration::from_millis(300))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, UpstreamError::Timeout), "{err:?}");
-    assert_eq!(mock.hits().len(), 1);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let err = built.crm().call(get("/a"), deadline).await.unwrap_err();
     assert!(
-        started.elapsed() < Duration::from_millis(900),
-        "did not sleep past the deadline"
+        Instant::now() < deadline,
+        "answered at once, without waiting for the deadline"
     );
+    assert!(
+        matches!(err, UpstreamError::Unavailable { retry_after: Some(d), .. } if d == Duration::from_secs(5)),
+        "{err:?}"
+    );
+    assert_eq!(mock.hits().len(), 1);
     let api: ApiError = err.into();
-    assert_eq!(api.status(), StatusCode::GATEWAY_TIMEOUT);
-    assert_eq!(api.code(), ErrorCode::RequestTimeout);
+    assert_eq!(api.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(api.code(), ErrorCode::UpstreamUnavailable);
+    assert_eq!(api.retry_after_s(), Some(5), "the wait that was asked for");
 }
 
-#[tokio::test]
-async fn the_deadline_cuts_a_slow_attempt() {
+#[tokio::test(start_paused = true)]
+async fn the_deadline_cuts_a_slow_attempt_without_counting_a_breaker_failure() {
     let mock = Mock::start().await;
     mock.always(Reply::status(200).delay(Duration::from_secs(5)));
-    let built = build(settings_for(&mock.base));
+    let mut s = breaker_settings(&mock.base, 1, 60_000, 3);
+    s.timeout_ms = 2000;
+    let built = build(s);
     let err = built
         .crm()
         .call(get("/a"), Instant::now() + Duration::from_millis(200))
@@ -640,6 +823,19 @@ async fn the_deadline_cuts_a_slow_attempt() {
         .unwrap_err();
     assert!(matches!(err, UpstreamError::Timeout), "{err:?}");
     assert_eq!(mock.hits().len(), 1);
+    assert_eq!(
+        built.crm().breaker_state(),
+        BreakerState::Closed,
+        "a tight caller deadline is not the upstream's failure"
+    );
+
+    // The upstream's own attempt timeout is a failure.
+    let mut s = breaker_settings(&mock.base, 1, 60_000, 3);
+    s.timeout_ms = 100;
+    let slow = build(s);
+    let err = slow.crm().call(get("/a"), in_secs(10)).await.unwrap_err();
+    assert!(matches!(err, UpstreamError::CircuitOpen { .. }), "{err:?}");
+    assert_eq!(slow.crm().breaker_state(), BreakerState::Open);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -705,7 +901,10 @@ async fn half_open_lets_one_probe_through_under_concurrency_then_closes() {
     let built = build(breaker_settings(&mock.base, 1, 1000, 1));
     let crm = built.crm();
     let err = crm.call(get("/a"), in_secs(5)).await.unwrap_err();
-    assert!(matches!(err, UpstreamError::Unavailable { .. }), "{err:?}");
+    assert!(
+        matches!(err, UpstreamError::CircuitOpen { .. }),
+        "the breaker opened during the call: {err:?}"
+    );
     assert_eq!(crm.breaker_state(), BreakerState::Open);
 
     tokio::time::pause();
@@ -752,6 +951,22 @@ async fn a_failed_probe_reopens_the_breaker() {
 }
 
 #[tokio::test]
+async fn a_breaker_opening_on_the_last_attempt_ends_the_call_with_circuit_open() {
+    let mock = Mock::start().await;
+    mock.always(Reply::status(503));
+    let built = build(breaker_settings(&mock.base, 3, 60_000, 3));
+    let err = built.crm().call(get("/a"), in_secs(10)).await.unwrap_err();
+    let UpstreamError::CircuitOpen { retry_after } = err else {
+        panic!("{err:?}")
+    };
+    assert!(retry_after <= Duration::from_secs(60) && retry_after > Duration::from_secs(55));
+    assert_eq!(mock.hits().len(), 3);
+    let api: ApiError = err.into();
+    assert_eq!(api.code(), ErrorCode::CircuitOpen);
+    assert_eq!(api.retry_after_s(), Some(60));
+}
+
+#[tokio::test]
 async fn a_breaker_opening_during_retries_ends_the_call_with_circuit_open() {
     let mock = Mock::start().await;
     mock.always(Reply::status(503));
@@ -791,6 +1006,42 @@ async fn the_correlation_id_is_sent_on_calls_and_token_fetches() {
     );
     let (token_headers, _) = mock.inner.token_requests.lock().unwrap()[0].clone();
     assert_eq!(token_headers.get("inin-correlation-id").unwrap(), "corr-42");
+}
+
+#[tokio::test]
+async fn caller_headers_go_on_every_attempt_and_on_the_401_replay() {
+    let mock = Mock::start().await;
+    let mut s = settings_for(&mock.base);
+    s.auth = oauth(&mock.base);
+    let built = build(s);
+    let with_header = |path: &str| {
+        let mut r = get(path);
+        r.headers.insert("x-flow", "f-1".parse().unwrap());
+        r
+    };
+    mock.script([Reply::status(503), Reply::status(502)]);
+    built
+        .crm()
+        .call(with_header("/a"), in_secs(10))
+        .await
+        .unwrap();
+    // The last attempt may still be replayed after a 401 (the token is refreshed).
+    mock.script([Reply::status(503), Reply::status(503), Reply::status(401)]);
+    built
+        .crm()
+        .call(with_header("/b"), in_secs(10))
+        .await
+        .unwrap();
+    let hits = mock.hits();
+    assert_eq!(hits.len(), 7, "3 attempts, then 3 attempts and a replay");
+    for hit in &hits {
+        assert_eq!(hit.headers.get("x-flow").unwrap(), "f-1", "{}", hit.path);
+        assert!(hit.headers.get("user-agent").is_some());
+    }
+    assert_eq!(
+        hits[6].headers.get("authorization").unwrap(),
+        "Bearer tok-2"
+    );
 }
 
 #[tokio::test]
@@ -958,6 +1209,36 @@ fn every_failure_maps_to_the_spec_error() {
             Some(11),
         ),
         (UpstreamError::Timeout, 504, "request.timeout", None),
+        (
+            UpstreamError::TokenFetch {
+                upstream: "crm".to_owned(),
+                failure: TokenFetchFailure::Status(StatusCode::TOO_MANY_REQUESTS),
+                retry_after: Some(Duration::from_secs(3)),
+            },
+            503,
+            "upstream.unavailable",
+            Some(3),
+        ),
+        (
+            UpstreamError::TokenFetch {
+                upstream: "crm".to_owned(),
+                failure: TokenFetchFailure::Timeout,
+                retry_after: None,
+            },
+            503,
+            "upstream.unavailable",
+            None,
+        ),
+        (
+            UpstreamError::TokenFetch {
+                upstream: "crm".to_owned(),
+                failure: TokenFetchFailure::Status(StatusCode::UNAUTHORIZED),
+                retry_after: None,
+            },
+            502,
+            "upstream.error",
+            None,
+        ),
     ];
     for (err, status, code, retry_after) in cases {
         let api: ApiError = err.into();

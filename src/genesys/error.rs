@@ -106,12 +106,22 @@ impl From<GenesysError> for ApiError {
     fn from(err: GenesysError) -> Self {
         match err {
             GenesysError::Api { status, body } => {
-                tracing::warn!(
-                    status = status.as_u16(),
-                    code = body.code.as_deref().unwrap_or(""),
-                    genesys_context_id = body.context_id.as_deref().unwrap_or(""),
-                    "Genesys refused the call"
-                );
+                // A 4xx is the request's business (debug); Genesys failing is worth a warning.
+                if status.is_client_error() {
+                    tracing::debug!(
+                        status = status.as_u16(),
+                        code = body.code.as_deref().unwrap_or(""),
+                        genesys_context_id = body.context_id.as_deref().unwrap_or(""),
+                        "Genesys refused the call"
+                    );
+                } else {
+                    tracing::warn!(
+                        status = status.as_u16(),
+                        code = body.code.as_deref().unwrap_or(""),
+                        genesys_context_id = body.context_id.as_deref().unwrap_or(""),
+                        "Genesys failed the call"
+                    );
+                }
                 ApiError::new(
                     ErrorCode::UpstreamError,
                     format!("Genesys answered {}.", status.as_u16()),
@@ -159,6 +169,38 @@ mod tests {
         let api: ApiError = err.into();
         assert_eq!(api.status(), StatusCode::BAD_GATEWAY);
         assert!(!api.message().contains("Action 1"));
+    }
+
+    #[test]
+    fn genesys_client_errors_log_at_debug_and_failures_at_warn() {
+        use std::sync::{Arc, Mutex};
+        use tracing_subscriber::layer::SubscriberExt;
+
+        struct Levels(Arc<Mutex<Vec<tracing::Level>>>);
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Levels {
+            fn on_event(
+                &self,
+                event: &tracing::Event<'_>,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
+                self.0.lock().unwrap().push(*event.metadata().level());
+            }
+        }
+        let levels = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry().with(Levels(levels.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            for status in [StatusCode::NOT_FOUND, StatusCode::SERVICE_UNAVAILABLE] {
+                let _: ApiError = GenesysError::Api {
+                    status,
+                    body: Box::default(),
+                }
+                .into();
+            }
+        });
+        assert_eq!(
+            *levels.lock().unwrap(),
+            [tracing::Level::DEBUG, tracing::Level::WARN]
+        );
     }
 
     #[test]

@@ -3,12 +3,15 @@
 //! - [`GenesysClient`]: typed calls (users, queues, callbacks, conversations, notification
 //!   channels and subscriptions, integrations, credentials, data actions) with serde models named
 //!   as in the official SDKs ([`models`]); every call goes through the `genesys` upstream, so it
-//!   gets its OAuth token cache, retries, breaker and correlation id.
+//!   gets its OAuth token cache, retries (token endpoint failures included), breaker and
+//!   correlation id.
 //! - [`GenesysError`]: Genesys' own error body ([`ErrorBody`]) when Genesys refused, or the
-//!   upstream failure; converts into the gateway's error body like every upstream failure.
+//!   upstream failure; converts into the gateway's error body like every upstream failure
+//!   (a Genesys 4xx logged at `debug`, anything else at `warn`).
 //! - [`NotificationsClient`]: the notifications WebSocket — channel, subscriptions, heartbeat
-//!   watchdog, ping, reconnects with backoff and jitter, seamless switch on
-//!   `v2.system.socket_closing` and before the channel's expiry, gap signalling.
+//!   watchdog, ping, reconnects with backoff and jitter (reset only by a socket that proved
+//!   healthy), seamless switch on `v2.system.socket_closing` and before the channel's expiry,
+//!   gap signalling; cancellable in every step.
 //! - [`region_hosts`]: the API, login and streaming hosts of each region.
 //! - [`GenesysReadiness`]: the `/readyz` check that a Genesys token can be had.
 

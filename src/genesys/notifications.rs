@@ -13,8 +13,15 @@
 //! Liveness: a watchdog reconnects when no heartbeat or event arrived for
 //! `heartbeat_timeout` (pongs do not count: they prove the TCP path, not the channel); a
 //! `{"message":"ping"}` is sent every `ping_interval` so a dead connection fails its write.
-//! Reconnections back off exponentially with full jitter and reuse the channel when it still
-//! exists (its subscriptions live on the channel).
+//! Reconnections reuse the channel when it still exists (its subscriptions live on the channel)
+//! and back off exponentially with jitter (a random wait between half and all of a ceiling that
+//! doubles from `reconnect_base` up to `reconnect_max`): after a socket that could not be opened,
+//! after a socket lost to an error, and after any socket that never proved healthy. A socket
+//! proves healthy by delivering a heartbeat or an event, or by staying up for
+//! `heartbeat_timeout`; only then does the backoff start again from `reconnect_base` — a server
+//! that accepts sockets and closes them at once is retried ever more slowly, not in a loop (each
+//! turn costs API calls from the client's rate limit). A socket silent past the watchdog is
+//! replaced at once.
 //!
 //! Seamless switch — on `v2.system.socket_closing` and `renew_before` ahead of the channel's
 //! 24 h expiry: a new channel is created, subscribed and connected while the old socket is
@@ -24,7 +31,8 @@
 //!
 //! Metrics: `gateway_notifications_connected` (1 while a socket is open) and
 //! `gateway_notifications_reconnects_total{reason}` with `heartbeat`, `socket_closing`, `error`,
-//! `expiry`. The task stops on its `CancellationToken`, or when the receiver is dropped.
+//! `expiry`. The task stops on its `CancellationToken` — promptly in every step: opening a
+//! socket, switching, and waiting for a slow consumer — or when the receiver is dropped.
 
 use std::time::Duration;
 
@@ -56,6 +64,8 @@ const SOCKET_CLOSING_TOPIC: &str = "v2.system.socket_closing";
 const DEFAULT_CHANNEL_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// Wait before retrying a failed seamless switch while the old socket still serves.
 const SWITCH_RETRY: Duration = Duration::from_secs(30);
+/// Longest wait for the close handshake when the client is cancelled.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One notification as Genesys sends it: `{"topicName", "version", "eventBody", "metadata"}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -192,6 +202,29 @@ struct Session {
     channel: Channel,
     socket: Socket,
     renew_at: Instant,
+    opened_at: Instant,
+    /// It delivered a heartbeat or an event (or replaced a socket that served until then).
+    proven: bool,
+}
+
+impl Session {
+    /// Whether the socket proved the channel works (see the module docs).
+    fn healthy(&self, heartbeat_timeout: Duration) -> bool {
+        self.proven || self.opened_at.elapsed() >= heartbeat_timeout
+    }
+}
+
+/// Sends `item` to the consumer, unless `cancel` fires first.
+async fn deliver(
+    tx: &mpsc::Sender<NotificationItem>,
+    item: NotificationItem,
+    cancel: &CancellationToken,
+) -> Result<(), End> {
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => Err(End::Cancelled),
+        sent = tx.send(item) => sent.map_err(|_| End::ConsumerGone),
+    }
 }
 
 /// The notifications WebSocket client (see the module docs).
@@ -252,6 +285,8 @@ impl NotificationsClient {
     /// receiver is dropped.
     pub async fn run(self, tx: mpsc::Sender<NotificationItem>, cancel: CancellationToken) {
         let mut gap = true;
+        // Consecutive failures (sockets not opened, lost, or never healthy) since the last
+        // healthy socket: the backoff grows with them.
         let mut failures: u32 = 0;
         let mut reuse: Option<Channel> = None;
         loop {
@@ -278,32 +313,51 @@ impl NotificationsClient {
                     }
                 }
             };
-            failures = 0;
             self.connected.set(1);
             tracing::info!(channel = %session.channel.id, gap, "Genesys notifications socket open");
-            if tx
-                .send(NotificationItem::Reconnected { gap })
-                .await
-                .is_err()
-            {
-                break;
-            }
-            match self.pump(&mut session, &tx, &cancel).await {
+            let end = match deliver(&tx, NotificationItem::Reconnected { gap }, &cancel).await {
+                Ok(()) => self.pump(&mut session, &tx, &cancel).await,
+                Err(end) => end,
+            };
+            match end {
                 End::Cancelled => {
-                    let _ = session.socket.close(None).await;
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.socket.close(None)).await;
                     break;
                 }
                 End::ConsumerGone => break,
                 End::Lost(reason) => {
                     self.connected.set(0);
                     self.count(reason);
-                    tracing::warn!(
-                        channel = %session.channel.id,
-                        reason = reason.label(),
-                        "Genesys notifications socket lost; reconnecting"
-                    );
                     gap = true;
-                    reuse = Some(session.channel);
+                    let healthy = session.healthy(self.options.heartbeat_timeout);
+                    if healthy {
+                        failures = 0;
+                    }
+                    let channel = session.channel;
+                    if healthy && reason != Reason::Error {
+                        tracing::warn!(
+                            channel = %channel.id,
+                            reason = reason.label(),
+                            "Genesys notifications socket lost; reconnecting"
+                        );
+                        reuse = Some(channel);
+                        continue;
+                    }
+                    failures = failures.saturating_add(1);
+                    let wait = self.backoff(failures);
+                    tracing::warn!(
+                        channel = %channel.id,
+                        reason = reason.label(),
+                        healthy,
+                        attempt = failures,
+                        wait_ms = wait.as_millis() as u64,
+                        "Genesys notifications socket lost; reconnecting after a backoff"
+                    );
+                    reuse = Some(channel);
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        () = tokio::time::sleep(wait) => {}
+                    }
                 }
             }
         }
@@ -346,11 +400,14 @@ impl NotificationsClient {
         };
         match self.connect(&channel).await {
             Ok(socket) => {
-                let renew_at = Instant::now() + self.time_to_renew(&channel);
+                let opened_at = Instant::now();
+                let renew_at = opened_at + self.time_to_renew(&channel);
                 Ok(Session {
                     channel,
                     socket,
                     renew_at,
+                    opened_at,
+                    proven: false,
                 })
             }
             Err(reason) => Err(OpenError::Socket {
@@ -393,7 +450,7 @@ impl NotificationsClient {
     }
 
     /// Reads the session until it is lost, cancelled or the consumer is gone; performs the
-    /// seamless switches.
+    /// seamless switches. Every wait here also watches `cancel`.
     async fn pump(
         &self,
         session: &mut Session,
@@ -413,14 +470,20 @@ impl NotificationsClient {
                 frame = session.socket.next() => match frame {
                     Some(Ok(Message::Text(text))) => match classify(text.as_str()) {
                         Incoming::Pong => {}
-                        Incoming::Heartbeat | Incoming::Unreadable => last_seen = Instant::now(),
+                        Incoming::Unreadable => last_seen = Instant::now(),
+                        Incoming::Heartbeat => {
+                            session.proven = true;
+                            last_seen = Instant::now();
+                        }
                         Incoming::SocketClosing => {
+                            session.proven = true;
                             last_seen = Instant::now();
                             switch = Some(Reason::SocketClosing);
                         }
                         Incoming::Event(event) => {
-                            if tx.send(NotificationItem::Event(event)).await.is_err() {
-                                return End::ConsumerGone;
+                            session.proven = true;
+                            if let Err(end) = deliver(tx, NotificationItem::Event(event), cancel).await {
+                                return end;
                             }
                             last_seen = Instant::now();
                         }
@@ -437,8 +500,17 @@ impl NotificationsClient {
                 () = tokio::time::sleep_until(session.renew_at) => switch = Some(Reason::Expiry),
             }
             if let Some(reason) = switch {
-                match self.switch(session, tx, reason).await {
+                // A switch can take several channel calls and a handshake: cancellation must
+                // not wait for it.
+                let switched = tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => return End::Cancelled,
+                    switched = self.switch(session, tx, reason) => switched,
+                };
+                match switched {
                     Ok(()) => {
+                        // The old socket served until it was replaced on purpose.
+                        session.proven = true;
                         last_seen = Instant::now();
                         ping.reset();
                     }

@@ -5,8 +5,9 @@
 //! token — on any server thread — share one fetch: the cache is read lock-free
 //! (`arc_swap`), and a miss waits on one async mutex whose holder fetches; waiters that were
 //! queued behind a fetch take its outcome (its token, or its failure) instead of fetching again.
-//! A 401 from the upstream invalidates the token it was sent with (only that one), so a burst of
-//! 401s causes one refetch.
+//! When the token endpoint answers with a `Retry-After`, no caller fetches again before it has
+//! passed: they all get that failure with the time left. A 401 from the upstream invalidates the
+//! token it was sent with (only that one), so a burst of 401s causes one refetch.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,7 +107,25 @@ struct CachedToken {
 #[derive(Default)]
 struct FetchState {
     /// The failure of the last fetch, if it failed.
-    last_failure: Option<TokenFetchFailure>,
+    last_failure: Option<Failed>,
+    /// Until when the token endpoint asked not to be called (its `Retry-After`).
+    not_before: Option<Instant>,
+}
+
+/// A failed token fetch: what went wrong, and the endpoint's `Retry-After` if it sent one.
+#[derive(Clone, Copy)]
+struct Failed {
+    failure: TokenFetchFailure,
+    retry_after: Option<Duration>,
+}
+
+impl From<TokenFetchFailure> for Failed {
+    fn from(failure: TokenFetchFailure) -> Self {
+        Self {
+            failure,
+            retry_after: None,
+        }
+    }
 }
 
 /// An OAuth2 client-credentials token source with a shared, single-flight cache (see the module
@@ -207,8 +226,10 @@ impl TokenSource {
     /// concurrent callers.
     ///
     /// # Errors
-    /// [`UpstreamError::TokenFetch`] naming the upstream (never the secret) when the token
-    /// endpoint fails; [`UpstreamError::Timeout`] when `deadline` passes first.
+    /// [`UpstreamError::TokenFetch`] naming the upstream (never the secret) and carrying the
+    /// endpoint's `Retry-After` when the token endpoint fails (see
+    /// [`TokenFetchFailure::is_transient`]); [`UpstreamError::Timeout`] when `deadline` passes
+    /// first.
     pub async fn authorization(&self, deadline: Instant) -> Result<HeaderValue, UpstreamError> {
         if let Some(header) = self.cached(Instant::now()) {
             return Ok(header);
@@ -217,14 +238,24 @@ impl TokenSource {
         let mut state = tokio::time::timeout_at(deadline, self.fetch.lock())
             .await
             .map_err(|_| UpstreamError::Timeout)?;
-        if let Some(header) = self.cached(Instant::now()) {
+        let now = Instant::now();
+        if let Some(header) = self.cached(now) {
             return Ok(header);
         }
+        if let (Some(failed), Some(until)) = (state.last_failure, state.not_before)
+            && now < until
+        {
+            // The token endpoint asked to wait: every caller honours it.
+            return Err(self.error(Failed {
+                retry_after: Some(until - now),
+                ..failed
+            }));
+        }
         if self.generation.load(Ordering::Acquire) != seen
-            && let Some(failure) = &state.last_failure
+            && let Some(failed) = state.last_failure
         {
             // The fetch we queued behind failed: share its outcome instead of hammering.
-            return Err(self.error(failure.clone()));
+            return Err(self.error(failed));
         }
         let result = self.fetch_once(deadline).await;
         self.generation.fetch_add(1, Ordering::AcqRel);
@@ -233,17 +264,19 @@ impl TokenSource {
                 let header = token.header.clone();
                 self.cache.store(Some(Arc::new(token)));
                 state.last_failure = None;
+                state.not_before = None;
                 self.fetched.inc();
                 Ok(header)
             }
-            Err(failure) => {
+            Err(failed) => {
                 self.failed.inc();
-                tracing::warn!(upstream = %self.upstream, error = %failure, "OAuth token fetch failed");
-                state.last_failure = Some(failure.clone());
-                if failure == TokenFetchFailure::Timeout && Instant::now() >= deadline {
+                tracing::warn!(upstream = %self.upstream, error = %failed.failure, "OAuth token fetch failed");
+                state.last_failure = Some(failed);
+                state.not_before = failed.retry_after.map(|d| Instant::now() + d);
+                if failed.failure == TokenFetchFailure::Timeout && Instant::now() >= deadline {
                     return Err(UpstreamError::Timeout);
                 }
-                Err(self.error(failure))
+                Err(self.error(failed))
             }
         }
     }
@@ -265,20 +298,21 @@ impl TokenSource {
             .map(|t| t.header.clone())
     }
 
-    fn error(&self, failure: TokenFetchFailure) -> UpstreamError {
+    fn error(&self, failed: Failed) -> UpstreamError {
         UpstreamError::TokenFetch {
             upstream: self.upstream.to_string(),
-            failure,
+            failure: failed.failure,
+            retry_after: failed.retry_after,
         }
     }
 
-    async fn fetch_once(&self, deadline: Instant) -> Result<CachedToken, TokenFetchFailure> {
+    async fn fetch_once(&self, deadline: Instant) -> Result<CachedToken, Failed> {
         let started = Instant::now();
         let budget = deadline
             .saturating_duration_since(started)
             .min(self.timeout);
         if budget.is_zero() {
-            return Err(TokenFetchFailure::Timeout);
+            return Err(TokenFetchFailure::Timeout.into());
         }
         let body = {
             let mut form = form_urlencoded::Serializer::new(String::new());
@@ -325,19 +359,22 @@ impl TokenSource {
                 }
             })?;
         if !response.status.is_success() {
-            return Err(TokenFetchFailure::Status(response.status));
+            return Err(Failed {
+                failure: TokenFetchFailure::Status(response.status),
+                retry_after: super::retry::retry_after(&response.headers),
+            });
         }
         let token: TokenResponse = serde_json::from_slice(&response.body)
             .map_err(|_| TokenFetchFailure::InvalidResponse)?;
         if token.access_token.is_empty() {
-            return Err(TokenFetchFailure::InvalidResponse);
+            return Err(TokenFetchFailure::InvalidResponse.into());
         }
         if token
             .token_type
             .as_deref()
             .is_some_and(|t| !t.eq_ignore_ascii_case("bearer"))
         {
-            return Err(TokenFetchFailure::InvalidResponse);
+            return Err(TokenFetchFailure::InvalidResponse.into());
         }
         let mut header = HeaderValue::from_str(&format!("Bearer {}", token.access_token))
             .map_err(|_| TokenFetchFailure::InvalidResponse)?;

@@ -7,10 +7,14 @@
 //!
 //! The state lives in three atomics, so the closed-state fast path of an attempt is one load to
 //! get a permit and (after a success with no failure streak) one more load: no lock, no
-//! allocation. Time is passed in (`tokio::time::Instant`), which keeps the state machine
-//! testable with explicit instants and with `tokio::time::pause()`.
+//! allocation. State *transitions* (open, half-open, close: rare) take a small mutex and set the
+//! `gateway_circuit_breaker_state` gauge inside it, so the gauge's last write is always the
+//! state's last write — racing transitions cannot leave it stale. Time is passed in
+//! (`tokio::time::Instant`), which keeps the state machine testable with explicit instants and
+//! with `tokio::time::pause()`.
 
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use prometheus::IntGauge;
@@ -51,6 +55,8 @@ pub struct CircuitBreaker {
     threshold: u32,
     open_for: Duration,
     gauge: Option<IntGauge>,
+    /// Held while the state changes (never on the closed fast path).
+    transition: Mutex<()>,
 }
 
 /// Why an attempt may not be made: the breaker is open (or half-open with its probe in flight).
@@ -74,6 +80,7 @@ impl CircuitBreaker {
             threshold: settings.failure_threshold.max(1),
             open_for: Duration::from_millis(settings.open_ms),
             gauge,
+            transition: Mutex::new(()),
         }
     }
 
@@ -106,17 +113,9 @@ impl CircuitBreaker {
                     if !remaining.is_zero() {
                         return Err(Rejected { remaining });
                     }
-                    if self
-                        .state
-                        .compare_exchange(
-                            BreakerState::Open as u8,
-                            BreakerState::HalfOpen as u8,
-                            Ordering::AcqRel,
-                            Ordering::Acquire,
-                        )
-                        .is_ok()
-                    {
-                        self.report(BreakerState::HalfOpen);
+                    let _transition = self.lock();
+                    if self.state() == BreakerState::Open && self.remaining(now).is_zero() {
+                        self.set_state(BreakerState::HalfOpen);
                         return Ok(Permit {
                             breaker: self,
                             kind: PermitKind::Probe,
@@ -148,23 +147,38 @@ impl CircuitBreaker {
         u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 
-    fn open(&self, now: Instant) {
+    /// The transition lock; every state write happens under it.
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        self.transition
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes the state and the gauge. Only under [`CircuitBreaker::lock`].
+    fn set_state(&self, state: BreakerState) {
+        self.state.store(state as u8, Ordering::Release);
+        if let Some(g) = &self.gauge {
+            g.set(state as i64);
+        }
+    }
+
+    /// Opens for a full period from `now`. Only under [`CircuitBreaker::lock`].
+    fn open_locked(&self, now: Instant) {
         let until = self
             .nanos(now)
             .saturating_add(u64::try_from(self.open_for.as_nanos()).unwrap_or(u64::MAX));
         self.open_until.store(until, Ordering::Release);
-        self.state
-            .store(BreakerState::Open as u8, Ordering::Release);
-        self.report(BreakerState::Open);
+        self.set_state(BreakerState::Open);
     }
 
     fn on_success(&self, kind: PermitKind) {
         match kind {
             PermitKind::Probe => {
+                let _transition = self.lock();
                 self.consecutive_failures.store(0, Ordering::Release);
-                self.state
-                    .store(BreakerState::Closed as u8, Ordering::Release);
-                self.report(BreakerState::Closed);
+                if self.state() == BreakerState::HalfOpen {
+                    self.set_state(BreakerState::Closed);
+                }
             }
             PermitKind::Normal => {
                 // Avoid dirtying the shared cache line when there is no streak to reset.
@@ -177,25 +191,18 @@ impl CircuitBreaker {
 
     fn on_failure(&self, kind: PermitKind, now: Instant) {
         match kind {
-            PermitKind::Probe => self.open(now),
+            PermitKind::Probe => {
+                let _transition = self.lock();
+                if self.state() == BreakerState::HalfOpen {
+                    self.open_locked(now);
+                }
+            }
             PermitKind::Normal => {
                 let failures = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
                 if failures >= self.threshold && self.state() == BreakerState::Closed {
-                    let until = self.nanos(now).saturating_add(
-                        u64::try_from(self.open_for.as_nanos()).unwrap_or(u64::MAX),
-                    );
-                    self.open_until.store(until, Ordering::Release);
-                    if self
-                        .state
-                        .compare_exchange(
-                            BreakerState::Closed as u8,
-                            BreakerState::Open as u8,
-                            Ordering::AcqRel,
-                            Ordering::Acquire,
-                        )
-                        .is_ok()
-                    {
-                        self.report(BreakerState::Open);
+                    let _transition = self.lock();
+                    if self.state() == BreakerState::Closed {
+                        self.open_locked(now);
                         tracing::warn!(failures, "circuit breaker opened");
                     }
                 }
@@ -203,21 +210,13 @@ impl CircuitBreaker {
         }
     }
 
-    /// A probe ended without an outcome (its call was dropped): let the next caller probe.
+    /// A probe ended without an outcome (its call was dropped, or the caller's deadline cut
+    /// it): let the next caller probe.
     fn on_abandoned_probe(&self, now: Instant) {
-        self.open_until.store(self.nanos(now), Ordering::Release);
-        let _ = self.state.compare_exchange(
-            BreakerState::HalfOpen as u8,
-            BreakerState::Open as u8,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
-        self.report(BreakerState::Open);
-    }
-
-    fn report(&self, state: BreakerState) {
-        if let Some(g) = &self.gauge {
-            g.set(state as i64);
+        let _transition = self.lock();
+        if self.state() == BreakerState::HalfOpen {
+            self.open_until.store(self.nanos(now), Ordering::Release);
+            self.set_state(BreakerState::Open);
         }
     }
 }
@@ -229,7 +228,8 @@ enum PermitKind {
 }
 
 /// Permission for one attempt. Report its outcome with [`Permit::success`] or
-/// [`Permit::failure`]; dropping it reports nothing (a dropped probe lets the next caller probe).
+/// [`Permit::failure`]; dropping it reports nothing — the attempt is neutral, e.g. when the
+/// caller's deadline cut it (a dropped probe lets the next caller probe).
 #[derive(Debug)]
 #[must_use = "report the attempt's outcome"]
 pub struct Permit<'a> {
@@ -349,6 +349,57 @@ mod tests {
         let t1 = t0 + Duration::from_millis(1000);
         drop(b.try_acquire(t1).unwrap());
         assert!(b.try_acquire(Instant::now().max(t1)).unwrap().is_probe());
+    }
+
+    #[test]
+    fn the_gauge_always_shows_the_state_under_racing_transitions() {
+        use std::sync::{Arc, Barrier};
+        let gauge = IntGauge::new("breaker_state_test", "test").unwrap();
+        // Threshold 1 and no open period: every failure opens, the next caller probes, and
+        // opening and closing race all the time.
+        let b = Arc::new(CircuitBreaker::new(
+            &CircuitBreakerSettings {
+                failure_threshold: 1,
+                open_ms: 0,
+            },
+            Some(gauge.clone()),
+        ));
+        const ROUNDS: usize = 20_000;
+        let barrier = Arc::new(Barrier::new(3));
+        let workers: Vec<_> = (0..2)
+            .map(|w| {
+                let b = b.clone();
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    for round in 0..ROUNDS {
+                        barrier.wait();
+                        for op in 0..4 {
+                            let now = Instant::now();
+                            if let Ok(permit) = b.try_acquire(now) {
+                                if (w + op + round) % 2 == 0 {
+                                    permit.success();
+                                } else {
+                                    permit.failure(now);
+                                }
+                            }
+                        }
+                        barrier.wait();
+                    }
+                })
+            })
+            .collect();
+        let mut stale = 0;
+        for _ in 0..ROUNDS {
+            barrier.wait();
+            barrier.wait();
+            if gauge.get() != b.state() as i64 {
+                stale += 1;
+            }
+        }
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert_eq!(stale, 0, "rounds that ended with a stale gauge");
     }
 
     #[test]

@@ -23,11 +23,13 @@ pub enum UpstreamError {
         /// clients of the gateway).
         body: Bytes,
     },
-    /// The upstream stayed unreachable or kept answering 429/502/503/504 until attempts ran out,
-    /// or asked to wait longer than `max_retry_after_s`.
+    /// The upstream (or its token endpoint) stayed unreachable or kept answering
+    /// 429/502/503/504 until attempts ran out, asked to wait longer than `max_retry_after_s`, or
+    /// the next wait would not end before the caller's deadline.
     #[error("upstream unavailable ({last})")]
     Unavailable {
-        /// The wait the upstream asked for, when known.
+        /// The wait the upstream asked for (or, when the next wait did not fit before the
+        /// deadline, that wait), when known.
         retry_after: Option<Duration>,
         /// The last failure seen.
         last: LastFailure,
@@ -38,16 +40,20 @@ pub enum UpstreamError {
         /// Time until the breaker lets a probe through.
         retry_after: Duration,
     },
-    /// The caller's deadline passed.
+    /// The caller's deadline passed (or cut the attempt in flight).
     #[error("deadline exceeded")]
     Timeout,
-    /// The upstream's OAuth token endpoint failed.
+    /// The upstream's OAuth token endpoint failed. [`Upstream::call`](super::Upstream::call)
+    /// returns this only for failures that are not transient (refused credentials, an unusable
+    /// answer); transient ones are retried and end as [`UpstreamError::Unavailable`].
     #[error("token endpoint of upstream `{upstream}` failed: {failure}")]
     TokenFetch {
         /// The upstream whose token could not be had.
         upstream: String,
         /// What went wrong (never the secret).
         failure: TokenFetchFailure,
+        /// The token endpoint's `Retry-After`, if it sent one.
+        retry_after: Option<Duration>,
     },
     /// The destination address is refused by the network policy (SSRF guard).
     #[error(transparent)]
@@ -74,6 +80,8 @@ pub enum LastFailure {
     Timeout,
     /// The connection broke.
     Network,
+    /// The upstream's OAuth token endpoint failed transiently (no request was sent).
+    Token(TokenFetchFailure),
 }
 
 impl std::fmt::Display for LastFailure {
@@ -83,12 +91,13 @@ impl std::fmt::Display for LastFailure {
             Self::Connect => f.write_str("cannot connect"),
             Self::Timeout => f.write_str("attempt timed out"),
             Self::Network => f.write_str("connection failed"),
+            Self::Token(failure) => write!(f, "token endpoint: {failure}"),
         }
     }
 }
 
 /// What went wrong while fetching an OAuth token.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenFetchFailure {
     /// The token endpoint answered this status.
     #[error("it answered {0}")]
@@ -107,6 +116,23 @@ pub enum TokenFetchFailure {
     Refused,
 }
 
+impl TokenFetchFailure {
+    /// Whether the token endpoint may well answer soon: it answered 408, 429 or a 5xx, could
+    /// not be reached, or did not answer in time. Refused credentials (400/401/403), other 4xx,
+    /// an unusable answer and a refused address are not transient.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Status(s) => {
+                s.is_server_error()
+                    || *s == StatusCode::TOO_MANY_REQUESTS
+                    || *s == StatusCode::REQUEST_TIMEOUT
+            }
+            Self::Unreachable | Self::Timeout => true,
+            Self::InvalidResponse | Self::Refused => false,
+        }
+    }
+}
+
 impl UpstreamError {
     /// The upstream's status, for [`UpstreamError::Status`].
     pub fn status(&self) -> Option<StatusCode> {
@@ -123,23 +149,40 @@ fn retry_after_secs(d: Duration) -> u64 {
     secs.max(1)
 }
 
+impl UpstreamError {
+    /// Whether this failure is the upstream's (or its token endpoint's) fault or unavailability,
+    /// worth a `warn!`; a non-retryable 4xx answer is the request's business (`debug!`).
+    fn is_upstream_trouble(&self) -> bool {
+        match self {
+            Self::Status { status, .. } => !status.is_client_error(),
+            _ => true,
+        }
+    }
+}
+
+/// `503 upstream.unavailable`, with `Retry-After` when known.
+fn unavailable(message: &'static str, retry_after: Option<Duration>) -> ApiError {
+    let e = ApiError::new(ErrorCode::UpstreamUnavailable, message);
+    match retry_after {
+        Some(d) => e.with_retry_after(retry_after_secs(d)),
+        None => e,
+    }
+}
+
 impl From<UpstreamError> for ApiError {
     fn from(err: UpstreamError) -> Self {
-        tracing::warn!(error = %err, "upstream call failed");
+        if err.is_upstream_trouble() {
+            tracing::warn!(error = %err, "upstream call failed");
+        } else {
+            tracing::debug!(error = %err, "upstream refused the call");
+        }
         match err {
             UpstreamError::Status { status, .. } => ApiError::new(
                 ErrorCode::UpstreamError,
                 format!("The upstream answered {}.", status.as_u16()),
             ),
             UpstreamError::Unavailable { retry_after, .. } => {
-                let e = ApiError::new(
-                    ErrorCode::UpstreamUnavailable,
-                    "The upstream is unavailable; retry later.",
-                );
-                match retry_after {
-                    Some(d) => e.with_retry_after(retry_after_secs(d)),
-                    None => e,
-                }
+                unavailable("The upstream is unavailable; retry later.", retry_after)
             }
             UpstreamError::CircuitOpen { retry_after } => ApiError::new(
                 ErrorCode::CircuitOpen,
@@ -150,20 +193,39 @@ impl From<UpstreamError> for ApiError {
                 ErrorCode::RequestTimeout,
                 "The upstream did not answer within the deadline.",
             ),
-            UpstreamError::TokenFetch { failure, .. } => match failure {
-                TokenFetchFailure::Status(s) if s.is_client_error() => ApiError::new(
-                    ErrorCode::UpstreamError,
-                    "The upstream's token endpoint refused the gateway's credentials.",
-                ),
-                TokenFetchFailure::InvalidResponse => ApiError::new(
-                    ErrorCode::UpstreamError,
-                    "The upstream's token endpoint gave no usable token.",
-                ),
-                _ => ApiError::new(
-                    ErrorCode::UpstreamUnavailable,
-                    "The upstream's token endpoint is unavailable; retry later.",
-                ),
-            },
+            UpstreamError::TokenFetch {
+                failure,
+                retry_after,
+                ..
+            } if failure.is_transient() => unavailable(
+                "The upstream's token endpoint is unavailable; retry later.",
+                retry_after,
+            ),
+            UpstreamError::TokenFetch {
+                failure: TokenFetchFailure::Status(s),
+                ..
+            } if matches!(s.as_u16(), 400 | 401 | 403) => ApiError::new(
+                ErrorCode::UpstreamError,
+                "The upstream's token endpoint refused the gateway's credentials.",
+            ),
+            UpstreamError::TokenFetch {
+                failure: TokenFetchFailure::Status(s),
+                ..
+            } => ApiError::new(
+                ErrorCode::UpstreamError,
+                format!("The upstream's token endpoint answered {}.", s.as_u16()),
+            ),
+            UpstreamError::TokenFetch {
+                failure: TokenFetchFailure::Refused,
+                ..
+            } => ApiError::new(
+                ErrorCode::UpstreamError,
+                "The token endpoint's address is not allowed.",
+            ),
+            UpstreamError::TokenFetch { .. } => ApiError::new(
+                ErrorCode::UpstreamError,
+                "The upstream's token endpoint gave no usable token.",
+            ),
             UpstreamError::Refused(_) => ApiError::new(
                 ErrorCode::UpstreamError,
                 "The destination address is not allowed.",
@@ -180,6 +242,74 @@ impl From<UpstreamError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The levels of the events logged while `f` runs.
+    fn levels_logged(f: impl FnOnce()) -> Vec<tracing::Level> {
+        use std::sync::{Arc, Mutex};
+        use tracing_subscriber::layer::SubscriberExt;
+
+        struct Levels(Arc<Mutex<Vec<tracing::Level>>>);
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Levels {
+            fn on_event(
+                &self,
+                event: &tracing::Event<'_>,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
+                self.0.lock().unwrap().push(*event.metadata().level());
+            }
+        }
+        let levels = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry().with(Levels(levels.clone()));
+        tracing::subscriber::with_default(subscriber, f);
+        std::mem::take(&mut *levels.lock().unwrap())
+    }
+
+    #[test]
+    fn client_errors_log_at_debug_and_unavailability_at_warn() {
+        let status = |code: u16| UpstreamError::Status {
+            status: StatusCode::from_u16(code).unwrap(),
+            retry_after: None,
+            body: Bytes::new(),
+        };
+        let levels = levels_logged(|| {
+            let _: ApiError = status(404).into();
+            let _: ApiError = status(409).into();
+        });
+        assert_eq!(levels, [tracing::Level::DEBUG, tracing::Level::DEBUG]);
+        let levels = levels_logged(|| {
+            let _: ApiError = status(500).into();
+            let _: ApiError = UpstreamError::Unavailable {
+                retry_after: None,
+                last: LastFailure::Connect,
+            }
+            .into();
+            let _: ApiError = UpstreamError::CircuitOpen {
+                retry_after: Duration::from_secs(1),
+            }
+            .into();
+        });
+        assert_eq!(levels, [tracing::Level::WARN; 3]);
+    }
+
+    #[test]
+    fn transient_token_failures() {
+        for code in [408, 429, 500, 502, 503, 504] {
+            assert!(
+                TokenFetchFailure::Status(StatusCode::from_u16(code).unwrap()).is_transient(),
+                "{code}"
+            );
+        }
+        for code in [400, 401, 403, 404] {
+            assert!(
+                !TokenFetchFailure::Status(StatusCode::from_u16(code).unwrap()).is_transient(),
+                "{code}"
+            );
+        }
+        assert!(TokenFetchFailure::Unreachable.is_transient());
+        assert!(TokenFetchFailure::Timeout.is_transient());
+        assert!(!TokenFetchFailure::InvalidResponse.is_transient());
+        assert!(!TokenFetchFailure::Refused.is_transient());
+    }
 
     #[test]
     fn rounds_retry_after_up() {

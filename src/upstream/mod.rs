@@ -13,11 +13,29 @@
 //!    retried (5xx still count as breaker failures); a 401 with OAuth2 is not an attempt: the
 //!    token is refetched once and the request replayed once; a POST
 //!    or PATCH to a non-`idempotent` upstream is retried only when it certainly was not
-//!    processed (connection failed, 429, 503); no wait ever crosses the deadline;
-//! 3. **circuit breaker** per upstream, shared across threads ([`CircuitBreaker`]);
+//!    processed (connection failed, 429, 503); no wait ever crosses the deadline: a wait that
+//!    would not end before it is not started — the call ends at once with 503
+//!    `upstream.unavailable` whose `Retry-After` is that wait (the `Retry-After` asked for, or
+//!    the backoff, rounded up), so the caller learns at once that the upstream is unavailable;
+//!    504 `request.timeout` is only for a deadline that passed or cut an attempt in flight.
+//!    A transient failure of the OAuth token endpoint (408, 429, 5xx, unreachable, timed out)
+//!    is an attempt failure like any other: retried on the same budget (its `Retry-After`
+//!    honoured), counted for the breaker, and ending as 503 `upstream.unavailable`; refused
+//!    credentials (400/401/403) or an unusable answer end the call at once (502
+//!    `upstream.error`, no retry);
+//! 3. **circuit breaker** per upstream, shared across threads ([`CircuitBreaker`]); after a
+//!    retryable failure it is looked at first: a call during which the breaker opened — on any
+//!    attempt, the last one included — ends 503 `circuit.open` with `Retry-After` = the time
+//!    it stays open. An attempt cut by the caller's deadline (rather than by `timeout_ms`) is
+//!    neutral for the breaker: a tight flow deadline does not open the breaker of a healthy but
+//!    slow upstream;
 //! 4. **per-attempt timeout** — `min(timeout_ms, time left to the deadline)`;
 //! 5. **transport** — [`HttpClient`]: hyper-util + rustls, one connection pool per server
 //!    thread, keep-alive, `TCP_NODELAY`, size-capped bodies, no redirects.
+//!
+//! Hot path: the URL is joined from a pre-split base, metric children are resolved once, the
+//! breaker's closed path takes no lock, and the caller's header map is copied only for an
+//! attempt that another may follow — the last attempt that can be made takes it by value.
 //!
 //! [`HttpClient`] is also usable alone, with [`NetworkPolicy::Guarded`], for URLs that arrive
 //! through the API (delivery targets, webhooks, their token endpoints): the SSRF guard refuses
@@ -25,12 +43,14 @@
 //!
 //! This module is generic: it knows no capability. Failures map to the HTTP surface through
 //! `From<UpstreamError> for ApiError` (SPEC §3): 502 `upstream.error`, 503
-//! `upstream.unavailable`, 503 `circuit.open`, 504 `request.timeout`.
+//! `upstream.unavailable`, 503 `circuit.open`, 504 `request.timeout`. That conversion logs a
+//! non-retryable 4xx answer at `debug` (it is the request's business) and everything else —
+//! 5xx, unavailability, an open breaker, a deadline, token endpoint failures — at `warn`.
 //!
 //! Every attempt carries `ININ-Correlation-Id` (the current request id) and is counted in
 //! `gateway_upstream_requests_total{upstream,status}`; retries in
-//! `gateway_upstream_retries_total{upstream,reason}`; breaker states in
-//! `gateway_circuit_breaker_state{upstream}`; token fetches in
+//! `gateway_upstream_retries_total{upstream,reason}` (`reason="token"` for a token endpoint
+//! failure); breaker states in `gateway_circuit_breaker_state{upstream}`; token fetches in
 //! `gateway_oauth_token_fetches_total{upstream,result}`.
 
 mod auth;
@@ -646,12 +666,14 @@ impl Upstream {
     ///
     /// # Errors
     /// - [`UpstreamError::Status`]: a non-2xx answer that is not retried;
-    /// - [`UpstreamError::Unavailable`]: retryable failures until attempts ran out, or a
-    ///   `Retry-After` above `max_retry_after_s`;
-    /// - [`UpstreamError::CircuitOpen`]: the breaker is open (also when it opened during this
-    ///   call's retries);
-    /// - [`UpstreamError::Timeout`]: the deadline passed, or the next wait would cross it;
-    /// - [`UpstreamError::TokenFetch`]: no OAuth token could be had.
+    /// - [`UpstreamError::CircuitOpen`]: the breaker is open, also when it opened during this
+    ///   call (on any of its attempts, the last one included);
+    /// - [`UpstreamError::Unavailable`]: retryable failures (of the upstream or of its token
+    ///   endpoint) until attempts ran out, a `Retry-After` above `max_retry_after_s`, or a next
+    ///   wait that would not end before `deadline` (answered at once, with that wait);
+    /// - [`UpstreamError::Timeout`]: the deadline passed, or cut the attempt in flight;
+    /// - [`UpstreamError::TokenFetch`]: the token endpoint refused the credentials or gave no
+    ///   usable token (not retried).
     pub async fn call(
         &self,
         req: UpstreamRequest,
@@ -670,14 +692,24 @@ impl Upstream {
         if !headers.contains_key(header::USER_AGENT) {
             headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
         }
+        if let OutboundAuth::Static(name, value) = &self.auth {
+            headers.insert(name.clone(), value.clone());
+        }
         let retry_unsure = retry::retry_unsure(&method, self.idempotent);
+        let mut outgoing = Outgoing {
+            method,
+            uri,
+            headers,
+            body,
+            spent: false,
+        };
+        let oauth = matches!(self.auth, OutboundAuth::OAuth(_));
         let mut attempt: u32 = 0;
         let mut replayed_unauthorized = false;
         loop {
             attempt += 1;
             let now = Instant::now();
-            let remaining = deadline.saturating_duration_since(now);
-            if remaining.is_zero() {
+            if now >= deadline {
                 return Err(UpstreamError::Timeout);
             }
             let permit = self
@@ -686,123 +718,31 @@ impl Upstream {
                 .map_err(|r| UpstreamError::CircuitOpen {
                     retry_after: r.remaining,
                 })?;
-            let token = match &self.auth {
-                OutboundAuth::OAuth(source) => Some(source.authorization(deadline).await?),
-                OutboundAuth::None | OutboundAuth::Static(..) => None,
+            let sequel = if attempt < self.retry.max_attempts || (oauth && !replayed_unauthorized) {
+                Sequel::Possible
+            } else {
+                Sequel::Impossible
             };
-            let mut attempt_headers = headers.clone();
-            match (&self.auth, &token) {
-                (_, Some(token)) => {
-                    attempt_headers.insert(header::AUTHORIZATION, token.clone());
+            let failure = match self
+                .attempt(
+                    permit,
+                    &mut outgoing,
+                    sequel,
+                    replayed_unauthorized,
+                    deadline,
+                )
+                .await
+            {
+                Step::Done(result) => return result,
+                Step::Replay => {
+                    // Not an attempt: the same attempt again with a fresh token.
+                    replayed_unauthorized = true;
+                    attempt -= 1;
+                    continue;
                 }
-                (OutboundAuth::Static(name, value), None) => {
-                    attempt_headers.insert(name.clone(), value.clone());
-                }
-                _ => {}
-            }
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return Err(UpstreamError::Timeout);
-            }
-            let deadline_cut = remaining < self.timeout;
-            let budget = remaining.min(self.timeout);
-            let mut request = http::Request::new(body.clone());
-            *request.method_mut() = method.clone();
-            *request.uri_mut() = uri.clone();
-            *request.headers_mut() = attempt_headers;
-            let outcome = self.http.send(request, budget).await;
+                Step::Retry(failure) => failure,
+            };
             let now = Instant::now();
-            let failure = match outcome {
-                Ok(response) => {
-                    let status = response.status;
-                    self.metrics.status(status);
-                    if status.is_success() {
-                        permit.success();
-                        return Ok(response);
-                    }
-                    if status == StatusCode::UNAUTHORIZED
-                        && !replayed_unauthorized
-                        && let (OutboundAuth::OAuth(source), Some(token)) = (&self.auth, &token)
-                    {
-                        permit.success();
-                        source.invalidate(token);
-                        replayed_unauthorized = true;
-                        attempt -= 1;
-                        self.metrics.retry(RetryReason::Unauthorized);
-                        tracing::debug!(upstream = %self.name, "401: refreshing the token and replaying");
-                        continue;
-                    }
-                    let Some(reason) = RetryReason::for_status(status) else {
-                        if status.is_server_error() {
-                            permit.failure(now);
-                        } else {
-                            permit.success();
-                        }
-                        return Err(UpstreamError::Status {
-                            status,
-                            retry_after: retry::retry_after(&response.headers),
-                            body: response.body,
-                        });
-                    };
-                    permit.failure(now);
-                    Failure {
-                        last: LastFailure::Status(status),
-                        reason,
-                        retry_after: if matches!(status.as_u16(), 429 | 503) {
-                            retry::retry_after(&response.headers)
-                        } else {
-                            None
-                        },
-                        response: Some(response),
-                        deadline_cut: false,
-                    }
-                }
-                Err(TransportError::Refused(addr)) => {
-                    drop(permit);
-                    self.metrics.error.inc();
-                    return Err(UpstreamError::Refused(addr));
-                }
-                Err(TransportError::ResponseTooLarge { limit }) => {
-                    permit.success();
-                    self.metrics.error.inc();
-                    return Err(UpstreamError::ResponseTooLarge { limit });
-                }
-                Err(TransportError::Timeout) => {
-                    permit.failure(now);
-                    self.metrics.timeout.inc();
-                    Failure {
-                        last: LastFailure::Timeout,
-                        reason: RetryReason::Timeout,
-                        retry_after: None,
-                        response: None,
-                        deadline_cut,
-                    }
-                }
-                Err(err @ TransportError::Connect(_)) => {
-                    permit.failure(now);
-                    self.metrics.error.inc();
-                    tracing::debug!(upstream = %self.name, error = %err, "attempt failed");
-                    Failure {
-                        last: LastFailure::Connect,
-                        reason: RetryReason::Connect,
-                        retry_after: None,
-                        response: None,
-                        deadline_cut: false,
-                    }
-                }
-                Err(err @ TransportError::Network(_)) => {
-                    permit.failure(now);
-                    self.metrics.error.inc();
-                    tracing::debug!(upstream = %self.name, error = %err, "attempt failed");
-                    Failure {
-                        last: LastFailure::Network,
-                        reason: RetryReason::Network,
-                        retry_after: None,
-                        response: None,
-                        deadline_cut: false,
-                    }
-                }
-            };
             let wait = self.next_wait(&failure, attempt, retry_unsure, now, deadline)?;
             self.metrics.retry(failure.reason);
             tracing::debug!(
@@ -816,7 +756,155 @@ impl Upstream {
         }
     }
 
+    /// One attempt under `permit`: a token (OAuth), then the exchange. Reports the outcome to
+    /// the breaker: a failure for a connection error, an attempt timeout, a 429/5xx or a
+    /// transient token endpoint failure; neutral when the caller's deadline cut it or the
+    /// token endpoint refused the credentials; a success otherwise.
+    async fn attempt(
+        &self,
+        permit: Permit<'_>,
+        outgoing: &mut Outgoing,
+        sequel: Sequel,
+        replayed_unauthorized: bool,
+        deadline: Instant,
+    ) -> Step {
+        let token = match &self.auth {
+            OutboundAuth::OAuth(source) => match source.authorization(deadline).await {
+                Ok(token) => Some(token),
+                Err(UpstreamError::TokenFetch {
+                    failure,
+                    retry_after,
+                    ..
+                }) if failure.is_transient() => {
+                    permit.failure(Instant::now());
+                    return Step::Retry(Failure {
+                        last: LastFailure::Token(failure),
+                        reason: RetryReason::Token,
+                        retry_after,
+                        response: None,
+                        deadline_cut: false,
+                    });
+                }
+                Err(err) => {
+                    drop(permit);
+                    return Step::Done(Err(err));
+                }
+            },
+            OutboundAuth::None | OutboundAuth::Static(..) => None,
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            drop(permit);
+            return Step::Done(Err(UpstreamError::Timeout));
+        }
+        let deadline_cut = remaining < self.timeout;
+        let budget = remaining.min(self.timeout);
+        let request = outgoing.request(token.clone(), sequel);
+        let outcome = self.http.send(request, budget).await;
+        let now = Instant::now();
+        let failure = match outcome {
+            Ok(response) => {
+                let status = response.status;
+                self.metrics.status(status);
+                if status.is_success() {
+                    permit.success();
+                    return Step::Done(Ok(response));
+                }
+                if status == StatusCode::UNAUTHORIZED
+                    && !replayed_unauthorized
+                    && let (OutboundAuth::OAuth(source), Some(token)) = (&self.auth, &token)
+                {
+                    permit.success();
+                    source.invalidate(token);
+                    self.metrics.retry(RetryReason::Unauthorized);
+                    tracing::debug!(upstream = %self.name, "401: refreshing the token and replaying");
+                    return Step::Replay;
+                }
+                let Some(reason) = RetryReason::for_status(status) else {
+                    if status.is_server_error() {
+                        permit.failure(now);
+                    } else {
+                        permit.success();
+                    }
+                    return Step::Done(Err(UpstreamError::Status {
+                        status,
+                        retry_after: retry::retry_after(&response.headers),
+                        body: response.body,
+                    }));
+                };
+                permit.failure(now);
+                Failure {
+                    last: LastFailure::Status(status),
+                    reason,
+                    retry_after: if matches!(status.as_u16(), 429 | 503) {
+                        retry::retry_after(&response.headers)
+                    } else {
+                        None
+                    },
+                    response: Some(response),
+                    deadline_cut: false,
+                }
+            }
+            Err(TransportError::Refused(addr)) => {
+                drop(permit);
+                self.metrics.error.inc();
+                return Step::Done(Err(UpstreamError::Refused(addr)));
+            }
+            Err(TransportError::ResponseTooLarge { limit }) => {
+                permit.success();
+                self.metrics.error.inc();
+                return Step::Done(Err(UpstreamError::ResponseTooLarge { limit }));
+            }
+            Err(TransportError::Timeout) => {
+                if deadline_cut {
+                    // The caller's deadline, not the upstream, ended it: neutral.
+                    drop(permit);
+                } else {
+                    permit.failure(now);
+                }
+                self.metrics.timeout.inc();
+                Failure {
+                    last: LastFailure::Timeout,
+                    reason: RetryReason::Timeout,
+                    retry_after: None,
+                    response: None,
+                    deadline_cut,
+                }
+            }
+            Err(err @ TransportError::Connect(_)) => {
+                permit.failure(now);
+                self.metrics.error.inc();
+                tracing::debug!(upstream = %self.name, error = %err, "attempt failed");
+                Failure {
+                    last: LastFailure::Connect,
+                    reason: RetryReason::Connect,
+                    retry_after: None,
+                    response: None,
+                    deadline_cut: false,
+                }
+            }
+            Err(err @ TransportError::Network(_)) => {
+                permit.failure(now);
+                self.metrics.error.inc();
+                tracing::debug!(upstream = %self.name, error = %err, "attempt failed");
+                Failure {
+                    last: LastFailure::Network,
+                    reason: RetryReason::Network,
+                    retry_after: None,
+                    response: None,
+                    deadline_cut: false,
+                }
+            }
+        };
+        Step::Retry(failure)
+    }
+
     /// After a failed attempt: how long to wait before the next one, or how the call ends.
+    /// In this order: the deadline passed or cut the attempt → `Timeout`; an answer that may
+    /// have been processed is handed back as it is; an open breaker (opened by this attempt or
+    /// another call) → `CircuitOpen`; then `Unavailable` when the request may have been
+    /// processed, the upstream asks for too long a wait, attempts ran out, or the wait does not
+    /// end before the deadline (with that wait as `retry_after`: the caller learns at once).
     fn next_wait(
         &self,
         failure: &Failure,
@@ -828,41 +916,107 @@ impl Upstream {
         if failure.deadline_cut || now >= deadline {
             return Err(UpstreamError::Timeout);
         }
-        let unavailable = || UpstreamError::Unavailable {
-            retry_after: failure.retry_after,
-            last: failure.last,
-        };
-        if !(retry_unsure || failure.reason.certainly_unprocessed()) {
+        let maybe_processed = !(retry_unsure || failure.reason.certainly_unprocessed());
+        if maybe_processed && let Some(response) = &failure.response {
             // The request may have been processed: hand back what happened.
-            return Err(match &failure.response {
-                Some(response) => UpstreamError::Status {
-                    status: response.status,
-                    retry_after: failure.retry_after,
-                    body: response.body.clone(),
-                },
-                None => unavailable(),
+            return Err(UpstreamError::Status {
+                status: response.status,
+                retry_after: failure.retry_after,
+                body: response.body.clone(),
             });
-        }
-        if let Some(asked) = failure.retry_after
-            && asked > Duration::from_secs(self.retry.max_retry_after_s)
-        {
-            return Err(unavailable());
-        }
-        if attempt >= self.retry.max_attempts {
-            return Err(unavailable());
-        }
-        let wait = failure
-            .retry_after
-            .unwrap_or_else(|| retry::backoff(&self.retry, attempt));
-        if now + wait >= deadline {
-            return Err(UpstreamError::Timeout);
         }
         if let Some(remaining) = self.breaker.open_remaining(now) {
             return Err(UpstreamError::CircuitOpen {
                 retry_after: remaining,
             });
         }
+        let unavailable = |retry_after| UpstreamError::Unavailable {
+            retry_after,
+            last: failure.last,
+        };
+        if maybe_processed {
+            return Err(unavailable(failure.retry_after));
+        }
+        if let Some(asked) = failure.retry_after
+            && asked > Duration::from_secs(self.retry.max_retry_after_s)
+        {
+            return Err(unavailable(Some(asked)));
+        }
+        if attempt >= self.retry.max_attempts {
+            return Err(unavailable(failure.retry_after));
+        }
+        let wait = failure
+            .retry_after
+            .unwrap_or_else(|| retry::backoff(&self.retry, attempt));
+        if now + wait >= deadline {
+            return Err(unavailable(Some(wait)));
+        }
         Ok(wait)
+    }
+}
+
+/// Whether another attempt may follow the one about to be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sequel {
+    /// Attempts remain, or a 401 may still be replayed: the request is copied for this attempt.
+    Possible,
+    /// This is the last attempt that can be made: the request is moved into it.
+    Impossible,
+}
+
+/// How one attempt ended.
+enum Step {
+    /// The call ends with this.
+    Done(Result<UpstreamResponse, UpstreamError>),
+    /// The upstream answered 401 to an OAuth token: replay once with a fresh token.
+    Replay,
+    /// A retryable failure.
+    Retry(Failure),
+}
+
+/// The request of one call, sent attempt after attempt. The caller's header map (with the
+/// correlation id, user agent and static auth already in it) is copied only for an attempt that
+/// another may follow, and moved into the last attempt that can be made: a call whose first
+/// attempt is its last (`max_attempts = 1`, no OAuth replay pending) copies nothing. hyper takes
+/// the request by value, so an attempt that may be retried cannot avoid its copy.
+struct Outgoing {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+    /// Moved into an attempt already (nothing may be sent again).
+    spent: bool,
+}
+
+impl Outgoing {
+    /// The request of one attempt, with `authorization` (an OAuth token) set.
+    fn request(
+        &mut self,
+        authorization: Option<HeaderValue>,
+        sequel: Sequel,
+    ) -> http::Request<Bytes> {
+        debug_assert!(!self.spent, "no attempt after the last one");
+        if let Some(token) = authorization {
+            // Into the kept map: the copy then has room for it already.
+            self.headers.insert(header::AUTHORIZATION, token);
+        }
+        match sequel {
+            Sequel::Possible => {
+                let mut request = http::Request::new(self.body.clone());
+                *request.method_mut() = self.method.clone();
+                *request.uri_mut() = self.uri.clone();
+                *request.headers_mut() = self.headers.clone();
+                request
+            }
+            Sequel::Impossible => {
+                self.spent = true;
+                let mut request = http::Request::new(std::mem::take(&mut self.body));
+                *request.method_mut() = std::mem::take(&mut self.method);
+                *request.uri_mut() = std::mem::take(&mut self.uri);
+                *request.headers_mut() = std::mem::take(&mut self.headers);
+                request
+            }
+        }
     }
 }
 

@@ -27,11 +27,14 @@ pub enum RetryReason {
     Network,
     /// The upstream answered 401: the token is refetched and the request replayed once.
     Unauthorized,
+    /// The upstream's OAuth token endpoint failed transiently (408, 429, 5xx, unreachable,
+    /// timed out); no request was sent.
+    Token,
 }
 
 impl RetryReason {
     /// Every reason, in label order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Status429,
         Self::Status502,
         Self::Status503,
@@ -40,6 +43,7 @@ impl RetryReason {
         Self::Timeout,
         Self::Network,
         Self::Unauthorized,
+        Self::Token,
     ];
 
     /// The metric label.
@@ -53,6 +57,7 @@ impl RetryReason {
             Self::Timeout => "timeout",
             Self::Network => "network",
             Self::Unauthorized => "unauthorized",
+            Self::Token => "token",
         }
     }
 
@@ -68,11 +73,12 @@ impl RetryReason {
     }
 
     /// Whether a failure of this kind proves the upstream did not process the request (so even
-    /// a non-idempotent POST may be retried): a failed connection, a 429 or a 503.
+    /// a non-idempotent POST may be retried): a failed connection, a 429 or a 503 (and a token
+    /// that could not be had: nothing was sent).
     pub const fn certainly_unprocessed(self) -> bool {
         matches!(
             self,
-            Self::Connect | Self::Status429 | Self::Status503 | Self::Unauthorized
+            Self::Connect | Self::Status429 | Self::Status503 | Self::Unauthorized | Self::Token
         )
     }
 }
