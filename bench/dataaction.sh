@@ -114,7 +114,7 @@ HALF=$(python3 -c "print(max(1, round($GW/2)))")
 lat() { # url → "p50_ms p99_ms"
   oha --no-tui -z ${DURATION}s -c $CONNS -q "$HALF" --latency-correction -m POST \
       -H "Authorization: $AUTH" -H 'Content-Type: application/json' -d "$BODY" --output-format json "$1" \
-    | python3 -c 'import json,sys; d=json.load(sys.stdin)["latencyPercentiles"]; print(f"{d[\"p50\"]*1000:.3f} {d[\"p99\"]*1000:.3f}")'
+    | python3 -c 'import json,sys; d=json.load(sys.stdin)["latencyPercentiles"]; print("%.3f %.3f" % (d["p50"]*1000, d["p99"]*1000))'
 }
 read -r UP50 UP99 < <(lat "http://127.0.0.1:$UP_PORT/users/u-1")
 read -r NG50 NG99 < <(lat "http://127.0.0.1:$NGX_PORT/users/u-1")
