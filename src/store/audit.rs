@@ -140,6 +140,24 @@ const INSERT_MANY_POSTGRES: &str = "INSERT INTO audit_log (at_ms, kind, actor, r
      SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])";
 /// Rows per PostgreSQL batch statement.
 const MAX_ROWS_PER_STATEMENT: usize = 1000;
+/// Rows per SQLite batch statement (7 parameters each, far below SQLite's 32 766).
+const SQLITE_ROWS_PER_STATEMENT: usize = 500;
+
+/// `INSERT ... VALUES (?, ?, ?, ?, ?, ?, ?), (...)` for `rows` records (SQLite).
+fn sqlite_insert_many(rows: usize) -> String {
+    const PREFIX: &str =
+        "INSERT INTO audit_log (at_ms, kind, actor, request_id, subject, outcome, detail) VALUES ";
+    const ROW: &str = "(?, ?, ?, ?, ?, ?, ?)";
+    let mut sql = String::with_capacity(PREFIX.len() + rows * (ROW.len() + 2));
+    sql.push_str(PREFIX);
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(ROW);
+    }
+    sql
+}
 
 /// A row of `audit_log` as selected by [`Store::query_audit`].
 type AuditRow = (
@@ -246,20 +264,25 @@ impl Transaction {
         Ok(())
     }
 
-    /// Writes several audit records as part of this transaction: on SQLite one cached
-    /// single-row statement per record (a few microseconds each inside the transaction; a
-    /// multi-row statement with thousands of numbered parameters costs SQLite quadratic time
-    /// to prepare and bind), on PostgreSQL one array-binding statement per 1 000 records.
+    /// Writes several audit records as part of this transaction with one statement per 500
+    /// (SQLite) or 1 000 (PostgreSQL) records: on SQLite a multi-row `INSERT` with anonymous
+    /// `?` parameters (numbered `$N` parameters make SQLite's prepare quadratic in their
+    /// count), on PostgreSQL one array per column (`UNNEST`). One statement per batch matters:
+    /// every sqlx SQLite statement is a round trip to the connection's worker thread.
     ///
     /// # Errors
     /// [`StoreError::Database`] when an insert fails.
     pub async fn append_audit_batch(&mut self, records: &[AuditRecord]) -> Result<(), StoreError> {
         match &mut self.inner {
             super::TransactionInner::Sqlite(tx) => {
-                for record in records {
-                    bind_record!(sqlx::query(INSERT_ONE), record)
-                        .execute(&mut **tx)
-                        .await?;
+                for chunk in records.chunks(SQLITE_ROWS_PER_STATEMENT) {
+                    let sql = sqlite_insert_many(chunk.len());
+                    // Batch sizes vary: do not fill the statement cache with one entry per size.
+                    let mut query = sqlx::query(&sql).persistent(false);
+                    for record in chunk {
+                        query = bind_record!(query, record);
+                    }
+                    query.execute(&mut **tx).await?;
                 }
             }
             super::TransactionInner::Postgres(tx) => {
@@ -755,6 +778,16 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+
+    #[test]
+    fn sqlite_batches_use_one_row_of_anonymous_parameters_per_record() {
+        let two = sqlite_insert_many(2);
+        assert!(
+            two.ends_with("VALUES (?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?)"),
+            "{two}"
+        );
+        assert_eq!(sqlite_insert_many(500).matches('?').count(), 3500);
+    }
 
     #[test]
     fn select_sql_numbers_parameters_in_binding_order() {
