@@ -9,6 +9,7 @@
 #   2. latency at half load: oha at 50 % of the gateway's max rate → p50/p99 of each path; the
 #      gateway's added latency is its percentile minus the direct upstream's.
 # Bounded (a few runs of DURATION seconds), loopback only. Usage: bench/dataaction.sh [DURATION]
+# GATEWAY_BIN=path measures a prebuilt binary instead of building target/release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-5}"
@@ -23,7 +24,10 @@ if ! need nginx || ! need wrk; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light wrk >/dev/null
 fi
 need oha || cargo install oha --locked --quiet
-cargo build --release --quiet
+if [ -z "${GATEWAY_BIN:-}" ]; then
+  cargo build --release --quiet
+  GATEWAY_BIN=./target/release/genesys-gateway
+fi
 
 # --- nginx: trivial upstream + proxy -------------------------------------------------------
 mkdir -p "$WORK/logs"
@@ -84,7 +88,7 @@ userId = "/userId"
 "/name" = "/name"
 "/email" = "/email"
 TOML
-RUST_LOG=warn ./target/release/genesys-gateway serve --config "$WORK/gateway.toml" > "$WORK/gateway.log" 2>&1 &
+RUST_LOG=warn "$GATEWAY_BIN" serve --config "$WORK/gateway.toml" > "$WORK/gateway.log" 2>&1 &
 for _ in $(seq 50); do curl -fs "http://127.0.0.1:$GW_PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 
 AUTH="Basic $(printf 'genesys:bench-password' | base64)"

@@ -4,14 +4,17 @@
 //! This is the only module that knows every capability.
 //!
 //! # The middleware stack, outermost first
-//! 1. request id + request span ([`telemetry::request_id_layer`]): the id is current for
-//!    everything below and echoed on the response;
-//! 2. metrics ([`telemetry::http_metrics`]) by route template — outside the layers below so that
-//!    shed, timed-out and panicked requests are counted too;
+//! One tower layer, [`edge::EdgeLayer`] (see [`middleware_stack`]), whose steps read top to
+//! bottom:
+//! 1. request id + request span: the id is current for everything below and echoed on the
+//!    response;
+//! 2. metrics by route template — outside the steps below so that shed, timed-out and panicked
+//!    requests are counted too;
 //! 3. catch panic → 500 in the error shape;
 //! 4. deadline → 504 `request.timeout`;
 //! 5. body limit → 413 (declared length at once, streamed bodies while read);
-//! 6. load shedding → 503 `overloaded` + `Retry-After`;
+//! 6. load shedding (and refusing new work during the shutdown drain) → 503 `overloaded` +
+//!    `Retry-After`;
 //! 7. per-surface authentication, as `route_layer`s inside each capability's router.
 //!
 //! # Runtime layout
@@ -29,10 +32,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
-use axum::middleware::{from_fn, from_fn_with_state};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower_http::catch_panic::CatchPanicLayer;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::InboundAuth;
@@ -43,7 +44,7 @@ use crate::genesys::GenesysReadiness;
 use crate::ops::{self, OpsState, Readiness, ReadinessCheck};
 use crate::sim::{SimOptions, Simulator};
 use crate::store::{AuditRetention, AuditWriter, Store, StoreOptions};
-use crate::telemetry::{self, Metrics};
+use crate::telemetry::Metrics;
 use crate::upstream::{GenesysEndpoints, Upstreams};
 use crate::{admin, data_actions, runtime};
 
@@ -486,14 +487,12 @@ pub fn middleware_stack(
     metrics: Arc<Metrics>,
     in_flight: InFlight,
 ) -> Router {
-    // `Router::layer` wraps in call order: the last layer added is the outermost.
-    router
-        .layer(from_fn_with_state(in_flight, edge::load_shed))
-        .layer(from_fn_with_state(server.max_body_bytes, edge::body_limit))
-        .layer(from_fn_with_state(server.request_timeout(), edge::deadline))
-        .layer(CatchPanicLayer::custom(edge::panic_response))
-        .layer(from_fn_with_state(metrics, telemetry::http_metrics))
-        .layer(from_fn(telemetry::request_id_layer))
+    router.layer(edge::EdgeLayer::new(
+        metrics,
+        in_flight,
+        server.request_timeout(),
+        server.max_body_bytes,
+    ))
 }
 
 fn openapi_base() -> utoipa::openapi::OpenApi {

@@ -186,7 +186,6 @@ macro_rules! bind_record {
     }};
 }
 
-
 /// The `SELECT` of [`Store::query_audit`] for the filters in use; parameters are bound in the
 /// order since, kind, cursor (at, id), limit.
 fn select_sql(since: bool, kind: bool, after: bool) -> String {

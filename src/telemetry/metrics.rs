@@ -222,37 +222,31 @@ impl Default for Metrics {
     }
 }
 
-/// Middleware recording `gateway_http_requests_total` and `gateway_http_request_duration_seconds`
-/// by matched route template (never the raw path).
-pub async fn http_metrics(
-    axum::extract::State(metrics): axum::extract::State<std::sync::Arc<Metrics>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let started = std::time::Instant::now();
-    let route = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    let method = req.method().clone();
-    let response = next.run(req).await;
-    let route = route.as_deref().unwrap_or(RouteLabel::UNMATCHED);
-    let method = method_label(&method);
-    let status = response.status();
-    metrics
-        .http_requests_total
-        .with_label_values(&[route, method, status.as_str()])
-        .inc();
-    metrics
-        .http_request_duration_seconds
-        .with_label_values(&[route, method])
-        .observe(started.elapsed().as_secs_f64());
-    if status.is_server_error() {
-        tracing::warn!(status = status.as_u16(), route, "request failed");
-    } else {
-        tracing::debug!(status = status.as_u16(), route, "request served");
+impl Metrics {
+    /// Records one served HTTP request: `gateway_http_requests_total` and
+    /// `gateway_http_request_duration_seconds` by route template (`None`: no route matched —
+    /// never the raw path), method and status.
+    pub fn observe_http(
+        &self,
+        route: Option<&str>,
+        method: &http::Method,
+        status: http::StatusCode,
+        elapsed: std::time::Duration,
+    ) {
+        let route = route.unwrap_or(RouteLabel::UNMATCHED);
+        let method = method_label(method);
+        self.http_requests_total
+            .with_label_values(&[route, method, status.as_str()])
+            .inc();
+        self.http_request_duration_seconds
+            .with_label_values(&[route, method])
+            .observe(elapsed.as_secs_f64());
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), route, "request failed");
+        } else {
+            tracing::debug!(status = status.as_u16(), route, "request served");
+        }
     }
-    response
 }
 
 /// Methods as a bounded label set.

@@ -13,8 +13,8 @@
 mod metrics;
 mod request;
 
-pub use metrics::{Metrics, RouteLabel, http_metrics};
-pub use request::{RequestId, request_id_layer};
+pub use metrics::{Metrics, RouteLabel};
+pub use request::{ININ_CORRELATION_ID, RequestId, X_REQUEST_ID};
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;

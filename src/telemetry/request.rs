@@ -4,11 +4,7 @@ use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
 
-use axum::extract::Request;
-use axum::middleware::Next;
-use axum::response::Response;
 use http::HeaderValue;
-use tracing::Instrument;
 
 /// Response/request header carrying the request id.
 pub const X_REQUEST_ID: &str = "x-request-id";
@@ -79,22 +75,6 @@ impl fmt::Debug for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "RequestId({})", self.0)
     }
-}
-
-/// Outermost middleware: picks the request id, opens the request span, makes the id current for
-/// everything inside, and echoes it on the response.
-pub async fn request_id_layer(mut req: Request, next: Next) -> Response {
-    let id = RequestId::from_headers(req.headers());
-    req.extensions_mut().insert(id.clone());
-    let span = tracing::info_span!(
-        "request",
-        request_id = %id,
-        method = %req.method(),
-    );
-    let header = id.header_value();
-    let mut response = id.scope(next.run(req)).instrument(span).await;
-    response.headers_mut().insert(X_REQUEST_ID, header);
-    response
 }
 
 #[cfg(test)]
