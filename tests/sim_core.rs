@@ -151,6 +151,20 @@ async fn the_rate_limit_answers_429_with_retry_after_then_recovers() {
     assert_eq!(t.get(&token, "/api/v2/users/u-1").await.status(), 200);
 }
 
+/// SPEC §6 default: 300 requests per minute per client-credentials token, then 429.
+#[tokio::test]
+async fn the_default_rate_limit_is_300_per_minute_per_token() {
+    let t = TestSim::start().await;
+    let token = t.token().await;
+    for i in 1..=300 {
+        let status = t.get(&token, "/api/v2/users/u-1").await.status();
+        assert_eq!(status, 200, "call {i} of 300 is allowed");
+    }
+    let response = t.get(&token, "/api/v2/users/u-1").await;
+    assert!(response.headers().contains_key("retry-after"));
+    assert_error(response, 429, "too.many.requests").await;
+}
+
 #[tokio::test]
 async fn the_correlation_id_is_echoed_or_made_and_is_the_context_id() {
     let t = TestSim::start().await;
