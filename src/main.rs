@@ -127,16 +127,9 @@ fn run_sim(args: SimArgs) -> ExitCode {
         socket_closing_delay: Duration::from_secs(args.socket_closing_delay_s),
         fixtures,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .thread_name("gateway-sim")
-        .build()
-    {
+    let runtime = match runtime("gateway-sim") {
         Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         match Simulator::start(args.listen, options).await {
@@ -155,6 +148,18 @@ fn run_sim(args: SimArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// The single-threaded runtime of the main thread (the server threads have their own).
+fn runtime(name: &str) -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name(name)
+        .build()
+        .map_err(|err| {
+            eprintln!("cannot start the runtime: {err}");
+            ExitCode::FAILURE
+        })
 }
 
 fn load(config: Option<PathBuf>, env: &Environment) -> Result<Settings, ExitCode> {
@@ -193,16 +198,9 @@ fn serve(config: Option<PathBuf>, env: &Environment) -> ExitCode {
         eprintln!("{err}");
         return ExitCode::FAILURE;
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .thread_name("gateway-main")
-        .build()
-    {
+    let runtime = match runtime("gateway-main") {
         Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async move {
         let app = Application::build(settings).await?;
@@ -249,16 +247,9 @@ fn publish_actions(config: Option<PathBuf>, dry_run: bool, env: &Environment) ->
         eprintln!("{err}");
         return ExitCode::FAILURE;
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .thread_name("gateway-publish")
-        .build()
-    {
+    let runtime = match runtime("gateway-publish") {
         Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let mode = if dry_run {
         PublishMode::DryRun

@@ -173,22 +173,7 @@ mod tests {
 
     #[test]
     fn genesys_client_errors_log_at_debug_and_failures_at_warn() {
-        use std::sync::{Arc, Mutex};
-        use tracing_subscriber::layer::SubscriberExt;
-
-        struct Levels(Arc<Mutex<Vec<tracing::Level>>>);
-        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Levels {
-            fn on_event(
-                &self,
-                event: &tracing::Event<'_>,
-                _: tracing_subscriber::layer::Context<'_, S>,
-            ) {
-                self.0.lock().unwrap().push(*event.metadata().level());
-            }
-        }
-        let levels = Arc::new(Mutex::new(Vec::new()));
-        let subscriber = tracing_subscriber::registry().with(Levels(levels.clone()));
-        tracing::subscriber::with_default(subscriber, || {
+        let levels = crate::telemetry::levels_logged(|| {
             for status in [StatusCode::NOT_FOUND, StatusCode::SERVICE_UNAVAILABLE] {
                 let _: ApiError = GenesysError::Api {
                     status,
@@ -197,10 +182,7 @@ mod tests {
                 .into();
             }
         });
-        assert_eq!(
-            *levels.lock().unwrap(),
-            [tracing::Level::DEBUG, tracing::Level::WARN]
-        );
+        assert_eq!(levels, [tracing::Level::DEBUG, tracing::Level::WARN]);
     }
 
     #[test]

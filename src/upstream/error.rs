@@ -243,27 +243,6 @@ impl From<UpstreamError> for ApiError {
 mod tests {
     use super::*;
 
-    /// The levels of the events logged while `f` runs.
-    fn levels_logged(f: impl FnOnce()) -> Vec<tracing::Level> {
-        use std::sync::{Arc, Mutex};
-        use tracing_subscriber::layer::SubscriberExt;
-
-        struct Levels(Arc<Mutex<Vec<tracing::Level>>>);
-        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Levels {
-            fn on_event(
-                &self,
-                event: &tracing::Event<'_>,
-                _: tracing_subscriber::layer::Context<'_, S>,
-            ) {
-                self.0.lock().unwrap().push(*event.metadata().level());
-            }
-        }
-        let levels = Arc::new(Mutex::new(Vec::new()));
-        let subscriber = tracing_subscriber::registry().with(Levels(levels.clone()));
-        tracing::subscriber::with_default(subscriber, f);
-        std::mem::take(&mut *levels.lock().unwrap())
-    }
-
     #[test]
     fn client_errors_log_at_debug_and_unavailability_at_warn() {
         let status = |code: u16| UpstreamError::Status {
@@ -271,12 +250,12 @@ mod tests {
             retry_after: None,
             body: Bytes::new(),
         };
-        let levels = levels_logged(|| {
+        let levels = crate::telemetry::levels_logged(|| {
             let _: ApiError = status(404).into();
             let _: ApiError = status(409).into();
         });
         assert_eq!(levels, [tracing::Level::DEBUG, tracing::Level::DEBUG]);
-        let levels = levels_logged(|| {
+        let levels = crate::telemetry::levels_logged(|| {
             let _: ApiError = status(500).into();
             let _: ApiError = UpstreamError::Unavailable {
                 retry_after: None,
