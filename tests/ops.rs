@@ -118,7 +118,11 @@ async fn metrics_pass_promtool() {
             std::env::var_os("GATEWAY_REQUIRE_PROMTOOL").is_none(),
             "GATEWAY_REQUIRE_PROMTOOL is set but promtool is not on PATH"
         );
-        eprintln!("skipped: promtool not on PATH (apt-get install prometheus)");
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: metrics_pass_promtool: promtool not on PATH (apt-get install prometheus)"
+        );
         return;
     };
     let app = TestApp::spawn().await;

@@ -100,7 +100,17 @@ impl PgDatabase {
     /// Creates `gw_test_<uuid>`; `None` without `GATEWAY_TEST_DATABASE_URL`.
     async fn create() -> Option<(Self, SecretString)> {
         let Ok(admin_url) = std::env::var(PG_ENV) else {
-            eprintln!("skipped: {PG_ENV} not set");
+            // Written to stderr directly: libtest hides `eprintln!` of passing tests, and a
+            // skipped PostgreSQL test must be visible in plain `cargo test` output.
+            use std::io::Write;
+            let test = std::thread::current()
+                .name()
+                .unwrap_or("a PostgreSQL test")
+                .to_owned();
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped: {test} (PostgreSQL): {PG_ENV} not set"
+            );
             return None;
         };
         let name = format!("gw_test_{}", uuid::Uuid::new_v4().simple());
