@@ -8,8 +8,12 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use genesys_gateway::app::{self, Application};
-use genesys_gateway::config::{Environment, LogFormat, Settings};
+use std::sync::Arc;
+
+use genesys_gateway::config::{ConfigError, Environment, LogFormat, Settings};
 use genesys_gateway::sim::{Fixtures, SimOptions, Simulator};
+use genesys_gateway::telemetry::Metrics;
+use genesys_gateway::upstream::{GenesysEndpoints, Upstreams};
 
 /// mimalloc: on the data-action hot path the system allocator cost ~10 % of the server threads'
 /// CPU (malloc/free/consolidate in the profile); see BENCHMARKS.md.
@@ -171,21 +175,27 @@ fn load(config: Option<PathBuf>, env: &Environment) -> Result<Settings, ExitCode
 }
 
 fn check_config(config: Option<PathBuf>, env: &Environment) -> ExitCode {
-    match load(config, env) {
-        Ok(settings) => {
-            let problems = genesys_gateway::data_actions::check(&settings);
-            if !problems.is_empty() {
-                eprintln!(
-                    "{}",
-                    genesys_gateway::config::ConfigError::new(&settings.source.file, problems)
-                );
-                return ExitCode::from(EXIT_CONFIG);
-            }
+    let path = Settings::locate(config.as_deref(), env);
+    let (settings, mut problems) = Settings::load_report(&path, env);
+    if let Some(settings) = &settings {
+        // What `serve` builds from the file, checked the same way (without binding anything).
+        problems.extend(genesys_gateway::data_actions::check(settings));
+        let genesys = GenesysEndpoints::from_settings(&settings.genesys);
+        if let Err(found) = Upstreams::build(settings, &genesys, Arc::new(Metrics::new())) {
+            problems.extend(found);
+        }
+        problems.dedup();
+    }
+    match settings {
+        Some(settings) if problems.is_empty() => {
             println!("{}: configuration is valid", settings.source.file.display());
             print!("{}", settings.summary());
             ExitCode::SUCCESS
         }
-        Err(code) => code,
+        _ => {
+            eprintln!("{}", ConfigError::new(&path, problems));
+            ExitCode::from(EXIT_CONFIG)
+        }
     }
 }
 
@@ -216,6 +226,12 @@ fn serve(config: Option<PathBuf>, env: &Environment) -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A problem in what the file describes (a schema, a mapping, an upstream URL) found
+        // while building: reported like `check-config` does, with its exit status.
+        Err(err) if err.downcast_ref::<ConfigError>().is_some() => {
+            eprintln!("{}", err.downcast_ref::<ConfigError>().expect("checked"));
+            ExitCode::from(EXIT_CONFIG)
+        }
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), "gateway failed");
             eprintln!("genesys-gateway: {err:#}");

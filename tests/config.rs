@@ -536,3 +536,79 @@ client_secret = "s3cr3t-${unterminated"
     assert!(has(&p, "genesys.client_secret", "unterminated"), "{p:?}");
     assert!(!format!("{p:?}").contains("s3cr3t"), "{p:?}");
 }
+
+#[test]
+fn check_config_reports_rule_action_and_upstream_problems_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gw.toml");
+    std::fs::write(
+        &file,
+        r#"
+[server]
+max_concurrent_requests = 0
+[genesys]
+simulate = true
+[upstreams.crm]
+base_url = "https://crm.example.com"
+auth = { type = "api_key", header = "X-Key", key = "line1\nline2" }
+[[actions]]
+name = "a"
+upstream = "crm"
+path = "/x/{id}"
+input_schema = { type = 12 }
+"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_genesys-gateway"))
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for path in [
+        "server.max_concurrent_requests",
+        "actions[0].input_schema",
+        "actions[0].path",
+        "upstreams.crm.auth",
+    ] {
+        assert!(
+            stderr.contains(&format!(": {path}")),
+            "{path} missing from:\n{stderr}"
+        );
+    }
+    assert!(!stderr.contains("line1"), "no secret echoed: {stderr}");
+}
+
+#[test]
+fn serve_exits_64_on_a_problem_found_while_building() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gw.toml");
+    std::fs::write(
+        &file,
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[genesys]
+simulate = true
+[[actions]]
+name = "a"
+upstream = "genesys"
+path = "/x"
+output_schema = "schemas/missing.json"
+"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_genesys-gateway"))
+        .args(["serve", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("actions[0].output_schema"));
+}

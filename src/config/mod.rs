@@ -118,6 +118,37 @@ impl Settings {
         }
     }
 
+    /// Reads the file as far as it can: the settings when the file has the typed shape (even if
+    /// some rules are violated), and every problem found. `check-config` uses this to add the
+    /// capabilities' own problems (schemas, mappings, upstream URLs) to the loader's, so an
+    /// operator sees everything in one pass.
+    pub fn load_report(path: &Path, env: &Environment) -> (Option<Self>, Vec<Problem>) {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(err) => {
+                return (
+                    None,
+                    vec![Problem::new("", format!("cannot read the file: {err}"))],
+                );
+            }
+        };
+        let base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let source = ConfigSource {
+            file: path.to_path_buf(),
+            base_dir,
+        };
+        match load::parse(&text, env, source) {
+            Ok(settings) => {
+                let problems = validate::validate(&settings);
+                (Some(settings), problems)
+            }
+            Err(problems) => (None, problems),
+        }
+    }
+
     /// The path of the config file to use: `--config`, then `$GATEWAY_CONFIG`, then
     /// `config/gateway.toml`.
     pub fn locate(cli: Option<&Path>, env: &Environment) -> PathBuf {
