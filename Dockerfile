@@ -6,7 +6,8 @@ WORKDIR /src
 # Dependencies first, so source edits do not rebuild them.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
-    && cargo build --release --locked --bin genesys-gateway || true
+    && echo 'fn main() {}' > benches/mapping.rs \
+    && cargo build --release --locked --bin genesys-gateway
 COPY . .
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin genesys-gateway
 
