@@ -241,6 +241,12 @@ fn object_mappings() {
             Ok(json!({"first": "zero"})),
         ),
         case(
+            "the first token of a target is a member name, even an index or -",
+            vec![("/0", p("/id")), ("/-", p("/a~1b")), ("/7/0", p("/m~0n"))],
+            doc.clone(),
+            Ok(json!({"0": "u-1", "-": "slash", "7": ["tilde"]})),
+        ),
+        case(
             "source document is a scalar",
             vec![("/x", p("/a")), ("/all", p(""))],
             json!(7),

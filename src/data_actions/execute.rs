@@ -3,11 +3,13 @@
 //! Nothing here is compiled or parsed that could have been prepared at load: the action's plans
 //! and schemas are ready, the upstream is already resolved. The input is parsed once (for the
 //! schema and the mapping) and, when the body is forwarded, the received bytes are sent as they
-//! are; a passed-through answer is returned as the upstream's own bytes. The output is always a
-//! JSON object (SPEC §3.2): an answer or a mapping that makes anything else is 422
-//! `output.invalid`. Retries, auth and the
+//! are; a passed-through answer is returned as the upstream's own bytes. Retries, auth and the
 //! breaker are the upstream stack's business: this calls [`Upstream::call`] once, with the
 //! action's deadline.
+//!
+//! The output is always a JSON object (SPEC §3.2, "200 with the output object"): an answer, or
+//! a mapping with a root target, that makes anything else is 422 `output.invalid` (detail
+//! `fieldName ""`, `errorCode "type"`).
 //!
 //! [`Upstream::call`]: crate::upstream::Upstream::call
 

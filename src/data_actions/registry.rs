@@ -1,10 +1,11 @@
 //! The set of actions being served, swapped whole on reload.
 //!
 //! An [`ActionSet`] is built from the settings (or from actions made in code), validated as a
-//! whole — unique names, every action's upstream exists — and binds each action to its
-//! [`Upstream`] and its metric handles, so that serving a call is one hash lookup. The
-//! [`ActionRegistry`] holds the current set in an [`ArcSwap`]: a reload replaces it in one atomic
-//! store, and a call that already loaded the previous set finishes on it.
+//! whole — unique names, every action's upstream exists, no action deadline beyond
+//! `server.request_timeout_ms` — and binds each action to its [`Upstream`] and its metric
+//! handles, so that serving a call is one hash lookup. The [`ActionRegistry`] holds the current
+//! set in an [`ArcSwap`]: a reload replaces it in one atomic store, and a call that already
+//! loaded the previous set finishes on it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -16,7 +16,7 @@
 //! `restartRequired` (until the process is restarted, every later reload lists them again).
 //! The `[genesys]` section is such a key too: the built-in `genesys` upstream keeps the
 //! credentials and endpoints the process started with, like the rest of the Genesys client.
-//! [`restart_required`] names every key of those sections; it destructures each settings type
+//! `restart_required` names every key of those sections; it destructures each settings type
 //! without `..`, so a new key does not compile until it is classified.
 //!
 //! # One at a time, and whole
