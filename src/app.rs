@@ -39,7 +39,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::auth::InboundAuth;
 use crate::config::{ConfigError, Environment, ServerSettings, Settings};
 use crate::data_actions::reload::{PrepareSettings, Reloader, ReloaderParts};
-use crate::data_actions::{ActionRegistry, ActionSet, DataActionsState};
+use crate::data_actions::{ActionRegistry, ActionSet, DataAction, DataActionsState};
 use crate::genesys::GenesysReadiness;
 use crate::ops::{self, OpsState, Readiness, ReadinessCheck};
 use crate::sim::{SimOptions, Simulator};
@@ -117,6 +117,21 @@ impl Application {
     /// # Errors
     /// As [`Application::build`].
     pub async fn build_with_env(settings: Settings, env: Environment) -> anyhow::Result<Self> {
+        Self::build_with_actions(settings, env, Vec::new()).await
+    }
+
+    /// Like [`Application::build_with_env`], serving `actions` made in code
+    /// ([`DataAction::builder`](crate::data_actions::DataAction::builder)) next to the
+    /// configuration's `[[actions]]`; they stay served across reloads.
+    ///
+    /// # Errors
+    /// As [`Application::build`]; an action made in code that clashes with the configuration
+    /// (a name used twice, an unknown upstream) is a configuration problem.
+    pub async fn build_with_actions(
+        settings: Settings,
+        env: Environment,
+        actions: Vec<DataAction>,
+    ) -> anyhow::Result<Self> {
         let (settings, simulator) = start_simulator(settings).await?;
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::new());
@@ -154,8 +169,9 @@ impl Application {
             checks.push(Arc::new(GenesysReadiness::new(genesys.clone())));
         }
         let readiness = Readiness::new(checks);
-        let action_set = ActionSet::from_settings(&settings, &[], Arc::new(upstreams), &metrics)
-            .map_err(config_error)?;
+        let action_set =
+            ActionSet::from_settings(&settings, &actions, Arc::new(upstreams), &metrics)
+                .map_err(config_error)?;
         let registry = Arc::new(ActionRegistry::new(action_set));
         let reloader = Reloader::new(ReloaderParts {
             settings: settings.clone(),
@@ -164,7 +180,7 @@ impl Application {
             registry: registry.clone(),
             metrics: metrics.clone(),
             store: store.clone(),
-            extra_actions: Vec::new(),
+            extra_actions: actions,
             prepare: simulator.as_ref().map(|sim| {
                 let url = sim.base_url();
                 Arc::new(move |s: &mut Settings| point_genesys_at(s, &url)) as PrepareSettings

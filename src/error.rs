@@ -401,12 +401,12 @@ fn is_length_limit(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Parses checked JSON bytes into `T`: syntax errors are 400 `bad.request`, shape errors 400
-/// `invalid.input` naming the pointer.
+/// Parses checked JSON bytes into `T` (which may borrow from them): syntax errors are 400
+/// `bad.request`, shape errors 400 `invalid.input` naming the pointer.
 ///
 /// # Errors
 /// As described.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub fn parse_json<'de, T: serde::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize::<_, T>(&mut de) {
         Ok(value) => match de.end() {

@@ -68,6 +68,32 @@ name = "quick"
 upstream = "crm"
 path = "/slow"
 timeout_ms = 300
+
+[[actions]]
+name = "passThrough"
+upstream = "crm"
+path = "/raw"
+
+[[actions]]
+name = "passThroughChecked"
+upstream = "crm"
+path = "/raw"
+output_schema = {{ type = ["object", "array"] }}
+
+[[actions]]
+name = "byIndex"
+upstream = "crm"
+path = "/raw"
+[actions.output]
+"/0" = "/id"
+"/-" = "/id"
+
+[[actions]]
+name = "whole"
+upstream = "crm"
+path = "/raw"
+[actions.output]
+"" = "/list"
 "#,
         base = base_config(),
         url = mock.base_url(),
@@ -404,13 +430,19 @@ async fn a_429_with_retry_after_is_waited_out() {
     let started = Instant::now();
     let response = call(&app, "lookupOrder", json!({"orderId": "o-1"})).await;
 
+    // The one real-time check of SPEC §3.2's "429 waits Retry-After": a lower bound only (a
+    // slow machine can only make it longer).
     assert_eq!(response.status(), 200);
     assert!(
         started.elapsed() >= Duration::from_secs(1),
         "waited {:?}",
         started.elapsed()
     );
-    assert_eq!(mock.hits(), 2);
+    assert_eq!(
+        mock.hits(),
+        2,
+        "one refused attempt, one retry after the wait"
+    );
     app.stop().await;
 }
 
@@ -486,16 +518,21 @@ async fn an_open_breaker_answers_503_circuit_open_without_calling() {
 #[tokio::test]
 async fn the_action_deadline_is_504() {
     let (app, mock) = setup(FAST_RETRIES).await;
-    mock.default_reply(Reply::json(200, json!({})).delayed(Duration::from_secs(3)));
+    // Far longer than the action's 300 ms: only the deadline can end the call.
+    mock.default_reply(Reply::json(200, json!({})).delayed(Duration::from_secs(30)));
 
-    let started = Instant::now();
     let r = call(&app, "quick", json!({})).await;
 
     assert_error(r, 504, "request.timeout").await;
+    assert_eq!(
+        mock.hits(),
+        1,
+        "one attempt, cut by the deadline, not retried"
+    );
+    let metrics = metrics_text(&app).await;
     assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
+        metrics.contains(r#"gateway_action_executions_total{action="quick",outcome="timeout"} 1"#),
+        "{metrics}"
     );
     app.stop().await;
 }
@@ -600,6 +637,22 @@ async fn the_envelope_form_echoes_the_request_id() {
         .unwrap();
     let body = assert_error(r, 400, "invalid.input").await;
     assert_eq!(body["details"][0]["fieldName"], "/action");
+
+    // Without a requestId the answer says `null`.
+    let r = app
+        .client
+        .post(app.url("/webhook/data-action"))
+        .basic_auth(USER, Some(PASSWORD))
+        .json(&json!({"action": "lookupOrder", "data": {"orderId": "o-1"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"requestId": null,
+               "data": {"status": "shipped", "total": 42.5, "firstSku": "s-1"}})
+    );
     app.stop().await;
 }
 
@@ -816,31 +869,409 @@ fn check_config_reports_every_action_problem_with_its_key_path() {
     assert!(stderr.contains(": actions[0].params.id: "), "{stderr}");
 }
 
-#[tokio::test]
-async fn an_execution_cut_by_the_server_deadline_is_counted_as_a_timeout() {
-    let mock = MockUpstream::start().await;
-    mock.default_reply(order_answer().delayed(Duration::from_secs(2)));
-    let text = config(&mock, FAST_RETRIES)
-        .replace("io_threads = 2", "io_threads = 2\nrequest_timeout_ms = 300");
-    let app = TestApp::spawn_with(&text).await;
+/// The `action.executed` audit records, once at least `n` are visible (written off the request
+/// path in batches; bounded wait).
+async fn executions_audited(app: &TestApp, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let page: Value = app
+            .admin_get("/admin/v1/audit?kind=action.executed")
+            .await
+            .json()
+            .await
+            .unwrap();
+        let entities = page["entities"].as_array().cloned().unwrap_or_default();
+        if entities.len() >= n || Instant::now() > deadline {
+            return entities;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
 
-    let r = call(&app, "lookupOrder", json!({"orderId": "o-1"})).await;
-    assert_error(r, 504, "request.timeout").await;
-
-    let metrics = app
-        .client
+async fn metrics_text(app: &TestApp) -> String {
+    app.client
         .get(app.url("/metrics"))
         .send()
         .await
         .unwrap()
         .text()
         .await
+        .unwrap()
+}
+
+fn basic_credentials() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
+}
+
+#[tokio::test]
+async fn an_execution_cut_by_the_server_deadline_is_counted_and_audited_as_a_504() {
+    let mock = MockUpstream::start().await;
+    let text = format!(
+        r#"{base}
+[data_actions]
+auth = {{ type = "basic", username = "{USER}", password = "{PASSWORD}" }}
+[upstreams.crm]
+base_url = "{url}"
+[[actions]]
+name = "echo"
+upstream = "crm"
+method = "POST"
+path = "/echo"
+timeout_ms = 300
+"#,
+        base = base_config().replace("io_threads = 2", "io_threads = 2\nrequest_timeout_ms = 300"),
+        url = mock.base_url(),
+    );
+    let app = TestApp::spawn_with(&text).await;
+
+    // The body never completes: the server's deadline (which covers reading the body) passes
+    // while the action is being served, before its own deadline even starts.
+    let mut conn = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/actions/echo HTTP/1.1\r\nHost: gw\r\nAuthorization: Basic {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\nX-Request-Id: req-cut-1\r\n\r\n{{",
+        basic_credentials()
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut conn, head.as_bytes())
+        .await
         .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read(&mut conn, &mut buf),
+        )
+        .await
+        .expect("an answer")
+        .unwrap();
+        assert!(n > 0, "closed without an answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+
+    let metrics = metrics_text(&app).await;
     assert!(
-        metrics.contains(
-            r#"gateway_action_executions_total{action="lookupOrder",outcome="timeout"} 1"#
-        ),
+        metrics.contains(r#"gateway_action_executions_total{action="echo",outcome="timeout"} 1"#),
         "{metrics}"
     );
+    let records = executions_audited(&app, 1).await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["requestId"], "req-cut-1");
+    assert_eq!(records[0]["outcome"], "timeout");
+    assert_eq!(
+        records[0]["detail"]["status"], 504,
+        "what the client was answered"
+    );
+    assert_eq!(mock.hits(), 0);
     app.stop().await;
+}
+
+#[tokio::test]
+async fn every_upstream_outcome_is_counted() {
+    let (app, mock) = setup(&format!(
+        "{FAST_RETRIES}\ncircuit_breaker = {{ failure_threshold = 4, open_ms = 30000 }}"
+    ))
+    .await;
+    let order = || json!({"orderId": "o-1"});
+
+    // The answer fails the output schema: 422 (the breaker sees a success).
+    mock.script([Reply::json(
+        200,
+        json!({"state": 1, "amounts": {"total": 1}}),
+    )]);
+    assert_error(
+        call(&app, "lookupOrder", order()).await,
+        422,
+        "output.invalid",
+    )
+    .await;
+    // A 400 is not retried: 502.
+    mock.script([Reply::json(400, json!({}))]);
+    assert_error(
+        call(&app, "lookupOrder", order()).await,
+        502,
+        "upstream.error",
+    )
+    .await;
+    // Three 503s use up the attempts: 503 (three breaker failures).
+    mock.script([
+        Reply::json(503, json!({})),
+        Reply::json(503, json!({})),
+        Reply::json(503, json!({})),
+    ]);
+    assert_error(
+        call(&app, "lookupOrder", order()).await,
+        503,
+        "upstream.unavailable",
+    )
+    .await;
+    // A 500 is the fourth failure: 502, and the breaker opens.
+    mock.script([Reply::json(500, json!({}))]);
+    assert_error(
+        call(&app, "lookupOrder", order()).await,
+        502,
+        "upstream.error",
+    )
+    .await;
+    assert_error(
+        call(&app, "lookupOrder", order()).await,
+        503,
+        "circuit.open",
+    )
+    .await;
+    assert_eq!(mock.hits(), 6, "the open breaker made no call");
+
+    let metrics = metrics_text(&app).await;
+    for (outcome, n) in [
+        ("success", 0),
+        ("output_invalid", 1),
+        ("upstream_error", 2),
+        ("upstream_unavailable", 1),
+        ("circuit_open", 1),
+        ("timeout", 0),
+    ] {
+        let line = format!(
+            r#"gateway_action_executions_total{{action="lookupOrder",outcome="{outcome}"}} {n}"#
+        );
+        assert!(metrics.contains(&line), "missing {line}\n{metrics}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_huge_input_failing_the_schema_is_400_with_few_details_and_bounded_memory() {
+    let mock = MockUpstream::start().await;
+    let text = format!(
+        r#"{base}
+[upstreams.crm]
+base_url = "{url}"
+[[actions]]
+name = "bulk"
+upstream = "crm"
+method = "POST"
+path = "/bulk"
+input_schema = {{ type = "object", properties = {{ list = {{ type = "array", items = {{ type = "object", required = ["a", "b"] }} }} }} }}
+"#,
+        base = base_config(),
+        url = mock.base_url(),
+    );
+    let app = TestApp::spawn_with(&text).await;
+    // ~1 MiB (under the default 1 MiB body limit): 340 000 elements, each missing two
+    // properties.
+    let mut body = String::with_capacity(1 << 20);
+    body.push_str("{\"list\":[");
+    for i in 0..340_000 {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str("{}");
+    }
+    body.push_str("]}");
+    assert!(body.len() > 1_000_000 && body.len() < 1_048_576);
+
+    // Peak resident memory from here on (Linux: writing 5 resets the high-water mark).
+    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let before = memory_kib("VmRSS:");
+    let r = app
+        .client
+        .post(app.url("/v1/actions/bulk"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let answer = assert_error(r, 400, "invalid.input").await;
+    let peak = memory_kib("VmHWM:");
+
+    let details = answer["details"].as_array().unwrap();
+    assert!(
+        !details.is_empty() && details.len() <= 50,
+        "{} details",
+        details.len()
+    );
+    assert_eq!(details[0]["errorCode"], "required");
+    assert!(
+        details[0]["fieldName"]
+            .as_str()
+            .unwrap()
+            .starts_with("/list/"),
+        "{answer}"
+    );
+    assert_eq!(mock.hits(), 0);
+    if reset {
+        // One error per element (the defect) peaked ~270 MiB above this; the input itself
+        // (body, parsed value) needs a few tens.
+        assert!(
+            peak.saturating_sub(before) < 128 * 1024,
+            "peak memory grew by {} MiB",
+            peak.saturating_sub(before) / 1024
+        );
+    }
+    app.stop().await;
+}
+
+/// A field of `/proc/self/status` in KiB (`VmRSS:`, `VmHWM:`); 0 where there is none.
+fn memory_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|l| {
+                l.strip_prefix(field)
+                    .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn the_audited_flow_request_id_is_cut_to_256_characters_and_echoed_whole() {
+    let (app, mock) = setup(FAST_RETRIES).await;
+    mock.default_reply(order_answer());
+    // 300 two-byte characters: a cut at 256 bytes would split one.
+    let flow_id = "é".repeat(300);
+
+    let r = app
+        .client
+        .post(app.url("/webhook/data-action"))
+        .basic_auth(USER, Some(PASSWORD))
+        .header("x-request-id", "req-long-flow-id")
+        .json(&json!({"requestId": flow_id, "action": "lookupOrder", "data": {"orderId": "o"}}))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["requestId"],
+        flow_id.as_str()
+    );
+    let records = executions_audited(&app, 1).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        records[0]["detail"]["flowRequestId"],
+        "é".repeat(256).as_str()
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unauthenticated_calls_are_counted_but_not_audited() {
+    let (app, mock) = setup(FAST_RETRIES).await;
+    mock.default_reply(order_answer());
+    for _ in 0..3 {
+        let r = app
+            .client
+            .post(app.url("/v1/actions/lookupOrder"))
+            .basic_auth(USER, Some("wrong"))
+            .json(&json!({"orderId": "o"}))
+            .send()
+            .await
+            .unwrap();
+        assert_error(r, 401, "invalid.token").await;
+    }
+    let r = app
+        .client
+        .post(app.url("/webhook/data-action"))
+        .json(&json!({"requestId": "f", "action": "lookupOrder", "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 401, "authentication.required").await;
+    // An execution after them: once its record is visible, theirs would be too.
+    let r = app
+        .client
+        .post(app.url("/v1/actions/lookupOrder"))
+        .basic_auth(USER, Some(PASSWORD))
+        .header("x-request-id", "req-authorized")
+        .json(&json!({"orderId": "o"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let records = executions_audited(&app, 1).await;
+    let outcomes: Vec<&str> = records
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["success"], "{records:?}");
+    assert_eq!(records[0]["requestId"], "req-authorized");
+    let metrics = metrics_text(&app).await;
+    assert!(metrics.contains(
+        r#"gateway_action_executions_total{action="lookupOrder",outcome="unauthorized"} 3"#
+    ));
+    assert!(
+        metrics.contains(
+            r#"gateway_action_executions_total{action="unknown",outcome="unauthorized"} 1"#
+        )
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_output_that_is_not_an_object_is_422() {
+    let (app, mock) = setup(FAST_RETRIES).await;
+
+    for (action, answer) in [
+        ("passThrough", "[1]"),
+        ("passThrough", " \"x\" "),
+        ("passThrough", "42"),
+        ("passThroughChecked", "[1]"),
+    ] {
+        mock.script([Reply::raw(200, answer)]);
+        let body = assert_error(call(&app, action, json!({})).await, 422, "output.invalid").await;
+        assert_eq!(
+            body["details"],
+            json!([{"fieldName": "", "errorCode": "type",
+                    "message": "The output must be a JSON object."}]),
+            "{action} {answer}"
+        );
+    }
+    // A root target copying something else than an object.
+    mock.script([Reply::json(200, json!({"list": [1, 2]}))]);
+    let body = assert_error(call(&app, "whole", json!({})).await, 422, "output.invalid").await;
+    assert_eq!(body["details"][0]["errorCode"], "type");
+
+    // Objects pass; `/0` and `/-` at the top are member names of the output object.
+    mock.script([Reply::raw(200, " {\"list\": {\"a\": 1}} ")]);
+    assert_eq!(call(&app, "passThrough", json!({})).await.status(), 200);
+    mock.script([Reply::json(200, json!({"list": {"a": 1}}))]);
+    let r = call(&app, "whole", json!({})).await;
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"a": 1}));
+    mock.script([Reply::json(200, json!({"id": "i-1"}))]);
+    let r = call(&app, "byIndex", json!({})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"0": "i-1", "-": "i-1"})
+    );
+    app.stop().await;
+}
+
+#[test]
+fn an_action_deadline_beyond_the_server_deadline_is_a_config_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    let text = format!(
+        "{}\n[[actions]]\nname = \"slow\"\nupstream = \"genesys\"\npath = \"/x\"\ntimeout_ms = 45000\n",
+        base_config()
+    );
+    std::fs::write(&file, text).unwrap();
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_genesys-gateway"))
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr
+            .contains(": actions[0].timeout_ms: must not exceed server.request_timeout_ms (30000)"),
+        "{stderr}"
+    );
 }

@@ -241,6 +241,12 @@ fn object_mappings() {
             Ok(json!({"first": "zero"})),
         ),
         case(
+            "the first token of a target is a member name, even an index or -",
+            vec![("/0", p("/id")), ("/-", p("/a~1b")), ("/7/0", p("/m~0n"))],
+            doc.clone(),
+            Ok(json!({"0": "u-1", "-": "slash", "7": ["tilde"]})),
+        ),
+        case(
             "source document is a scalar",
             vec![("/x", p("/a")), ("/all", p(""))],
             json!(7),
@@ -468,4 +474,109 @@ fn the_fuzzed_action_renders_for_a_valid_input() {
         .render(&input, &Bytes::new())
         .unwrap();
     assert_eq!(r.path_and_query, "/x/a%2Fb/7?static=1&q=x&q=1&d=1&d=x");
+}
+
+#[test]
+fn defaults_are_checked_at_load_like_literals() {
+    let problems = DataAction::builder("defaults")
+        .upstream("crm")
+        .path("/x")
+        .query("obj", MappingSource::or_default("/o", json!({"a": 1})))
+        .query("nested", MappingSource::or_default("/o", json!([[1]])))
+        .query("ok", MappingSource::or_default("/o", json!(["a", 1, null])))
+        .header(
+            "X-Break",
+            MappingSource::or_default("/h", json!("line\nbreak")),
+        )
+        .header("X-List", MappingSource::or_default("/h", json!([1])))
+        .header("X-Null", MappingSource::or_default("/h", Value::Null))
+        .header("X-Ok", MappingSource::or_default("/h", json!(7)))
+        .build()
+        .unwrap_err();
+
+    let found: Vec<(&str, &str)> = problems
+        .iter()
+        .map(|p| (p.path.as_str(), p.message.as_str()))
+        .collect();
+    let query = "a default must be a string, number, boolean or an array of them";
+    let header = "a default must be a string, number or boolean valid in a header";
+    assert_eq!(
+        found,
+        [
+            ("query.obj", query),
+            ("query.nested", query),
+            ("headers.X-Break", header),
+            ("headers.X-List", header),
+            ("headers.X-Null", header),
+        ]
+    );
+
+    // From the config file, with the full key path.
+    let text = r#"
+[genesys]
+simulate = true
+[[actions]]
+name = "a"
+upstream = "genesys"
+path = "/x"
+[actions.headers]
+X-Tenant = { from = "/tenant", default = { nested = true } }
+"#;
+    let settings = genesys_gateway::config::Settings::from_toml(
+        text,
+        std::path::Path::new("gateway.toml"),
+        std::path::Path::new("."),
+        &genesys_gateway::config::Environment::default(),
+    )
+    .unwrap();
+    let problems = genesys_gateway::data_actions::check(&settings);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].path, "actions[0].headers.X-Tenant");
+}
+
+#[test]
+fn debug_never_shows_literals_or_defaults() {
+    let secrets = [
+        "header-literal-1",
+        "header-default-2",
+        "query-literal-3",
+        "query-default-4",
+        "body-literal-5",
+        "output-literal-6",
+    ];
+    let builder = DataAction::builder("withCredentials")
+        .upstream("crm")
+        .method(Method::POST)
+        .path("/x")
+        .header("X-Api-Key", MappingSource::literal(secrets[0]))
+        .header(
+            "X-Tenant",
+            MappingSource::or_default("/t", json!(secrets[1])),
+        )
+        .query("key", MappingSource::literal(secrets[2]))
+        .query("q", MappingSource::or_default("/q", json!(secrets[3])))
+        .body_field("/token", MappingSource::literal(secrets[4]))
+        .output_field("/k", MappingSource::literal(secrets[5]));
+    let action = builder.clone().build().unwrap();
+
+    for shown in [
+        format!("{builder:?}"),
+        format!("{action:?}"),
+        format!("{action:#?}"),
+    ] {
+        assert!(shown.contains("withCredentials"), "{shown}");
+        for secret in secrets {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+    }
+
+    // They are still what is sent; the literal header is marked sensitive on the way.
+    let r = action
+        .request()
+        .render(&json!({}), &Bytes::from_static(b"{}"))
+        .unwrap();
+    assert_eq!(r.headers["x-api-key"], secrets[0]);
+    assert!(r.headers["x-api-key"].is_sensitive());
+    assert!(!format!("{:?}", r.headers).contains(secrets[0]));
+    assert!(r.path_and_query.contains(secrets[2]));
 }

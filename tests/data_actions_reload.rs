@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use common::{ADMIN_TOKEN, TestApp, assert_error, base_config};
 use data_actions_mock::{MockUpstream, Reply};
+use genesys_gateway::config::MappingSource;
+use genesys_gateway::data_actions::DataAction;
 use serde_json::{Value, json};
 
 /// A config whose `lookup` action answers `{"version": <version>}` plus the upstream's `id`,
@@ -298,4 +300,453 @@ async fn lists_the_actions_served() {
         ], "nextCursor": null})
     );
     app.stop().await;
+}
+
+/// `text` with the `second` action's `timeout_ms` set to `timeout_ms`.
+fn with_timeout(text: &str, timeout_ms: u32) -> String {
+    text.replace(
+        "path = \"/second\"\n",
+        &format!("path = \"/second\"\ntimeout_ms = {timeout_ms}\n"),
+    )
+    .replacen("timeout_ms = 2500\n", "", 1)
+}
+
+#[tokio::test]
+async fn an_action_deadline_beyond_the_server_deadline_is_refused_by_a_reload() {
+    let mock = MockUpstream::start().await;
+    let v1 = config(&mock, 1, "");
+    let app = TestApp::spawn_with(&v1).await;
+
+    // 45 s would be cut at the server's 30 s while Genesys waits 45 s. Raising the server's
+    // deadline in the same file does not help: that key only takes effect on restart.
+    for text in [
+        with_timeout(&config(&mock, 2, SECOND_ACTION), 45_000),
+        with_timeout(&config(&mock, 2, SECOND_ACTION), 45_000).replace(
+            "io_threads = 2",
+            "io_threads = 2\nrequest_timeout_ms = 60000",
+        ),
+    ] {
+        assert!(text.contains("timeout_ms = 45000"));
+        write_config(&app, &text);
+        let body = assert_error(reload(&app).await, 400, "invalid.input").await;
+        assert_eq!(
+            body["details"],
+            json!([{"fieldName": "actions[1].timeout_ms", "errorCode": "invalid",
+                    "message": "must not exceed server.request_timeout_ms (30000): the server's \
+                                deadline would cut the action first"}])
+        );
+    }
+    assert_eq!(lookup(&app.client, &app.url("")).await.1["version"], 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_invalid_toml_reload_names_the_problem() {
+    let mock = MockUpstream::start().await;
+    let app = TestApp::spawn_with(&config(&mock, 1, "")).await;
+
+    write_config(&app, "[server\nlisten = 1");
+    let body = assert_error(reload(&app).await, 400, "invalid.input").await;
+
+    let details = body["details"].as_array().unwrap();
+    assert_eq!(details.len(), 1, "{body}");
+    assert_eq!(details[0]["fieldName"], "");
+    assert_eq!(details[0]["errorCode"], "invalid");
+    assert!(
+        details[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("not valid TOML: "),
+        "{body}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_action_list_is_paged_by_name() {
+    let mock = MockUpstream::start().await;
+    let more = format!(
+        "{SECOND_ACTION}\n[[actions]]\nname = \"alpha\"\nupstream = \"crm\"\npath = \"/a\"\n\
+         [[actions]]\nname = \"Zulu\"\nupstream = \"crm\"\npath = \"/z\"\n\
+         [[actions]]\nname = \"mid-1\"\nupstream = \"crm\"\npath = \"/m\"\n"
+    );
+    let app = TestApp::spawn_with(&config(&mock, 1, &more)).await;
+
+    let mut names = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            None => "/admin/v1/actions?limit=1".to_owned(),
+            Some(c) => format!("/admin/v1/actions?limit=1&cursor={c}"),
+        };
+        let page: Value = app.admin_get(&path).await.json().await.unwrap();
+        pages += 1;
+        let entities = page["entities"].as_array().unwrap();
+        assert_eq!(entities.len(), 1, "{page}");
+        names.push(entities[0]["name"].as_str().unwrap().to_owned());
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+        assert!(pages < 10, "paging does not end");
+    }
+    assert_eq!(names, ["Zulu", "alpha", "lookup", "mid-1", "second"]);
+
+    // Default and clamped limits give one page.
+    let all: Value = app
+        .admin_get("/admin/v1/actions")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all["entities"].as_array().unwrap().len(), 5);
+    assert_eq!(all["nextCursor"], Value::Null);
+    let all: Value = app
+        .admin_get("/admin/v1/actions?limit=5000")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all["entities"].as_array().unwrap().len(), 5);
+    let two: Value = app
+        .admin_get("/admin/v1/actions?limit=2")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(two["entities"][1]["name"], "alpha");
+    assert!(two["nextCursor"].is_string());
+
+    for bad in ["%%%", "bm90IGEgbmFtZSE", "_w"] {
+        let r = app
+            .admin_get(&format!("/admin/v1/actions?cursor={bad}"))
+            .await;
+        assert_error(r, 400, "bad.request").await;
+    }
+    app.stop().await;
+}
+
+/// An upstream whose `/gated/...` answers wait for a permit, announcing each arrival.
+struct GatedUpstream {
+    addr: std::net::SocketAddr,
+    arrived: Arc<tokio::sync::Semaphore>,
+    release: Arc<tokio::sync::Semaphore>,
+}
+
+impl GatedUpstream {
+    async fn start() -> Self {
+        use axum::extract::{Path, State};
+        let arrived = Arc::new(tokio::sync::Semaphore::new(0));
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let gates = (arrived.clone(), release.clone());
+        let app = axum::Router::new()
+            .route(
+                "/gated/{id}",
+                axum::routing::get(
+                    |State((arrived, release)): State<(
+                        Arc<tokio::sync::Semaphore>,
+                        Arc<tokio::sync::Semaphore>,
+                    )>,
+                     Path(id): Path<String>| async move {
+                        arrived.add_permits(1);
+                        release.acquire().await.unwrap().forget();
+                        axum::Json(json!({"id": id}))
+                    },
+                ),
+            )
+            .route(
+                "/open/{id}",
+                axum::routing::get(|Path(id): Path<String>| async move {
+                    axum::Json(json!({"id": id}))
+                }),
+            )
+            .with_state(gates);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self {
+            addr,
+            arrived,
+            release,
+        }
+    }
+}
+
+fn gated_config(upstream: &GatedUpstream, version: u32, path: &str) -> String {
+    format!(
+        r#"{base}
+[upstreams.crm]
+base_url = "http://{addr}"
+retry = {{ max_attempts = 1 }}
+
+[[actions]]
+name = "lookup"
+upstream = "crm"
+path = "{path}/{{id}}"
+[actions.params]
+id = "/id"
+[actions.output]
+"/version" = {{ value = {version} }}
+"/id" = "/id"
+"#,
+        base = base_config(),
+        addr = upstream.addr,
+    )
+}
+
+#[tokio::test]
+async fn a_call_in_flight_across_a_reload_finishes_on_the_old_definition() {
+    let upstream = GatedUpstream::start().await;
+    let app = TestApp::spawn_with(&gated_config(&upstream, 1, "/gated")).await;
+    let old_call = tokio::spawn({
+        let (client, base) = (app.client.clone(), app.url(""));
+        async move { lookup(&client, &base).await }
+    });
+    // The old call is at the upstream, waiting.
+    tokio::time::timeout(Duration::from_secs(10), upstream.arrived.acquire())
+        .await
+        .expect("the call reaches the upstream")
+        .unwrap()
+        .forget();
+
+    write_config(&app, &gated_config(&upstream, 2, "/open"));
+    assert_eq!(reload(&app).await.status(), 200);
+    let new_call = lookup(&app.client, &app.url("")).await;
+    assert_eq!(new_call, (200, json!({"version": 2, "id": "t-1"})));
+    assert!(!old_call.is_finished(), "the old call is still waiting");
+
+    upstream.release.add_permits(1);
+    let old_call = tokio::time::timeout(Duration::from_secs(10), old_call)
+        .await
+        .expect("the old call finishes")
+        .unwrap();
+    assert_eq!(old_call, (200, json!({"version": 1, "id": "t-1"})));
+    app.stop().await;
+}
+
+/// A gateway built with actions made in code, next to the configuration's.
+struct CodeApp {
+    addr: std::net::SocketAddr,
+    client: reqwest::Client,
+    dir: tempfile::TempDir,
+    shutdown: genesys_gateway::app::ShutdownHandle,
+    join: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl CodeApp {
+    async fn spawn(toml: &str, actions: Vec<DataAction>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let env = genesys_gateway::config::Environment::default();
+        let settings = common::settings(toml, dir.path(), &env);
+        std::fs::write(dir.path().join("gateway.toml"), toml).unwrap();
+        let app = genesys_gateway::app::Application::build_with_actions(settings, env, actions)
+            .await
+            .expect("app builds");
+        let addr = app.local_addr();
+        let shutdown = app.shutdown_handle();
+        let join = tokio::spawn(app.run_until_stopped());
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        Self {
+            addr,
+            client,
+            dir,
+            shutdown,
+            join,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn stop(self) {
+        self.shutdown.shutdown();
+        self.join.await.unwrap().unwrap();
+    }
+}
+
+fn code_built() -> DataAction {
+    DataAction::builder("codeBuilt")
+        .upstream("crm")
+        .path("/code/{id}")
+        .param("id", "/id")
+        .output_field("/source", MappingSource::literal("code"))
+        .output_field("/id", "/id")
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn actions_built_in_code_are_served_next_to_the_config_and_survive_a_reload() {
+    let mock = MockUpstream::start().await;
+    mock.default_reply(Reply::json(200, json!({"id": "t-1"})));
+    let app = CodeApp::spawn(&config(&mock, 1, ""), vec![code_built()]).await;
+    let call = |name: &'static str| {
+        app.client
+            .post(app.url(&format!("/v1/actions/{name}")))
+            .json(&json!({"id": "t-1"}))
+            .send()
+    };
+
+    let r = call("codeBuilt").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"source": "code", "id": "t-1"})
+    );
+    assert_eq!(call("lookup").await.unwrap().status(), 200);
+    assert_eq!(mock.seen()[0].path_and_query, "/code/t-1");
+
+    std::fs::write(
+        app.dir.path().join("gateway.toml"),
+        config(&mock, 2, SECOND_ACTION),
+    )
+    .unwrap();
+    let report: Value = app
+        .client
+        .post(app.url("/admin/v1/reload"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["actions"], 3, "{report}");
+
+    let r = call("codeBuilt").await.unwrap();
+    assert_eq!(r.status(), 200, "still served after the reload");
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"source": "code", "id": "t-1"})
+    );
+    assert_eq!(call("second").await.unwrap().status(), 200);
+    let list: Value = app
+        .client
+        .get(app.url("/admin/v1/actions"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = list["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["codeBuilt", "lookup", "second"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_code_built_action_clashing_with_the_config_is_a_startup_problem() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = genesys_gateway::config::Environment::default();
+    let settings = common::settings(&config(&mock, 1, ""), dir.path(), &env);
+    let clash = DataAction::builder("lookup")
+        .upstream("crm")
+        .path("/x")
+        .build()
+        .unwrap();
+
+    let err = genesys_gateway::app::Application::build_with_actions(settings, env, vec![clash])
+        .await
+        .unwrap_err();
+
+    assert!(
+        format!("{err:#}").contains("actions[1].name: `lookup` is used twice"),
+        "{err:#}"
+    );
+}
+
+/// Kills a child process when dropped (a failed assertion never leaves it running).
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .status();
+    }
+}
+
+/// `GET path` with the admin token on a plain connection; the body.
+fn admin_get_blocking(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn sighup_reloads_the_running_binary() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    let action = |name: &str| {
+        format!("[[actions]]\nname = \"{name}\"\nupstream = \"genesys\"\npath = \"/api/v2/x\"\n")
+    };
+    std::fs::write(&file, format!("{}{}", base_config(), action("before"))).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_genesys-gateway"))
+        .args(["serve", "--config"])
+        .arg(&file)
+        .env("RUST_LOG", "info")
+        .env_remove("GATEWAY_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = KillOnDrop(child.id());
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("the gateway logs its address").unwrap();
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    assert!(admin_get_blocking(&addr, "/admin/v1/actions").contains("\"before\""));
+
+    std::fs::write(&file, format!("{}{}", base_config(), action("after"))).unwrap();
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+
+    // The reload runs in the background: poll (bounded) until the new set is served.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let list = loop {
+        let list = admin_get_blocking(&addr, "/admin/v1/actions");
+        if list.contains("\"after\"") || std::time::Instant::now() > deadline {
+            break list;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        list.contains("\"after\"") && !list.contains("\"before\""),
+        "{list}"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP did not end the process"
+    );
+    let audit = admin_get_blocking(&addr, "/admin/v1/audit?kind=config.reloaded");
+    assert!(audit.contains("\"actor\":\"system\""), "{audit}");
 }

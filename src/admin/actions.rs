@@ -50,7 +50,7 @@ struct ActionEntry {
     has_output_schema: bool,
 }
 
-/// A page of actions (always one page).
+/// A page of actions.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ActionList {
@@ -58,32 +58,70 @@ struct ActionList {
     next_cursor: Option<String>,
 }
 
-/// Lists the data actions being served, in configuration order.
+/// Query of `GET /admin/v1/actions`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    /// Page size (default 100, clamped to 1000).
+    limit: Option<u32>,
+    /// Cursor from the previous page.
+    cursor: Option<String>,
+}
+
+/// Lists the data actions being served, by name; `nextCursor` (opaque: the last name listed,
+/// base64url) continues after the last entry of the page, even across a reload.
 #[utoipa::path(get, path = "/admin/v1/actions", tag = "admin",
+    params(ListQuery),
     security(("bearer" = [])),
-    responses((status = 200, description = "`{entities, nextCursor: null}`", body = ActionList),
+    responses((status = 200, description = "`{entities, nextCursor}`, by name", body = ActionList),
+              (status = 400, description = "`bad.request`: the cursor is not one this endpoint gave"),
               (status = 401, description = "Missing or wrong bearer token")))]
-async fn list_actions(State(state): State<ActionsAdminState>) -> Json<ActionList> {
+async fn list_actions(
+    State(state): State<ActionsAdminState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<ActionList>, ApiError> {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    let page = super::page_request(q.limit, q.cursor);
+    let after = page
+        .cursor
+        .map(|cursor| {
+            URL_SAFE_NO_PAD
+                .decode(cursor)
+                .ok()
+                .and_then(|name| String::from_utf8(name).ok())
+                .and_then(|name| crate::data_actions::ActionName::parse(&name).ok())
+                .ok_or_else(|| ApiError::bad_request("`cursor` is not valid."))
+        })
+        .transpose()?;
     let set = state.reloader.registry().load();
-    let entities = set
+    let mut actions: Vec<_> = set
         .iter()
-        .map(|bound| {
-            let a = bound.action();
-            ActionEntry {
-                name: a.name().to_string(),
-                upstream: a.upstream().to_owned(),
-                method: a.method().to_string(),
-                path: a.path().to_owned(),
-                timeout_ms: u64::try_from(a.timeout().as_millis()).unwrap_or(u64::MAX),
-                has_input_schema: a.input_schema().is_some(),
-                has_output_schema: a.output_schema().is_some(),
-            }
+        .map(|bound| bound.action())
+        .filter(|a| after.as_ref().is_none_or(|after| a.name() > after))
+        .collect();
+    actions.sort_unstable_by(|a, b| a.name().cmp(b.name()));
+    let limit = usize::try_from(page.limit).unwrap_or(usize::MAX);
+    let next_cursor =
+        (actions.len() > limit).then(|| URL_SAFE_NO_PAD.encode(actions[limit - 1].name().as_str()));
+    let entities = actions
+        .into_iter()
+        .take(limit)
+        .map(|a| ActionEntry {
+            name: a.name().to_string(),
+            upstream: a.upstream().to_owned(),
+            method: a.method().to_string(),
+            path: a.path().to_owned(),
+            timeout_ms: u64::try_from(a.timeout().as_millis()).unwrap_or(u64::MAX),
+            has_input_schema: a.input_schema().is_some(),
+            has_output_schema: a.output_schema().is_some(),
         })
         .collect();
-    Json(ActionList {
+    Ok(Json(ActionList {
         entities,
-        next_cursor: None,
-    })
+        next_cursor,
+    }))
 }
 
 /// Reads the config file again and swaps in its actions, upstreams and targets atomically.

@@ -70,7 +70,10 @@ impl fmt::Debug for ActionName {
 }
 
 /// A compiled data action.
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` shows the definition but never a mapping literal or default (they may hold
+/// credentials from `${VAR}`), nor the example input.
+#[derive(Clone)]
 pub struct DataAction {
     name: ActionName,
     upstream: String,
@@ -82,6 +85,23 @@ pub struct DataAction {
     example_input: Option<Value>,
     request: RequestPlan,
     output: OutputPlan,
+}
+
+impl fmt::Debug for DataAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataAction")
+            .field("name", &self.name)
+            .field("upstream", &self.upstream)
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("timeout", &self.timeout)
+            .field("input_schema", &self.input_schema.is_some())
+            .field("output_schema", &self.output_schema.is_some())
+            .field("example_input", &self.example_input.is_some())
+            .field("request", &self.request)
+            .field("output", &self.output)
+            .finish()
+    }
 }
 
 impl DataAction {
@@ -252,7 +272,9 @@ impl DataAction {
 }
 
 /// Describes a [`DataAction`] step by step; [`DataActionBuilder::build`] checks and compiles.
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` shows no mapping source (literals may hold credentials).
+#[derive(Clone)]
 #[must_use]
 pub struct DataActionBuilder {
     name: String,
@@ -269,6 +291,17 @@ pub struct DataActionBuilder {
     output_schema: Option<Value>,
     example_input: Option<Value>,
     problems: Vec<Problem>,
+}
+
+impl fmt::Debug for DataActionBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataActionBuilder")
+            .field("name", &self.name)
+            .field("upstream", &self.upstream)
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DataActionBuilder {

@@ -7,6 +7,10 @@
 //! breaker are the upstream stack's business: this calls [`Upstream::call`] once, with the
 //! action's deadline.
 //!
+//! The output is always a JSON object (SPEC §3.2, "200 with the output object"): an answer, or
+//! a mapping with a root target, that makes anything else is 422 `output.invalid` (detail
+//! `fieldName ""`, `errorCode "type"`).
+//!
 //! [`Upstream::call`]: crate::upstream::Upstream::call
 
 use bytes::Bytes;
@@ -99,11 +103,16 @@ impl BoundAction {
                 match action.output_schema() {
                     Some(schema) => {
                         let answer = parse_answer(&body)?;
+                        check_object(&answer)?;
                         check_output(schema.violations(&answer))?;
                     }
                     None => {
                         if serde_json::from_slice::<IgnoredAny>(&body).is_err() {
                             return Err(not_json());
+                        }
+                        // Valid JSON that starts with `{` is an object.
+                        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+                            return Err(not_an_object());
                         }
                     }
                 }
@@ -118,6 +127,8 @@ impl BoundAction {
                     )
                     .with_details(details)
                 })?;
+                // Only a root target (`""`) can make it something else.
+                check_object(&output)?;
                 if let Some(schema) = action.output_schema() {
                     check_output(schema.violations(&output))?;
                 }
@@ -137,6 +148,27 @@ fn not_json() -> ApiError {
         ErrorCode::UpstreamError,
         "The upstream answered a body that is not JSON.",
     )
+}
+
+fn check_object(output: &Value) -> Result<(), ApiError> {
+    if output.is_object() {
+        Ok(())
+    } else {
+        Err(not_an_object())
+    }
+}
+
+/// 422: SPEC §3.2 answers "200 with the output object"; an array or a scalar is not one.
+fn not_an_object() -> ApiError {
+    ApiError::new(
+        ErrorCode::OutputInvalid,
+        "The action's output is not a JSON object.",
+    )
+    .with_details(vec![ErrorDetail::new(
+        "",
+        "type",
+        "The output must be a JSON object.",
+    )])
 }
 
 fn check_output(violations: Vec<ErrorDetail>) -> Result<(), ApiError> {

@@ -1,16 +1,34 @@
 //! The HTTP surface of data actions (SPEC §3.2): `POST /v1/actions/{name}` and the
 //! `POST /webhook/data-action` envelope.
 //!
-//! Both count every execution in `gateway_action_executions_total{action,outcome}` and
-//! `gateway_action_duration_seconds{action}` — refused credentials and unknown actions included,
-//! under the fixed label `unknown` when no known action is named — and hand one audit record per
-//! execution to the [`AuditWriter`] (never a payload value).
+//! # Auth
+//! Each handler checks the caller's credential against the action set it loaded for the call
+//! (one registry load per request; a reload that changes `[data_actions.auth]` applies to the
+//! next call).
+//!
+//! # Accounting
+//! Every call is counted in `gateway_action_executions_total{action,outcome}` and
+//! `gateway_action_duration_seconds{action}` — refused credentials and unknown actions
+//! included, under the fixed label `unknown` when no known action is named.
+//!
+//! Every call that got past the credential check is an execution and hands one audit record
+//! to the [`AuditWriter`] (never a payload value): `detail` holds the answered `status`,
+//! `durationMs` and, for the envelope, the flow's `requestId` as `flowRequestId` (at most
+//! [`MAX_FLOW_REQUEST_ID_CHARS`] characters of it; the answer echoes it whole). A call refused
+//! for its credential is counted as `unauthorized` but not audited: anyone can send one, and
+//! they must not be able to fill the audit log or the writer's queue.
+//!
+//! An execution dropped before it finished is counted and audited as a `timeout` with status
+//! 504: that is what happens when the server's request deadline (`server.request_timeout_ms`)
+//! passes first, and the client got that 504. A caller that disconnects mid-call drops the
+//! execution the same way, and is counted and audited the same way — from inside the handler
+//! the two cannot be told apart.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{FromRequest, Path, Request, State};
-use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderValue, StatusCode, header};
@@ -29,6 +47,8 @@ use crate::telemetry::RequestId;
 pub const AUDIT_KIND: &str = "action.executed";
 /// The audit `actor` of an execution (the caller is a Genesys flow).
 const AUDIT_ACTOR: &str = "genesys";
+/// At most this many characters of the envelope's `requestId` are kept in the audit record.
+pub const MAX_FLOW_REQUEST_ID_CHARS: usize = 256;
 
 /// What the data actions surface needs.
 #[derive(Clone)]
@@ -45,46 +65,35 @@ impl std::fmt::Debug for DataActionsState {
     }
 }
 
-/// The data actions routes, behind the `[data_actions.auth]` credential.
+/// The data actions routes; each handler checks the `[data_actions.auth]` credential itself.
 pub fn router(state: DataActionsState) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(execute_action))
         .routes(routes!(execute_envelope))
-        .route_layer(from_fn_with_state(state.clone(), authorize))
         .with_state(state)
 }
 
-/// Checks the caller's credential against the current set's; a refusal is counted and audited
-/// as an `unauthorized` execution.
-async fn authorize(State(state): State<DataActionsState>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let set = state.registry.peek();
-    match set.auth().check(req.headers()) {
-        Ok(()) => {
-            drop(set);
-            next.run(req).await
-        }
-        Err(err) => {
-            let action = req
-                .uri()
-                .path()
-                .strip_prefix("/v1/actions/")
-                .and_then(|name| set.get(name));
-            let mut execution = Execution::new(&set, &state.audit, started);
-            execution.action = action;
-            execution.finish(Err(err))
-        }
-    }
+/// Answers a call refused for its credential: counted as `unauthorized` (under `action` when
+/// the URL names a known one), not audited.
+fn refuse(
+    set: &ActionSet,
+    action: Option<&Arc<BoundAction>>,
+    started: Instant,
+    err: ApiError,
+) -> Response {
+    let metrics = action.map_or_else(|| set.unknown_metrics(), |a| a.metrics());
+    metrics.observe(Outcome::Unauthorized, started.elapsed().as_secs_f64());
+    err.into_response()
 }
 
 /// One execution being served: what to count and audit when it ends. An execution dropped
-/// before it finished — the server's request deadline passed first, or the caller went away —
-/// is counted and audited as a `timeout`.
+/// before it finished is counted and audited as a `timeout` answered 504 (see the module docs).
 struct Execution<'a> {
     set: &'a ActionSet,
     audit: &'a AuditWriter,
     action: Option<&'a Arc<BoundAction>>,
     started: Instant,
+    /// The envelope's `requestId`, already cut to [`MAX_FLOW_REQUEST_ID_CHARS`].
     flow_request_id: Option<String>,
     finished: bool,
 }
@@ -107,31 +116,35 @@ impl<'a> Execution<'a> {
             Ok(response) => (Outcome::Success, response),
             Err(err) => (Outcome::of_error(&err), err.into_response()),
         };
-        self.record(outcome, Some(response.status()));
+        self.record(outcome, response.status());
         self.finished = true;
         response
     }
 
-    fn record(&mut self, outcome: Outcome, status: Option<StatusCode>) {
+    fn record(&mut self, outcome: Outcome, status: StatusCode) {
         let elapsed = self.started.elapsed();
         let metrics: &ActionMetrics = self
             .action
             .map_or_else(|| self.set.unknown_metrics(), |a| a.metrics());
         metrics.observe(outcome, elapsed.as_secs_f64());
-        let mut record = AuditRecord::now(AUDIT_KIND, AUDIT_ACTOR, outcome.as_str()).with_detail(
-            serde_json::json!({
-                "status": status.map(|s| s.as_u16()),
-                "durationMs": elapsed.as_secs_f64() * 1000.0,
-                "flowRequestId": self.flow_request_id.take(),
-            }),
+        let mut detail = serde_json::Map::new();
+        detail.insert("status".to_owned(), status.as_u16().into());
+        detail.insert(
+            "durationMs".to_owned(),
+            (elapsed.as_secs_f64() * 1000.0).into(),
         );
-        if let Some(action) = self.action {
-            record = record.with_subject(action.action().name().as_str());
+        if let Some(id) = self.flow_request_id.take() {
+            detail.insert("flowRequestId".to_owned(), id.into());
         }
-        if let Some(id) = RequestId::current() {
-            record = record.with_request_id(&*id);
-        }
-        self.audit.record(record);
+        self.audit.record(AuditRecord {
+            at: chrono::Utc::now(),
+            kind: AUDIT_KIND.to_owned(),
+            actor: AUDIT_ACTOR.to_owned(),
+            request_id: RequestId::current().map(|id| (*id).to_owned()),
+            subject: self.action.map(|a| a.action().name().as_str().to_owned()),
+            outcome: outcome.as_str().to_owned(),
+            detail: serde_json::Value::Object(detail),
+        });
     }
 }
 
@@ -139,8 +152,16 @@ impl Drop for Execution<'_> {
     fn drop(&mut self) {
         if !self.finished {
             self.finished = true;
-            self.record(Outcome::Timeout, None);
+            self.record(Outcome::Timeout, StatusCode::GATEWAY_TIMEOUT);
         }
+    }
+}
+
+/// At most [`MAX_FLOW_REQUEST_ID_CHARS`] characters of `id` (cut on a character boundary).
+fn audited_flow_request_id(id: &str) -> String {
+    match id.char_indices().nth(MAX_FLOW_REQUEST_ID_CHARS) {
+        Some((end, _)) => id[..end].to_owned(),
+        None => id.to_owned(),
     }
 }
 
@@ -182,6 +203,9 @@ async fn execute_action(
     let started = Instant::now();
     let set = state.registry.load();
     let action = name.ok().and_then(|Path(name)| set.get(&name));
+    if let Err(err) = set.auth().check(req.headers()) {
+        return refuse(&set, action, started, err);
+    }
     let mut execution = Execution::new(&set, &state.audit, started);
     let Some(action) = action else {
         return execution.finish(Err(unknown_action()));
@@ -195,17 +219,19 @@ async fn execute_action(
     execution.finish(result)
 }
 
-/// The `POST /webhook/data-action` envelope.
+/// The `POST /webhook/data-action` envelope, borrowed from the request body.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Envelope {
+struct Envelope<'a> {
     /// The flow's id of this call, echoed back and audited as `flowRequestId`.
     #[serde(default)]
     request_id: Option<String>,
     /// The action to run.
-    action: String,
-    /// The input object.
-    data: Box<RawValue>,
+    #[serde(borrow)]
+    action: Cow<'a, str>,
+    /// The input object, as it appears in the body.
+    #[serde(borrow)]
+    data: &'a RawValue,
 }
 
 /// Runs a data action from an envelope `{"requestId", "action", "data"}`; answers
@@ -224,26 +250,32 @@ struct Envelope {
 async fn execute_envelope(State(state): State<DataActionsState>, req: Request) -> Response {
     let started = Instant::now();
     let set = state.registry.load();
+    if let Err(err) = set.auth().check(req.headers()) {
+        return refuse(&set, None, started, err);
+    }
     let mut execution = Execution::new(&set, &state.audit, started);
-    let envelope = match JsonBytes::from_request(req, &()).await {
-        Ok(JsonBytes(raw)) => parse_json::<Envelope>(&raw),
-        Err(err) => Err(err),
+    let raw = match JsonBytes::from_request(req, &()).await {
+        Ok(JsonBytes(raw)) => raw,
+        Err(err) => return execution.finish(Err(err)),
     };
-    let envelope = match envelope {
+    let envelope = match parse_json::<Envelope<'_>>(&raw) {
         Ok(e) => e,
         Err(err) => return execution.finish(Err(err)),
     };
-    execution.flow_request_id = envelope.request_id.clone();
+    execution.flow_request_id = envelope.request_id.as_deref().map(audited_flow_request_id);
     let Some(action) = set.get(&envelope.action) else {
         return execution.finish(Err(unknown_action()));
     };
     execution.action = Some(action);
-    let raw = Bytes::copy_from_slice(envelope.data.get().as_bytes());
-    let result = action.execute(raw).await.map(|output| {
-        let request_id = serde_json::to_vec(&envelope.request_id).unwrap_or_default();
-        let mut body = BytesMut::with_capacity(output.len() + request_id.len() + 24);
+    // The input is a view of the received bytes: no copy.
+    let input = raw.slice_ref(envelope.data.get().as_bytes());
+    let request_id = envelope.request_id;
+    let result = action.execute(input).await.map(|output| {
+        let id_len = request_id.as_ref().map_or(4, |id| id.len() + 2);
+        let mut body = BytesMut::with_capacity(output.len() + id_len + 24);
         body.put_slice(b"{\"requestId\":");
-        body.put_slice(&request_id);
+        // Writing JSON into a growable buffer cannot fail.
+        let _ = serde_json::to_writer((&mut body).writer(), &request_id);
         body.put_slice(b",\"data\":");
         body.put_slice(&output);
         body.put_u8(b'}');

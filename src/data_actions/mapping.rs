@@ -21,9 +21,12 @@
 //!   `.` and `..` are refused (400), since they would change which resource is addressed.
 //! - `query`: name → source. Strings, numbers and booleans become one parameter; an array of
 //!   them repeats the parameter; `null`, objects and missing values are omitted (objects and
-//!   nested arrays fail with 400). Names and values are percent-encoded.
-//! - `headers`: name → source; names and literal values are validated at load, values from the
-//!   input at request time (400 when not a valid header value).
+//!   nested arrays fail with 400). Names and values are percent-encoded. Literals and defaults
+//!   are checked against these rules at load.
+//! - `headers`: name → source; names, literal values and defaults are validated at load (a
+//!   default that could never be sent is a load problem, not a 400 blamed on every caller),
+//!   values from the input at request time (400 when not a valid header value). Literal values
+//!   are marked sensitive.
 //! - `body`: target pointer → source, written into a new JSON document (see
 //!   [`super::pointer`] for how containers and array indexes are created). Without a `body`
 //!   table, POST, PUT and PATCH forward the input bytes exactly as received (never
@@ -36,7 +39,11 @@
 //! Everything is prepared when the action is built: pointers are parsed, the path template is
 //! split into literal and placeholder pieces, query names are encoded, header names and literal
 //! values are validated. At request time rendering only reads the input and appends to buffers.
+//!
+//! The plans' `Debug` never shows a literal or a default (see [`Source`]): those may hold
+//! credentials interpolated from `${VAR}`.
 
+use std::fmt;
 use std::fmt::Write as _;
 
 use bytes::Bytes;
@@ -115,12 +122,15 @@ impl From<String> for MappingSource {
 }
 
 /// A compiled [`MappingSource`].
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` never shows a literal or a default: either may come from `${VAR}` and hold a
+/// credential (`X-Api-Key = { value = "${CRM_KEY}" }`).
+#[derive(Clone)]
 pub struct Source {
     kind: SourceKind,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 enum SourceKind {
     Pointer {
         pointer: Pointer,
@@ -128,6 +138,33 @@ enum SourceKind {
         required: bool,
     },
     Literal(Value),
+}
+
+/// Stands for a value `Debug` does not show.
+struct Redacted;
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            SourceKind::Pointer {
+                pointer,
+                default,
+                required,
+            } => f
+                .debug_struct("Source")
+                .field("from", pointer)
+                .field("default", &default.as_ref().map(|_| Redacted))
+                .field("required", required)
+                .finish(),
+            SourceKind::Literal(_) => f.debug_tuple("Literal").field(&Redacted).finish(),
+        }
+    }
 }
 
 /// What a source finds in a document.
@@ -172,6 +209,18 @@ impl Source {
         match &self.kind {
             SourceKind::Literal(v) => Some(v),
             SourceKind::Pointer { .. } => None,
+        }
+    }
+
+    /// The value fixed at load that a lookup may answer — the literal or the default — and
+    /// which of the two it is (for load-time messages).
+    fn fixed(&self) -> Option<(&'static str, &Value)> {
+        match &self.kind {
+            SourceKind::Literal(v) => Some(("a literal", v)),
+            SourceKind::Pointer {
+                default: Some(v), ..
+            } => Some(("a default", v)),
+            SourceKind::Pointer { default: None, .. } => None,
         }
     }
 
@@ -224,7 +273,7 @@ impl ObjectPlan {
         let mut fields = Vec::new();
         let mut problems = Vec::new();
         for (target, source) in entries {
-            let t = Pointer::parse_target(target);
+            let t = Pointer::parse_object_target(target);
             let s = Source::compile(source);
             match (t, s) {
                 (Ok(t), Ok(s)) => fields.push((t, s)),
@@ -368,7 +417,8 @@ impl PathTemplate {
     }
 }
 
-/// How a request header's value is produced.
+/// How a request header's value is produced. A literal is compiled once and marked sensitive
+/// (never shown by `Debug`, never indexed by HTTP/2 header compression).
 #[derive(Debug, Clone)]
 enum HeaderSource {
     Literal(HeaderValue),
@@ -490,13 +540,12 @@ impl RequestPlan {
             }
             match Source::compile(source) {
                 Ok(s) => {
-                    if let Some(v) = s.literal()
+                    if let Some((what, v)) = s.fixed()
                         && !query_value_ok(v)
                     {
                         problems.push((
                             key_path("query", name),
-                            "a literal must be a string, number, boolean or an array of them"
-                                .to_owned(),
+                            format!("{what} must be a string, number, boolean or an array of them"),
                         ));
                         continue;
                     }
@@ -522,17 +571,22 @@ impl RequestPlan {
                 continue;
             }
             match Source::compile(source) {
-                Ok(s) => match s.literal() {
-                    Some(v) => match scalar_text(v).and_then(|t| HeaderValue::from_str(&t).ok()) {
-                        Some(value) => headers.push((header, HeaderSource::Literal(value))),
-                        None => problems.push((
+                Ok(s) => {
+                    let fixed = s
+                        .fixed()
+                        .map(|(what, v)| (what, header_value(v).ok_or(what)));
+                    match (s.literal(), fixed) {
+                        (_, Some((_, Err(what)))) => problems.push((
                             at,
-                            "a literal must be a string, number or boolean valid in a header"
-                                .to_owned(),
+                            format!("{what} must be a string, number or boolean valid in a header"),
                         )),
-                    },
-                    None => headers.push((header, HeaderSource::Mapped(s))),
-                },
+                        (Some(_), Some((_, Ok(mut value)))) => {
+                            value.set_sensitive(true);
+                            headers.push((header, HeaderSource::Literal(value)));
+                        }
+                        _ => headers.push((header, HeaderSource::Mapped(s))),
+                    }
+                }
                 Err(e) => problems.push((at, e.to_string())),
             }
         }
@@ -673,21 +727,19 @@ impl RequestPlan {
                     headers.append(name.clone(), v.clone());
                 }
                 HeaderSource::Mapped(s) => match s.lookup(input, NullIs::Missing) {
-                    Lookup::Found(v) => {
-                        match scalar_text(v).and_then(|t| HeaderValue::from_str(&t).ok()) {
-                            Some(value) => {
-                                headers.append(name.clone(), value);
-                            }
-                            None => details.push(ErrorDetail::new(
-                                pointer_of(s),
-                                "type",
-                                format!(
-                                    "The value for header `{name}` must be a string, number or \
-                                     boolean without control characters."
-                                ),
-                            )),
+                    Lookup::Found(v) => match header_value(v) {
+                        Some(value) => {
+                            headers.append(name.clone(), value);
                         }
-                    }
+                        None => details.push(ErrorDetail::new(
+                            pointer_of(s),
+                            "type",
+                            format!(
+                                "The value for header `{name}` must be a string, number or \
+                                     boolean without control characters."
+                            ),
+                        )),
+                    },
                     Lookup::Absent => {}
                     Lookup::Missing(p) => details.push(required_detail(p)),
                 },
@@ -751,6 +803,11 @@ fn scalar_text(value: &Value) -> Option<std::borrow::Cow<'_, str>> {
         Value::Bool(false) => Some(Cow::Borrowed("false")),
         Value::Null | Value::Array(_) | Value::Object(_) => None,
     }
+}
+
+/// A scalar as a header value; `None` when it is not a scalar or not valid in a header.
+fn header_value(value: &Value) -> Option<HeaderValue> {
+    scalar_text(value).and_then(|t| HeaderValue::from_str(&t).ok())
 }
 
 fn query_value_ok(value: &Value) -> bool {

@@ -7,7 +7,7 @@
 //! the answer onto the output and validates that too.
 //!
 //! # Layout
-//! - [`pointer`]: RFC 6901 JSON pointers, parsed once.
+//! - [`pointer`](mod@pointer): RFC 6901 JSON pointers, parsed once.
 //! - [`mapping`]: the mapping language and its compiled plans.
 //! - [`schema`]: compiled JSON Schemas and their violations as error details.
 //! - [`action`]: [`DataAction`] and its builder — the one way an action is made, from code or

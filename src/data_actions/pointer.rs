@@ -16,7 +16,9 @@
 //!   index or `-`, and as an **object** otherwise (`/items/0/id` creates `{"items":[{"id":…}]}`);
 //! - an index past the end of an array pads the gap with `null` (so the order in which targets
 //!   are written never changes the result);
-//! - `-` appends, and is only allowed as the last token of a target.
+//! - `-` appends, and is only allowed as the last token of a target;
+//! - in a mapped body or output ([`Pointer::parse_object_target`]) the document is an object,
+//!   so the first token is always a member name (`/0` writes `{"0": …}`).
 //!
 //! Targets are checked against each other at load ([`check_targets`]): none may be a prefix of
 //! another and a container may not be addressed both by index and by name, so at request time
@@ -94,8 +96,28 @@ impl Pointer {
     /// When the text is not an RFC 6901 pointer or breaks the target rules.
     pub fn parse_target(text: &str) -> Result<Self, PointerError> {
         let pointer = Self::parse(text)?;
-        let last = pointer.tokens.len().saturating_sub(1);
-        for (i, token) in pointer.tokens.iter().enumerate() {
+        pointer.check_target(text)?;
+        Ok(pointer)
+    }
+
+    /// Parses a write target inside a document that is always an object (a mapped output or
+    /// body): like [`Self::parse_target`], except that the first token is always a member
+    /// name, even when it looks like an index or `-` (`/0` writes `{"0": …}`, never `[…]`).
+    ///
+    /// # Errors
+    /// As [`Self::parse_target`].
+    pub fn parse_object_target(text: &str) -> Result<Self, PointerError> {
+        let mut pointer = Self::parse(text)?;
+        if let Some(first) = pointer.tokens.first_mut() {
+            first.index = Index::None;
+        }
+        pointer.check_target(text)?;
+        Ok(pointer)
+    }
+
+    fn check_target(&self, text: &str) -> Result<(), PointerError> {
+        let last = self.tokens.len().saturating_sub(1);
+        for (i, token) in self.tokens.iter().enumerate() {
             match token.index {
                 Index::End if i != last => return Err(PointerError::DashNotLast(text.to_owned())),
                 Index::At(n) if n > MAX_TARGET_INDEX => {
@@ -104,7 +126,7 @@ impl Pointer {
                 _ => {}
             }
         }
-        Ok(pointer)
+        Ok(())
     }
 
     fn parse(text: &str) -> Result<Self, PointerError> {
@@ -451,6 +473,20 @@ mod tests {
         let mut whole = json!({"old": 1});
         Pointer::root().set(&mut whole, json!([1]));
         assert_eq!(whole, json!([1]));
+    }
+
+    #[test]
+    fn object_targets_name_a_member_first() {
+        let mut doc = Value::Object(Map::new());
+        for (target, value) in [("/0", json!("a")), ("/-", json!("b")), ("/1/0", json!("c"))] {
+            Pointer::parse_object_target(target)
+                .unwrap()
+                .set(&mut doc, value);
+        }
+        assert_eq!(doc, json!({"0": "a", "-": "b", "1": ["c"]}));
+        assert!(Pointer::parse_object_target("/a/-/b").is_err());
+        assert!(Pointer::parse_object_target("/a/5000").is_err());
+        assert!(Pointer::parse_object_target("/5000").is_ok());
     }
 
     #[test]

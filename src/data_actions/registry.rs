@@ -1,17 +1,19 @@
 //! The set of actions being served, swapped whole on reload.
 //!
 //! An [`ActionSet`] is built from the settings (or from actions made in code), validated as a
-//! whole — unique names, every action's upstream exists — and binds each action to its
-//! [`Upstream`] and its metric handles, so that serving a call is one hash lookup. The
-//! [`ActionRegistry`] holds the current set in an [`ArcSwap`]: a reload replaces it in one atomic
-//! store, and a call that already loaded the previous set finishes on it.
+//! whole — unique names, every action's upstream exists, no action deadline beyond
+//! `server.request_timeout_ms` — and binds each action to its [`Upstream`] and its metric
+//! handles, so that serving a call is one hash lookup. The [`ActionRegistry`] holds the current
+//! set in an [`ArcSwap`]: a reload replaces it in one atomic store, and a call that already
+//! loaded the previous set finishes on it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use super::action::DataAction;
+use super::action::{DataAction, MAX_TIMEOUT};
 use super::outcome::{ActionMetrics, UNKNOWN_ACTION};
 use crate::auth::InboundAuth;
 use crate::config::{Problem, Settings};
@@ -75,7 +77,9 @@ impl ActionSet {
     /// with the inbound credential of `[data_actions.auth]`.
     ///
     /// # Errors
-    /// Every problem of every action, with key paths (`actions[2].params.userId`).
+    /// Every problem of every action, with key paths (`actions[2].params.userId`; an action
+    /// made in code is numbered after the file's). An action whose deadline is longer than
+    /// `server.request_timeout_ms` is one.
     pub fn from_settings(
         settings: &Settings,
         extra: &[DataAction],
@@ -83,6 +87,15 @@ impl ActionSet {
         metrics: &Metrics,
     ) -> Result<Self, Vec<Problem>> {
         let mut actions = compile_actions(settings)?;
+        let first = actions.len();
+        let problems: Vec<Problem> = extra
+            .iter()
+            .enumerate()
+            .filter_map(|(j, a)| beyond_server_deadline(first + j, a.timeout(), settings))
+            .collect();
+        if !problems.is_empty() {
+            return Err(problems);
+        }
         actions.extend(extra.iter().cloned());
         Self::new(
             actions,
@@ -181,14 +194,21 @@ impl ActionSet {
 /// Compiles every `[[actions]]` entry.
 ///
 /// # Errors
-/// Every problem of every action, with key paths.
+/// Every problem of every action, with key paths. Beyond the action's own rules, its
+/// `timeout_ms` must not exceed `server.request_timeout_ms`: the edge deadline would cut the
+/// action first, while Genesys was told (by `actions publish`) to wait longer.
 pub fn compile_actions(settings: &Settings) -> Result<Vec<DataAction>, Vec<Problem>> {
     let mut actions = Vec::with_capacity(settings.actions.len());
     let mut problems = Vec::new();
     for (i, a) in settings.actions.iter().enumerate() {
-        match DataAction::from_settings(a, i, &settings.source) {
-            Ok(action) => actions.push(action),
-            Err(mut p) => problems.append(&mut p),
+        let compiled = DataAction::from_settings(a, i, &settings.source);
+        let deadline = beyond_server_deadline(i, a.timeout(), settings);
+        match (compiled, deadline) {
+            (Ok(action), None) => actions.push(action),
+            (compiled, deadline) => {
+                problems.extend(compiled.err().into_iter().flatten());
+                problems.extend(deadline);
+            }
         }
     }
     if problems.is_empty() {
@@ -196,6 +216,22 @@ pub fn compile_actions(settings: &Settings) -> Result<Vec<DataAction>, Vec<Probl
     } else {
         Err(problems)
     }
+}
+
+/// The problem of action `index` when its deadline is longer than the server's; an action
+/// deadline outside 1..=60000 ms is the action's own problem and not reported again here.
+fn beyond_server_deadline(index: usize, timeout: Duration, settings: &Settings) -> Option<Problem> {
+    let server = settings.server.request_timeout();
+    (timeout > server && !timeout.is_zero() && timeout <= MAX_TIMEOUT).then(|| {
+        Problem::new(
+            format!("actions[{index}].timeout_ms"),
+            format!(
+                "must not exceed server.request_timeout_ms ({}): the server's deadline would \
+                 cut the action first",
+                settings.server.request_timeout_ms
+            ),
+        )
+    })
 }
 
 /// Every problem of the data actions of `settings`, each with its key path: what

@@ -16,6 +16,15 @@
 //! `restartRequired` (until the process is restarted, every later reload lists them again).
 //! The `[genesys]` section is such a key too: the built-in `genesys` upstream keeps the
 //! credentials and endpoints the process started with, like the rest of the Genesys client.
+//! `restart_required` names every key of those sections; it destructures each settings type
+//! without `..`, so a new key does not compile until it is classified.
+//!
+//! # One at a time, and whole
+//! Reloads are serialised by one mutex (over the settings in force). The work runs in a task
+//! of its own that the caller awaits: if the caller goes away — the admin request is dropped
+//! after the action set was swapped, say — the reload still completes: the running settings
+//! are updated, the hooks applied and the `config.reloaded` audit record written. A reload is
+//! never left half done.
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -29,7 +38,11 @@ use tokio::sync::Mutex;
 
 use super::action::DataAction;
 use super::registry::{ActionRegistry, ActionSet};
-use crate::config::{ConfigError, Environment, InboundAuthSettings, Problem, Settings};
+use crate::config::{
+    AdminAuthSettings, AdminSettings, CallbacksSettings, ConfigError, DeliverySettings,
+    Environment, GenesysSettings, InboundAuthSettings, IngestSettings, Problem, ServerSettings,
+    Settings, StoreSettings, TelemetrySettings,
+};
 use crate::error::{ApiError, ErrorDetail};
 use crate::store::{AuditRecord, Store};
 use crate::telemetry::Metrics;
@@ -205,9 +218,35 @@ impl Reloader {
 
     /// Reads the config file again and swaps in its actions, upstreams and targets.
     ///
+    /// The reload runs in a task of its own: dropping the returned future does not stop it
+    /// half way (see the module docs).
+    ///
     /// # Errors
     /// Every problem of the new file; then nothing changed.
     pub async fn reload(&self, trigger: ReloadTrigger) -> Result<ReloadReport, ReloadError> {
+        use tracing::Instrument;
+
+        let this = self.clone();
+        let request_id = crate::telemetry::RequestId::current();
+        let work = async move {
+            match request_id {
+                Some(id) => id.scope(this.reload_whole(trigger)).await,
+                None => this.reload_whole(trigger).await,
+            }
+        };
+        match tokio::spawn(work.instrument(tracing::Span::current())).await {
+            Ok(result) => result,
+            Err(err) => {
+                tracing::error!(error = %err, "the reload task failed");
+                Err(ReloadError {
+                    problems: vec![Problem::new("", "the reload failed; see the logs")],
+                })
+            }
+        }
+    }
+
+    /// The whole reload, under the lock: read, check, swap, apply, audit.
+    async fn reload_whole(&self, trigger: ReloadTrigger) -> Result<ReloadReport, ReloadError> {
         let inner = &*self.inner;
         let mut running = inner.running.lock().await;
         let result = self.reload_locked(&mut running).await;
@@ -316,31 +355,46 @@ impl Reloader {
     }
 }
 
-/// Waits for SIGHUP and reloads each time, until the process ends. Refused reloads are
-/// logged; the running configuration stays.
-pub async fn reload_on_sighup(reloader: Reloader) {
+/// Listens for SIGHUP now, and returns the task that reloads on each one until the process
+/// ends (spawn it). Refused reloads are logged; the running configuration stays.
+///
+/// The signal handler is installed when this is called, not when the returned future is first
+/// polled: a SIGHUP that arrives once this returned is never taken for the default action
+/// (which would end the process).
+pub fn reload_on_sighup(reloader: Reloader) -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    {
+    let hangups = {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut hangups = match signal(SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGHUP; reload with POST /admin/v1/reload");
-                return;
-            }
-        };
-        while hangups.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading the configuration");
-            if let Err(err) = reloader.reload(ReloadTrigger::Signal).await {
-                for p in &err.problems {
-                    tracing::warn!(key = %p.path, problem = %p.message, "reload refused");
+        signal(SignalKind::hangup())
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            let mut hangups = match hangups {
+                Ok(s) => s,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot listen for SIGHUP; reload with POST /admin/v1/reload");
+                    return;
                 }
+            };
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the configuration");
+                reload_logged(&reloader, ReloadTrigger::Signal).await;
             }
         }
+        #[cfg(not(unix))]
+        {
+            let _ = reloader;
+        }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = reloader;
+}
+
+/// Reloads and logs every problem of a refused reload.
+async fn reload_logged(reloader: &Reloader, trigger: ReloadTrigger) {
+    if let Err(err) = reloader.reload(trigger).await {
+        for p in &err.problems {
+            tracing::warn!(key = %p.path, problem = %p.message, "reload refused");
+        }
     }
 }
 
@@ -358,6 +412,10 @@ fn live_parts(running: &Settings, loaded: Settings) -> Settings {
 }
 
 /// Keys outside the live sections whose value changed.
+///
+/// Every settings type is destructured without `..`: adding a key to one of them is a compile
+/// error here until it is either compared or named live.
+#[allow(clippy::too_many_lines)]
 fn restart_required(old: &Settings, new: &Settings) -> Vec<String> {
     let mut keys = Vec::new();
     let mut cmp = |key: &str, same: bool| {
@@ -365,83 +423,160 @@ fn restart_required(old: &Settings, new: &Settings) -> Vec<String> {
             keys.push(key.to_owned());
         }
     };
-    let (o, n) = (&old.server, &new.server);
-    cmp("server.listen", o.listen == n.listen);
+    let Settings {
+        server,
+        telemetry,
+        store,
+        genesys,
+        admin,
+        jwt_issuers,
+        // Live: swapped by the reload.
+        upstreams: _,
+        data_actions: _,
+        actions: _,
+        targets: _,
+        source: _,
+        ingest,
+        delivery,
+        callbacks,
+    } = old;
+
+    // Every field of every variant is in the effective tokens compared below.
+    let AdminSettings { auth: admin_auth } = admin;
+    let (AdminAuthSettings::Bearer { tokens: _ } | AdminAuthSettings::Disabled) = admin_auth;
+
+    let ServerSettings {
+        listen,
+        request_timeout_ms,
+        max_body_bytes,
+        max_concurrent_requests,
+        shutdown_grace_ms,
+        io_threads,
+        max_connections,
+        header_read_timeout_ms,
+        shutdown_delay_ms,
+    } = server;
+    let n = &new.server;
+    cmp("server.listen", *listen == n.listen);
     cmp(
         "server.request_timeout_ms",
-        o.request_timeout_ms == n.request_timeout_ms,
+        *request_timeout_ms == n.request_timeout_ms,
     );
-    cmp(
-        "server.max_body_bytes",
-        o.max_body_bytes == n.max_body_bytes,
-    );
+    cmp("server.max_body_bytes", *max_body_bytes == n.max_body_bytes);
     cmp(
         "server.max_concurrent_requests",
-        o.max_concurrent_requests == n.max_concurrent_requests,
+        *max_concurrent_requests == n.max_concurrent_requests,
     );
     cmp(
         "server.shutdown_grace_ms",
-        o.shutdown_grace_ms == n.shutdown_grace_ms,
+        *shutdown_grace_ms == n.shutdown_grace_ms,
     );
-    cmp("server.io_threads", o.io_threads == n.io_threads);
+    cmp("server.io_threads", *io_threads == n.io_threads);
+    cmp(
+        "server.max_connections",
+        *max_connections == n.max_connections,
+    );
+    cmp(
+        "server.header_read_timeout_ms",
+        *header_read_timeout_ms == n.header_read_timeout_ms,
+    );
+    cmp(
+        "server.shutdown_delay_ms",
+        *shutdown_delay_ms == n.shutdown_delay_ms,
+    );
+
+    let TelemetrySettings { log_format } = telemetry;
     cmp(
         "telemetry.log_format",
-        old.telemetry.log_format == new.telemetry.log_format,
+        *log_format == new.telemetry.log_format,
     );
-    cmp("store.url", secret_eq(&old.store.url, &new.store.url));
-    let (o, n) = (&old.genesys, &new.genesys);
-    cmp("genesys.region", o.region == n.region);
-    cmp("genesys.api_url", o.api_url == n.api_url);
-    cmp("genesys.login_url", o.login_url == n.login_url);
-    cmp("genesys.client_id", o.client_id == n.client_id);
+
+    let StoreSettings {
+        url,
+        audit_retention_days,
+    } = store;
+    cmp("store.url", secret_eq(url, &new.store.url));
+    cmp(
+        "store.audit_retention_days",
+        *audit_retention_days == new.store.audit_retention_days,
+    );
+
+    let GenesysSettings {
+        region,
+        api_url,
+        login_url,
+        client_id,
+        client_secret,
+        simulate,
+        simulator_listen,
+        notifications_heartbeat_timeout_s,
+    } = genesys;
+    let n = &new.genesys;
+    cmp("genesys.region", *region == n.region);
+    cmp("genesys.api_url", *api_url == n.api_url);
+    cmp("genesys.login_url", *login_url == n.login_url);
+    cmp("genesys.client_id", *client_id == n.client_id);
     cmp(
         "genesys.client_secret",
-        match (&o.client_secret, &n.client_secret) {
+        match (client_secret, &n.client_secret) {
             (Some(a), Some(b)) => secret_eq(a, b),
             (None, None) => true,
             _ => false,
         },
     );
-    cmp("genesys.simulate", o.simulate == n.simulate);
+    cmp("genesys.simulate", *simulate == n.simulate);
     cmp(
         "genesys.simulator_listen",
-        o.simulator_listen == n.simulator_listen,
+        *simulator_listen == n.simulator_listen,
     );
     cmp(
         "genesys.notifications_heartbeat_timeout_s",
-        o.notifications_heartbeat_timeout_s == n.notifications_heartbeat_timeout_s,
+        *notifications_heartbeat_timeout_s == n.notifications_heartbeat_timeout_s,
     );
+
     cmp(
         "admin.auth.tokens",
         secrets_eq(&old.admin_tokens(), &new.admin_tokens()),
     );
-    cmp("jwt_issuers", debug_eq(&old.jwt_issuers, &new.jwt_issuers));
-    let (o, n) = (&old.ingest, &new.ingest);
-    cmp("ingest.auth", debug_eq(&o.auth, &n.auth));
-    cmp("ingest.max_batch", o.max_batch == n.max_batch);
+    cmp("jwt_issuers", debug_eq(jwt_issuers, &new.jwt_issuers));
+
+    let IngestSettings {
+        auth,
+        max_batch,
+        max_queue_depth,
+        event_schema,
+        vendor,
+        category,
+        source,
+    } = ingest;
+    let n = &new.ingest;
+    cmp("ingest.auth", debug_eq(auth, &n.auth));
+    cmp("ingest.max_batch", *max_batch == n.max_batch);
     cmp(
         "ingest.max_queue_depth",
-        o.max_queue_depth == n.max_queue_depth,
+        *max_queue_depth == n.max_queue_depth,
     );
-    cmp("ingest.event_schema", o.event_schema == n.event_schema);
-    cmp("ingest.vendor", o.vendor == n.vendor);
-    cmp("ingest.category", o.category == n.category);
-    cmp("ingest.source", debug_eq(&o.source, &n.source));
-    let (o, n) = (&old.delivery, &new.delivery);
-    cmp("delivery.workers", o.workers == n.workers);
+    cmp("ingest.event_schema", *event_schema == n.event_schema);
+    cmp("ingest.vendor", *vendor == n.vendor);
+    cmp("ingest.category", *category == n.category);
+    cmp("ingest.source", debug_eq(source, &n.source));
+
+    let DeliverySettings {
+        workers,
+        allow_private_networks,
+        allow_cidrs,
+    } = delivery;
+    let n = &new.delivery;
+    cmp("delivery.workers", *workers == n.workers);
     cmp(
         "delivery.allow_private_networks",
-        o.allow_private_networks == n.allow_private_networks,
+        *allow_private_networks == n.allow_private_networks,
     );
-    cmp("delivery.allow_cidrs", o.allow_cidrs == n.allow_cidrs);
-    cmp(
-        "callbacks.auth",
-        inbound_eq(&old.callbacks.auth, &new.callbacks.auth),
-    );
-    cmp(
-        "callbacks.queues",
-        debug_eq(&old.callbacks.queues, &new.callbacks.queues),
-    );
+    cmp("delivery.allow_cidrs", *allow_cidrs == n.allow_cidrs);
+
+    let CallbacksSettings { auth, queues } = callbacks;
+    cmp("callbacks.auth", inbound_eq(auth, &new.callbacks.auth));
+    cmp("callbacks.queues", debug_eq(queues, &new.callbacks.queues));
     keys
 }
 
@@ -488,7 +623,10 @@ fn debug_eq<T: Debug>(a: &T, b: &T) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::config::{CallbackQueueSettings, IngestAuthSettings, JwtIssuerSettings, LogFormat};
 
     fn parse(text: &str) -> Settings {
         Settings::from_toml(
@@ -522,5 +660,246 @@ mod tests {
             next.data_actions.public_url.as_deref(),
             Some("https://x.example")
         );
+    }
+
+    type Change = fn(&mut Settings);
+
+    /// One change per restart-only key (the compiler makes `restart_required` name every key;
+    /// this checks each is compared and reported under its own name).
+    const CHANGES: &[(&str, Change)] = &[
+        ("server.listen", |s| s.server.listen = "127.0.0.1:9".into()),
+        ("server.request_timeout_ms", |s| {
+            s.server.request_timeout_ms += 1
+        }),
+        ("server.max_body_bytes", |s| s.server.max_body_bytes += 1),
+        ("server.max_concurrent_requests", |s| {
+            s.server.max_concurrent_requests += 1;
+        }),
+        ("server.shutdown_grace_ms", |s| {
+            s.server.shutdown_grace_ms += 1
+        }),
+        ("server.io_threads", |s| s.server.io_threads += 1),
+        ("server.max_connections", |s| s.server.max_connections += 1),
+        ("server.header_read_timeout_ms", |s| {
+            s.server.header_read_timeout_ms += 1;
+        }),
+        ("server.shutdown_delay_ms", |s| {
+            s.server.shutdown_delay_ms += 1
+        }),
+        ("telemetry.log_format", |s| {
+            s.telemetry.log_format = LogFormat::Json;
+        }),
+        ("store.url", |s| s.store.url = "sqlite://other.db".into()),
+        ("store.audit_retention_days", |s| {
+            s.store.audit_retention_days += 1;
+        }),
+        ("genesys.region", |s| {
+            s.genesys.region = "mypurecloud.ie".into()
+        }),
+        ("genesys.api_url", |s| {
+            s.genesys.api_url = Some("http://127.0.0.1:1".into());
+        }),
+        ("genesys.login_url", |s| {
+            s.genesys.login_url = Some("http://127.0.0.1:1".into());
+        }),
+        ("genesys.client_id", |s| {
+            s.genesys.client_id = Some("id".into())
+        }),
+        ("genesys.client_secret", |s| {
+            s.genesys.client_secret = Some("secret".into());
+        }),
+        ("genesys.simulate", |s| {
+            s.genesys.simulate = !s.genesys.simulate
+        }),
+        ("genesys.simulator_listen", |s| {
+            s.genesys.simulator_listen = Some("127.0.0.1:1".into());
+        }),
+        ("genesys.notifications_heartbeat_timeout_s", |s| {
+            s.genesys.notifications_heartbeat_timeout_s += 1;
+        }),
+        ("admin.auth.tokens", |s| {
+            s.admin.auth = AdminAuthSettings::Bearer {
+                tokens: vec!["another-token".into()],
+            };
+        }),
+        ("jwt_issuers", |s| {
+            s.jwt_issuers.push(JwtIssuerSettings {
+                name: "legacy".into(),
+                issuer: "legacy".into(),
+                audiences: vec!["gw".into()],
+                algorithms: vec!["ES256".into()],
+                key_file: None,
+                jwks_url: Some("https://idp.example/jwks".into()),
+                leeway_s: 30,
+                max_token_lifetime_s: 3600,
+            });
+        }),
+        ("ingest.auth", |s| {
+            s.ingest.auth = IngestAuthSettings::Jwt {
+                issuers: vec!["legacy".into()],
+            };
+        }),
+        ("ingest.max_batch", |s| s.ingest.max_batch += 1),
+        ("ingest.max_queue_depth", |s| s.ingest.max_queue_depth += 1),
+        ("ingest.event_schema", |s| {
+            s.ingest.event_schema = Some("schemas/e.json".into());
+        }),
+        ("ingest.vendor", |s| s.ingest.vendor.push('x')),
+        ("ingest.category", |s| s.ingest.category.push('x')),
+        ("ingest.source", |s| s.ingest.source.system.push('x')),
+        ("delivery.workers", |s| s.delivery.workers += 1),
+        ("delivery.allow_private_networks", |s| {
+            s.delivery.allow_private_networks = !s.delivery.allow_private_networks;
+        }),
+        ("delivery.allow_cidrs", |s| {
+            s.delivery.allow_cidrs.push("10.0.0.0/8".parse().unwrap());
+        }),
+        ("callbacks.auth", |s| {
+            s.callbacks.auth = InboundAuthSettings::Header {
+                name: "X-K".into(),
+                value: "v".into(),
+            };
+        }),
+        ("callbacks.queues", |s| {
+            s.callbacks.queues.push(CallbackQueueSettings {
+                id: "q".into(),
+                name: "Q".into(),
+                timezone: "UTC".into(),
+                open_hours: vec!["mon 08:00-09:00".into()],
+                slot_capacity: 1,
+                max_slot_minutes: 30,
+                booking_horizon_days: 1,
+            });
+        }),
+    ];
+
+    #[test]
+    fn every_restart_only_key_is_reported_under_its_own_name() {
+        let base = parse("[genesys]\nsimulate = true\n");
+        let mut all = base.clone();
+        let mut expected = Vec::new();
+        for (key, change) in CHANGES {
+            let mut changed = base.clone();
+            change(&mut changed);
+            assert_eq!(restart_required(&base, &changed), [*key], "{key}");
+            change(&mut all);
+            expected.push(*key);
+        }
+        assert_eq!(restart_required(&base, &all), expected);
+
+        // Changes to live sections need no restart.
+        let live = parse(
+            "[genesys]\nsimulate = true\n[data_actions]\npublic_url = \"https://x.example\"\n\
+             [upstreams.crm]\nbase_url = \"http://127.0.0.1:1\"\n",
+        );
+        assert!(restart_required(&base, &live).is_empty());
+    }
+
+    /// A hook whose `apply` (which runs after the swap) waits to be released.
+    struct GatedHook {
+        entered: tokio::sync::Semaphore,
+        release: tokio::sync::Semaphore,
+    }
+
+    impl ReloadHook for GatedHook {
+        fn check(&self, _settings: &Settings) -> Vec<Problem> {
+            Vec::new()
+        }
+
+        fn apply<'a>(
+            &'a self,
+            _settings: &'a Arc<Settings>,
+        ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+            Box::pin(async move {
+                self.entered.add_permits(1);
+                let _ = self.release.acquire().await;
+            })
+        }
+    }
+
+    fn file_config(public_url: &str, actions: &[&str]) -> String {
+        let mut text = format!(
+            "[store]\nurl = \"sqlite://gateway.db\"\n[genesys]\nsimulate = true\n\
+             [data_actions]\npublic_url = \"{public_url}\"\n\
+             [upstreams.crm]\nbase_url = \"http://127.0.0.1:9\"\n"
+        );
+        for name in actions {
+            text.push_str(&format!(
+                "[[actions]]\nname = \"{name}\"\nupstream = \"crm\"\npath = \"/{name}\"\n"
+            ));
+        }
+        text
+    }
+
+    #[tokio::test]
+    async fn a_reload_whose_caller_goes_away_after_the_swap_still_completes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gateway.toml");
+        std::fs::write(&file, file_config("https://one.example", &["a"])).unwrap();
+        let env = Environment::default();
+        let settings = Arc::new(Settings::load(&file, &env).unwrap());
+        let metrics = Arc::new(Metrics::new());
+        let store = Store::connect(&settings.store.url, dir.path())
+            .await
+            .unwrap();
+        let genesys = GenesysEndpoints::from_settings(&settings.genesys);
+        let upstreams =
+            crate::upstream::Upstreams::build(&settings, &genesys, metrics.clone()).unwrap();
+        let set = ActionSet::from_settings(&settings, &[], Arc::new(upstreams), &metrics).unwrap();
+        let registry = Arc::new(ActionRegistry::new(set));
+        let hook = Arc::new(GatedHook {
+            entered: tokio::sync::Semaphore::new(0),
+            release: tokio::sync::Semaphore::new(0),
+        });
+        let reloader = Reloader::new(ReloaderParts {
+            settings,
+            env,
+            genesys,
+            registry: registry.clone(),
+            metrics,
+            store: store.clone(),
+            extra_actions: Vec::new(),
+            prepare: None,
+        })
+        .with_hook(hook.clone());
+
+        std::fs::write(&file, file_config("https://two.example", &["a", "b"])).unwrap();
+        let caller = tokio::spawn({
+            let reloader = reloader.clone();
+            async move { reloader.reload(ReloadTrigger::Admin).await }
+        });
+        // The new set is swapped in; the reload now waits in the hook.
+        let _entered = hook.entered.acquire().await.unwrap();
+        assert_eq!(registry.load().len(), 2);
+        // The admin request goes away mid-way.
+        caller.abort();
+        assert!(caller.await.unwrap_err().is_cancelled());
+        hook.release.add_permits(1);
+
+        // `settings()` waits for the reload lock: the reload finished, whole.
+        let running = tokio::time::timeout(Duration::from_secs(10), reloader.settings())
+            .await
+            .expect("the reload completes");
+        assert_eq!(
+            running.data_actions.public_url.as_deref(),
+            Some("https://two.example"),
+            "the running settings were updated"
+        );
+        let audit = store
+            .query_audit(
+                &crate::store::AuditFilter {
+                    since: None,
+                    kind: Some("config.reloaded".into()),
+                },
+                &crate::store::PageRequest {
+                    limit: 10,
+                    cursor: None,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(audit.entities.len(), 1, "the reload was audited");
+        assert_eq!(audit.entities[0].outcome, "success");
+        store.close().await;
     }
 }

@@ -9,6 +9,11 @@
 //! the offending value. A `required` violation is reported at the pointer of the **missing
 //! property** (`/orderId`), not at its parent (SPEC §5), and an unexpected property at its own
 //! pointer.
+//!
+//! At most [`MAX_VIOLATIONS`] are listed. The validator builds all of an instance's errors
+//! before the first can be read, so a large instance (more than [`FULL_REPORT_NODES`] values)
+//! is reported with its first violation only: a 1 MiB array of bad elements costs one error,
+//! not a million.
 
 use std::sync::Arc;
 
@@ -20,6 +25,10 @@ use crate::error::{ErrorDetail, escape_pointer};
 
 /// At most this many violations are listed in one answer.
 pub const MAX_VIOLATIONS: usize = 50;
+
+/// Instances with more JSON values than this are reported with their first violation only
+/// (see [`Schema::violations`]).
+pub const FULL_REPORT_NODES: usize = 4096;
 
 /// A compiled JSON Schema and the document it was compiled from.
 #[derive(Clone)]
@@ -76,48 +85,87 @@ impl Schema {
         self.validator.is_valid(instance)
     }
 
-    /// Every violation of `instance` (at most [`MAX_VIOLATIONS`]), empty when it is valid.
+    /// The violations of `instance` (at most [`MAX_VIOLATIONS`]), empty when it is valid.
+    ///
+    /// An instance of more than [`FULL_REPORT_NODES`] values is reported with its first
+    /// violation only: listing them would make the validator build every error first (one per
+    /// element of a large array, say), and memory would grow with the input.
     pub fn violations(&self, instance: &Value) -> Vec<ErrorDetail> {
         if self.validator.is_valid(instance) {
             return Vec::new();
         }
         let mut out = Vec::new();
-        for error in self.validator.iter_errors(instance) {
-            let at = error.instance_path().as_str();
-            match error.kind() {
-                ValidationErrorKind::Required { property } => {
-                    let name = property
-                        .as_str()
-                        .map_or_else(|| property.to_string(), |s| escape_pointer(s).into_owned());
-                    out.push(ErrorDetail::new(
-                        format!("{at}/{name}"),
-                        "required",
-                        format!("{property} is a required property"),
-                    ));
-                }
-                ValidationErrorKind::AdditionalProperties { unexpected }
-                | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
-                    for name in unexpected {
-                        out.push(ErrorDetail::new(
-                            format!("{at}/{}", escape_pointer(name)),
-                            error.kind().keyword(),
-                            format!("\"{name}\" is not an allowed property"),
-                        ));
-                    }
-                }
-                kind => out.push(ErrorDetail::new(
-                    at,
-                    kind.keyword(),
-                    error.masked().to_string(),
-                )),
+        if more_values_than(instance, FULL_REPORT_NODES) {
+            // `validate` stops at the first error.
+            if let Err(error) = self.validator.validate(instance) {
+                push_details(&error, &mut out);
             }
-            if out.len() >= MAX_VIOLATIONS {
-                out.truncate(MAX_VIOLATIONS);
-                break;
+        } else {
+            for error in self.validator.iter_errors(instance) {
+                push_details(&error, &mut out);
+                if out.len() >= MAX_VIOLATIONS {
+                    break;
+                }
             }
         }
+        out.truncate(MAX_VIOLATIONS);
         out
     }
+}
+
+/// Adds the details of one validation error: one per missing or unexpected property, else one.
+fn push_details(error: &jsonschema::ValidationError<'_>, out: &mut Vec<ErrorDetail>) {
+    let at = error.instance_path().as_str();
+    match error.kind() {
+        ValidationErrorKind::Required { property } => {
+            let name = property
+                .as_str()
+                .map_or_else(|| property.to_string(), |s| escape_pointer(s).into_owned());
+            out.push(ErrorDetail::new(
+                format!("{at}/{name}"),
+                "required",
+                format!("{property} is a required property"),
+            ));
+        }
+        ValidationErrorKind::AdditionalProperties { unexpected }
+        | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
+            for name in unexpected.iter().take(MAX_VIOLATIONS) {
+                out.push(ErrorDetail::new(
+                    format!("{at}/{}", escape_pointer(name)),
+                    error.kind().keyword(),
+                    format!("\"{name}\" is not an allowed property"),
+                ));
+            }
+        }
+        kind => out.push(ErrorDetail::new(
+            at,
+            kind.keyword(),
+            error.masked().to_string(),
+        )),
+    }
+}
+
+/// Whether `value` holds more than `limit` JSON values (itself included); stops counting at
+/// `limit`.
+fn more_values_than(value: &Value, limit: usize) -> bool {
+    let mut counted = 1usize;
+    let mut pending = vec![value];
+    while let Some(v) = pending.pop() {
+        counted += match v {
+            Value::Array(items) => items.len(),
+            Value::Object(map) => map.len(),
+            _ => 0,
+        };
+        if counted > limit {
+            return true;
+        }
+        match v {
+            Value::Array(items) => pending.extend(items),
+            Value::Object(map) => pending.extend(map.values()),
+            _ => {}
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -185,6 +233,23 @@ mod tests {
                 .violations(&json!({"orderId": "o", "a/b": 2}))
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_large_instance_reports_its_first_violation_only() {
+        let schema = Schema::compile(json!({
+            "type": "object",
+            "properties": {"list": {"type": "array", "items": {"required": ["a"]}}}
+        }))
+        .unwrap();
+        let small = json!({"list": vec![json!({}); 100]});
+        assert_eq!(schema.violations(&small).len(), MAX_VIOLATIONS);
+        let large = json!({"list": vec![json!({}); FULL_REPORT_NODES]});
+        let v = schema.violations(&large);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].field_name, "/list/0/a");
+        assert!(!more_values_than(&json!([1, [2, 3]]), 5));
+        assert!(more_values_than(&json!([1, [2, 3]]), 4));
     }
 
     #[test]
