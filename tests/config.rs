@@ -612,3 +612,25 @@ output_schema = "schemas/missing.json"
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("actions[0].output_schema"));
 }
+
+#[test]
+fn literal_mapping_values_never_appear_in_debug_output() {
+    let s = load(
+        r#"
+[genesys]
+simulate = true
+[[actions]]
+name = "a"
+upstream = "genesys"
+path = "/x"
+[actions.headers]
+X-Key = { value = "literal-key-should-not-print" }
+X-Other = { from = "/o", default = "default-should-not-print" }
+"#,
+        &Environment::default(),
+    )
+    .unwrap();
+    let debug = format!("{s:?}");
+    assert!(!debug.contains("literal-key-should-not-print"), "{debug}");
+    assert!(!debug.contains("default-should-not-print"), "{debug}");
+}

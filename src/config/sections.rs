@@ -449,7 +449,8 @@ pub enum SchemaSource {
 
 /// Where a mapped value comes from: `"/pointer"`, `{ from = "/pointer", default = <any>,
 /// required = bool }` or `{ value = <any> }`. Unknown keys in the table form are errors.
-#[derive(Debug, Clone, PartialEq)]
+/// `Debug` never shows literals or defaults (a header literal may be a key).
+#[derive(Clone, PartialEq)]
 pub enum MappingSource {
     /// A JSON pointer into the source document.
     Pointer(String),
@@ -467,6 +468,25 @@ pub enum MappingSource {
         /// The literal value.
         value: Value,
     },
+}
+
+impl std::fmt::Debug for MappingSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Pointer(p) => f.debug_tuple("Pointer").field(p).finish(),
+            Self::From {
+                from,
+                default,
+                required,
+            } => f
+                .debug_struct("From")
+                .field("from", from)
+                .field("default", &default.as_ref().map(|_| "[REDACTED]"))
+                .field("required", required)
+                .finish(),
+            Self::Value { .. } => f.write_str("Value([REDACTED])"),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for MappingSource {
