@@ -198,6 +198,15 @@ impl Reloader {
         self.inner.running.lock().await.clone()
     }
 
+    /// The settings in force and the action set built from them, taken together: a reload
+    /// swaps both while holding the lock this takes, so the pair is always from one
+    /// configuration (reading [`Self::settings`] and then the registry could pair a new set
+    /// with old settings).
+    pub async fn snapshot(&self) -> (Arc<Settings>, Arc<ActionSet>) {
+        let running = self.inner.running.lock().await;
+        (running.clone(), self.inner.registry.load())
+    }
+
     /// The registry this reloader swaps.
     pub fn registry(&self) -> &Arc<ActionRegistry> {
         &self.inner.registry
