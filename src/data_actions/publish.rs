@@ -56,8 +56,10 @@
 //! fingerprint is worthless without the store. When the integration still points at the
 //! recorded credential and the fingerprint matches, nothing is written; otherwise (new
 //! password, a credential changed by hand, no record yet) a new credential is created, the
-//! integration's configuration is pointed at it, and the credential it replaced is deleted
-//! (a deletion that fails is retried by the next run). Credentials named like the ones older
+//! integration's configuration is pointed at it, and the credentials it replaced that the
+//! gateway made (the recorded one; the one in use when it is named [`CREDENTIAL_NAME`]) are
+//! deleted — a deletion that fails is retried by the next run; a credential someone else made
+//! is left alone. Credentials named like the ones older
 //! gateway versions made (`genesys-gateway basicAuth <hex>`, whose name carried such a hash)
 //! are deleted unless the integration still uses one. A run with an unchanged credential
 //! creates and deletes nothing.
@@ -508,6 +510,12 @@ async fn ensure_credential(
     };
     let mut config = client.integration_config(integration_id).await?;
     let current = config.credentials.get(CREDENTIAL_ROLE).map(|c| c.id.clone());
+    let current_name = config
+        .credentials
+        .get(CREDENTIAL_ROLE)
+        .and_then(|c| c.extra.get("name"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     let unchanged = match (&record, &current, &fingerprint) {
         (Some(record), Some(current), Some(fingerprint)) => {
             record.integration_id == integration_id
@@ -558,7 +566,25 @@ async fn ensure_credential(
             return Err(err.into());
         }
         tracing::info!(credential = %credential.id, "set the integration's basicAuth credential");
-        record.retired.extend(current.filter(|old| *old != credential.id));
+        // What the new credential replaces, when the gateway made it: the credential the
+        // integration used, and the one the gateway set last if something else replaced it
+        // since. A credential someone else made is left alone.
+        let previous = Some(record.credential_id.clone()).filter(|id| !id.is_empty());
+        if let Some(old) = current.filter(|old| *old != credential.id) {
+            let made_here = previous.as_deref() == Some(old.as_str())
+                || current_name
+                    .as_deref()
+                    .is_some_and(|n| n == CREDENTIAL_NAME || n.starts_with(LEGACY_CREDENTIAL_PREFIX));
+            if made_here {
+                record.retired.push(old);
+            } else {
+                tracing::info!(credential = %old,
+                    "the replaced credential was not made by the gateway; left alone");
+            }
+        }
+        record.retired.extend(previous.filter(|p| *p != credential.id));
+        record.retired.sort_unstable();
+        record.retired.dedup();
         record.integration_id = integration_id.to_owned();
         record.credential_id = credential.id.clone();
         record.fingerprint = fingerprint.clone().unwrap_or_default();
