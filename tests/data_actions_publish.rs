@@ -120,7 +120,13 @@ impl SimApi {
         seen.as_array()
             .unwrap()
             .iter()
-            .map(|r| format!("{} {}", r["method"].as_str().unwrap(), r["path"].as_str().unwrap()))
+            .map(|r| {
+                format!(
+                    "{} {}",
+                    r["method"].as_str().unwrap(),
+                    r["path"].as_str().unwrap()
+                )
+            })
             .collect()
     }
 
@@ -259,7 +265,9 @@ async fn publish_provisions_genesys_idempotently_and_genesys_calls_the_gateway()
         ))
         .await;
     assert!(config_now["credentials"]["basicAuth"]["id"].is_string());
-    let credential_id = config_now["credentials"]["basicAuth"]["id"].as_str().unwrap();
+    let credential_id = config_now["credentials"]["basicAuth"]["id"]
+        .as_str()
+        .unwrap();
     let credential = api
         .get(&format!("/api/v2/integrations/credentials/{credential_id}"))
         .await;
@@ -418,13 +426,19 @@ async fn publish_provisions_genesys_idempotently_and_genesys_calls_the_gateway()
         true,
         "{report}"
     );
-    assert_eq!(api.counts().await.1, 1, "the replaced credential is deleted");
+    assert_eq!(
+        api.counts().await.1,
+        1,
+        "the replaced credential is deleted"
+    );
     let config_now = api
         .get(&format!(
             "/api/v2/integrations/{integration_id}/config/current"
         ))
         .await;
-    let rotated_id = config_now["credentials"]["basicAuth"]["id"].as_str().unwrap();
+    let rotated_id = config_now["credentials"]["basicAuth"]["id"]
+        .as_str()
+        .unwrap();
     assert_ne!(rotated_id, credential_id);
     let old = api
         .client
@@ -644,7 +658,9 @@ async fn a_schema_genesys_keeps_in_its_own_form_is_not_republished() {
     assert_eq!(strict["change"], "created");
     let id = strict["genesysActionId"].as_str().unwrap();
     let stored = api
-        .get(&format!("/api/v2/integrations/actions/{id}?expand=contract"))
+        .get(&format!(
+            "/api/v2/integrations/actions/{id}?expand=contract"
+        ))
         .await;
     assert_eq!(
         stored["contract"]["input"]["inputSchema"],
@@ -680,8 +696,10 @@ async fn concurrent_publications_do_not_duplicate_anything() {
     let app = TestApp::spawn_with(&text).await;
     // Creating the integration is slow: a publication that did not wait would look for the
     // integration meanwhile, find none and create a second one.
-    api.fault(json!({"method": "POST", "path": "/api/v2/integrations", "delayMs": 400, "count": 2}))
-        .await;
+    api.fault(
+        json!({"method": "POST", "path": "/api/v2/integrations", "delayMs": 400, "count": 2}),
+    )
+    .await;
 
     let (a, b) = tokio::join!(publish(&app, false), publish(&app, false));
 
@@ -827,7 +845,10 @@ async fn old_and_foreign_credentials_are_replaced_and_deleted() {
     let integration_id = integrations["entities"][0]["id"].as_str().unwrap();
     let config_path = format!("/api/v2/integrations/{integration_id}/config/current");
     let mut current = api.get(&config_path).await;
-    let ours = current["credentials"]["basicAuth"]["id"].as_str().unwrap().to_owned();
+    let ours = current["credentials"]["basicAuth"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     current["credentials"] = json!({"basicAuth": {"id": unrelated["id"]}});
     let r = api
         .client

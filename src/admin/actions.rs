@@ -6,9 +6,9 @@
 use axum::Json;
 use axum::extract::State;
 use axum::middleware::from_fn_with_state;
-use tracing::Instrument as _;
 use serde::Deserialize;
 use serde::Serialize;
+use tracing::Instrument as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 

@@ -509,7 +509,10 @@ async fn ensure_credential(
         None => (None, None),
     };
     let mut config = client.integration_config(integration_id).await?;
-    let current = config.credentials.get(CREDENTIAL_ROLE).map(|c| c.id.clone());
+    let current = config
+        .credentials
+        .get(CREDENTIAL_ROLE)
+        .map(|c| c.id.clone());
     let current_name = config
         .credentials
         .get(CREDENTIAL_ROLE)
@@ -520,12 +523,7 @@ async fn ensure_credential(
         (Some(record), Some(current), Some(fingerprint)) => {
             record.integration_id == integration_id
                 && record.credential_id == *current
-                && bool::from(
-                    record
-                        .fingerprint
-                        .as_bytes()
-                        .ct_eq(fingerprint.as_bytes()),
-                )
+                && bool::from(record.fingerprint.as_bytes().ct_eq(fingerprint.as_bytes()))
         }
         _ => false,
     };
@@ -554,10 +552,7 @@ async fn ensure_credential(
                 extra: serde_json::Map::new(),
             },
         );
-        if let Err(err) = client
-            .put_integration_config(integration_id, &config)
-            .await
-        {
+        if let Err(err) = client.put_integration_config(integration_id, &config).await {
             // Nothing uses the new credential: do not leave a password behind.
             if let Err(cleanup) = client.delete_credential(&credential.id).await {
                 tracing::warn!(credential = %credential.id, error = %cleanup,
@@ -572,9 +567,9 @@ async fn ensure_credential(
         let previous = Some(record.credential_id.clone()).filter(|id| !id.is_empty());
         if let Some(old) = current.filter(|old| *old != credential.id) {
             let made_here = previous.as_deref() == Some(old.as_str())
-                || current_name
-                    .as_deref()
-                    .is_some_and(|n| n == CREDENTIAL_NAME || n.starts_with(LEGACY_CREDENTIAL_PREFIX));
+                || current_name.as_deref().is_some_and(|n| {
+                    n == CREDENTIAL_NAME || n.starts_with(LEGACY_CREDENTIAL_PREFIX)
+                });
             if made_here {
                 record.retired.push(old);
             } else {
@@ -582,7 +577,9 @@ async fn ensure_credential(
                     "the replaced credential was not made by the gateway; left alone");
             }
         }
-        record.retired.extend(previous.filter(|p| *p != credential.id));
+        record
+            .retired
+            .extend(previous.filter(|p| *p != credential.id));
         record.retired.sort_unstable();
         record.retired.dedup();
         record.integration_id = integration_id.to_owned();
@@ -675,10 +672,12 @@ fn credential_fingerprint(key: &[u8], username: &str, password: &SecretString) -
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
 }
 
 async fn existing_actions(
@@ -894,7 +893,11 @@ async fn update_through_draft(
         .await
 }
 
-fn post_input(action: &DataAction, integration_id: &str, definition: Definition) -> PostActionInput {
+fn post_input(
+    action: &DataAction,
+    integration_id: &str,
+    definition: Definition,
+) -> PostActionInput {
     PostActionInput {
         category: CATEGORY.to_owned(),
         name: action.name().to_string(),
@@ -1018,7 +1021,10 @@ mod tests {
         assert_eq!(a, credential_fingerprint(&key, "genesys", &pw("pw-1")));
         assert_ne!(a, credential_fingerprint(&key, "genesys", &pw("pw-2")));
         assert_ne!(a, credential_fingerprint(&key, "other", &pw("pw-1")));
-        assert_ne!(a, credential_fingerprint(&[8u8; 32], "genesys", &pw("pw-1")));
+        assert_ne!(
+            a,
+            credential_fingerprint(&[8u8; 32], "genesys", &pw("pw-1"))
+        );
         // The boundary between user and password is part of what is hashed.
         assert_ne!(
             credential_fingerprint(&key, "ab", &pw("c")),

@@ -56,7 +56,10 @@ impl Store {
                     .bind(now)
                     .execute(pool)
                     .await?;
-                sqlx::query_scalar(SELECT).bind(&name).fetch_one(pool).await?
+                sqlx::query_scalar(SELECT)
+                    .bind(&name)
+                    .fetch_one(pool)
+                    .await?
             }
         );
         let stored = Zeroizing::new(stored);
@@ -158,7 +161,10 @@ mod tests {
         let store = sqlite(dir.path()).await;
         assert_eq!(store.setting("a").await.unwrap(), None);
         store.put_setting("a", "{\"x\":1}").await.unwrap();
-        assert_eq!(store.setting("a").await.unwrap().as_deref(), Some("{\"x\":1}"));
+        assert_eq!(
+            store.setting("a").await.unwrap().as_deref(),
+            Some("{\"x\":1}")
+        );
         store.put_setting("a", "2").await.unwrap();
         assert_eq!(store.setting("a").await.unwrap().as_deref(), Some("2"));
         store.close().await;
