@@ -124,7 +124,8 @@ struct PublishQuery {
               (status = 400, description = "`invalid.input`: `data_actions.public_url` missing or a header credential"),
               (status = 401, description = "Missing or wrong bearer token"),
               (status = 502, description = "Genesys refused a call"),
-              (status = 503, description = "Genesys unavailable")))]
+              (status = 503, description = "Genesys unavailable"),
+              (status = 504, description = "`request.timeout`: the request's deadline passed; the publication goes on and is audited")))]
 async fn publish_actions(
     State(state): State<ActionsAdminState>,
     Query(q): Query<PublishQuery>,

@@ -59,17 +59,20 @@
 //! integration's configuration is pointed at it, and the credentials it replaced that the
 //! gateway made (the recorded one; the one in use when it is named [`CREDENTIAL_NAME`]) are
 //! deleted — a deletion that fails is retried by the next run; a credential someone else made
-//! is left alone. Credentials named like the ones older
-//! gateway versions made (`genesys-gateway basicAuth <hex>`, whose name carried such a hash)
-//! are deleted unless the integration still uses one. A run with an unchanged credential
-//! creates and deletes nothing.
+//! is left alone. Credentials named like the ones older gateway versions made
+//! (`genesys-gateway basicAuth <hex>`, whose name carried such a hash) are deleted unless the
+//! integration still uses one. A run with an unchanged credential creates and deletes
+//! nothing.
 //!
 //! # Concurrency
 //! Publications in one process are serialised by a [`PublishLock`] (the admin endpoint holds
 //! one; see [`crate::admin`]): two at once would both find no integration and both create one.
 //! The CLI (another process) and other replicas are **not** serialised with it: publish from
-//! one place at a time (a lock in the store is a later step). A publication that runs finds
-//! what an earlier one made, so running it again is always safe.
+//! one place at a time (a lock in the store is a later step) — two processes publishing at
+//! the same moment can still make two integrations or two copies of an action. The admin
+//! endpoint runs each publication in a task of its own, so a request cut by its deadline or
+//! by its client does not cut the publication: it finishes and is audited, only its report is
+//! lost.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -622,7 +625,11 @@ async fn save_record(store: &Store, record: &CredentialRecord) -> Result<(), Sto
 }
 
 /// Deletes the credentials that gateway versions which put a password hash in the
-/// credential's name left behind, except `in_use`.
+/// credential's name left behind, except `in_use` (a deletion that fails is logged; the next
+/// run tries again).
+///
+/// # Errors
+/// [`GenesysError`] when the credentials cannot be listed.
 async fn delete_legacy_credentials(
     client: &GenesysClient,
     in_use: Option<&str>,
@@ -653,7 +660,9 @@ async fn delete_legacy_credentials(
             Ok(()) => tracing::info!(credential = %credential.id,
                 "deleted a credential of an older gateway version"),
             Err(err) if err.is_not_found() => {}
-            Err(err) => return Err(err),
+            Err(err) => tracing::warn!(credential = %credential.id, error = %err,
+                "cannot delete a credential of an older gateway version yet; the next \
+                 publication retries"),
         }
     }
     Ok(())
