@@ -876,3 +876,67 @@ async fn old_and_foreign_credentials_are_replaced_and_deleted() {
     app.stop().await;
     sim.shutdown().await;
 }
+
+/// A draft left behind (by an interrupted publication, or started in Genesys' editor) is taken
+/// over: the update still goes through and the action keeps its id.
+#[tokio::test]
+async fn an_existing_draft_is_taken_over() {
+    let sim = Simulator::start(([127, 0, 0, 1], 0).into(), SimOptions::default())
+        .await
+        .unwrap();
+    let api = SimApi::new(sim.base_url()).await;
+    let mock = MockUpstream::start().await;
+    let v1 = config(
+        &sim.base_url(),
+        &mock,
+        "https://gateway.example.com",
+        "pw-1",
+        "",
+    )
+    .replace("example_input = { orderId = \"o-example\" }\n", "");
+    let app = TestApp::spawn_with(&v1).await;
+    let report: Value = publish(&app, false).await.json().await.unwrap();
+    let id = entry(&report, "lookupOrder")["genesysActionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = api
+        .post(
+            &format!("/api/v2/integrations/actions/{id}/draft"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    reload_with(&app, &v1.replace("timeout_ms = 4500", "timeout_ms = 7000")).await;
+    let report: Value = publish(&app, false).await.json().await.unwrap();
+
+    assert_eq!(
+        entry(&report, "lookupOrder")["change"],
+        "updated",
+        "{report}"
+    );
+    assert_eq!(
+        entry(&report, "lookupOrder")["genesysActionId"],
+        id.as_str()
+    );
+    let action = api
+        .get(&format!(
+            "/api/v2/integrations/actions/{id}?includeConfig=true"
+        ))
+        .await;
+    assert_eq!(action["config"]["timeoutSeconds"], 7);
+    let draft = api
+        .client
+        .get(format!(
+            "{}/api/v2/integrations/actions/{id}/draft",
+            api.base
+        ))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(draft.status(), 404, "the draft was published");
+    app.stop().await;
+    sim.shutdown().await;
+}

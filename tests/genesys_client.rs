@@ -1,6 +1,7 @@
 //! The typed Genesys client against the simulator: users, queues, callbacks, conversations,
-//! notification channels, Genesys' error body, retries through the `genesys` upstream, the
-//! correlation id and the readiness check.
+//! notification channels, integrations, credentials, data actions and their drafts, Genesys'
+//! error body, retries through the `genesys` upstream, the correlation id and the readiness
+//! check.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,4 +1,5 @@
-//! Integrations, credentials and data actions: CRUD with Genesys' versioning rules, and
+//! Integrations, credentials and data actions: CRUD with Genesys' versioning rules, contract
+//! changes through drafts, and
 //! `execute` / `test` calling a real local HTTP server (Velocity rendering, the Basic
 //! credential, translationMap + defaults + successTemplate, remote failures).
 
