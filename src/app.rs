@@ -202,6 +202,7 @@ impl Application {
                 admin::actions::ActionsAdminState {
                     reloader: reloader.clone(),
                     store: store.clone(),
+                    publish_lock: crate::data_actions::publish::PublishLock::default(),
                 },
                 InboundAuth::bearer(admin_tokens.clone()),
             ));

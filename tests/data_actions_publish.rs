@@ -105,6 +105,53 @@ impl SimApi {
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
+    /// The requests the simulator received on paths matching `glob` (`METHOD path` each).
+    async fn requests(&self, glob: &str) -> Vec<String> {
+        let seen: Value = self
+            .client
+            .get(format!("{}/__sim/requests", self.base))
+            .query(&[("path", glob)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        seen.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {}",
+                    r["method"].as_str().unwrap(),
+                    r["path"].as_str().unwrap()
+                )
+            })
+            .collect()
+    }
+
+    async fn forget_requests(&self) {
+        let r = self
+            .client
+            .delete(format!("{}/__sim/requests", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+
+    /// Arms a simulator fault.
+    async fn fault(&self, fault: Value) {
+        let r = self
+            .client
+            .post(format!("{}/__sim/faults", self.base))
+            .json(&fault)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+
     /// How many integrations, credentials and actions exist.
     async fn counts(&self) -> (usize, usize, usize) {
         let n = |v: Value| v["entities"].as_array().map_or(0, Vec::len);
@@ -218,12 +265,28 @@ async fn publish_provisions_genesys_idempotently_and_genesys_calls_the_gateway()
         ))
         .await;
     assert!(config_now["credentials"]["basicAuth"]["id"].is_string());
+    let credential_id = config_now["credentials"]["basicAuth"]["id"]
+        .as_str()
+        .unwrap();
+    let credential = api
+        .get(&format!("/api/v2/integrations/credentials/{credential_id}"))
+        .await;
+    assert_eq!(
+        credential["name"], "genesys-gateway",
+        "a name that says nothing about the password"
+    );
     let action = api
         .get(&format!(
             "/api/v2/integrations/actions/{lookup_id}?expand=contract&includeConfig=true"
         ))
         .await;
     assert_eq!(action["category"], "genesys-gateway");
+    let fingerprint = action["config"]["request"]["headers"]["X-Gateway-Definition"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(fingerprint.len(), 64);
+    assert!(fingerprint.bytes().all(|b| b.is_ascii_hexdigit()));
     assert_eq!(action["integrationId"], integration_id);
     assert_eq!(
         action["config"]["request"]["requestUrlTemplate"],
@@ -255,6 +318,7 @@ async fn publish_provisions_genesys_idempotently_and_genesys_calls_the_gateway()
     );
 
     // A second run changes nothing and creates nothing.
+    api.forget_requests().await;
     let report: Value = publish(&app, false).await.json().await.unwrap();
     assert_eq!(entry(&report, "lookupOrder")["change"], "unchanged");
     assert_eq!(
@@ -263,6 +327,13 @@ async fn publish_provisions_genesys_idempotently_and_genesys_calls_the_gateway()
     );
     assert_eq!(entry(&report, "createNote")["change"], "unchanged");
     assert_eq!(api.counts().await, (1, 1, 2));
+    let writes: Vec<String> = api
+        .requests("/api/v2/integrations*")
+        .await
+        .into_iter()
+        .filter(|r| !r.starts_with("GET ") && !r.ends_with("/test"))
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
 
     // What a flow sees: Genesys executes the action, calling the gateway with the credential.
     let (status, output) = api
@@ -278,7 +349,8 @@ async fn publish_provisions_genesys_idempotently_and_genesys_calls_the_gateway()
         "/api/orders/o-42"
     );
 
-    // A changed timeout patches the action in place; a changed contract recreates it.
+    // A changed timeout and a changed contract both update the action through a draft,
+    // keeping its id (Architect flows refer to it).
     let v2 = config(
         &sim.base_url(),
         &mock,
@@ -292,6 +364,7 @@ async fn publish_provisions_genesys_idempotently_and_genesys_calls_the_gateway()
     assert_eq!(entry(&dry, "lookupOrder")["change"], "updated");
     assert_eq!(entry(&dry, "createNote")["change"], "updated");
     assert_eq!(entry(&dry, "lookupOrder")["test"], Value::Null);
+    api.forget_requests().await;
     let report: Value = publish(&app, false).await.json().await.unwrap();
     assert_eq!(entry(&report, "lookupOrder")["change"], "updated");
     assert_eq!(
@@ -299,7 +372,7 @@ async fn publish_provisions_genesys_idempotently_and_genesys_calls_the_gateway()
         lookup_id.as_str()
     );
     assert_eq!(entry(&report, "createNote")["change"], "updated");
-    assert_ne!(
+    assert_eq!(
         entry(&report, "createNote")["genesysActionId"],
         note_id.as_str()
     );
@@ -309,9 +382,41 @@ async fn publish_provisions_genesys_idempotently_and_genesys_calls_the_gateway()
         ))
         .await;
     assert_eq!(action["config"]["timeoutSeconds"], 9);
+    assert_ne!(
+        action["config"]["request"]["headers"]["X-Gateway-Definition"],
+        fingerprint.as_str()
+    );
+    let note_action = api
+        .get(&format!(
+            "/api/v2/integrations/actions/{note_id}?expand=contract"
+        ))
+        .await;
+    assert_eq!(
+        note_action["contract"]["output"]["successSchema"],
+        json!({"type": "object", "required": ["id"]})
+    );
     assert_eq!(api.counts().await, (1, 1, 2));
+    let action_writes: Vec<String> = api
+        .requests("/api/v2/integrations/actions*")
+        .await
+        .into_iter()
+        .filter(|r| !r.starts_with("GET ") && !r.ends_with("/test"))
+        .collect();
+    let draft = |id: &str| {
+        [
+            format!("POST /api/v2/integrations/actions/{id}/draft"),
+            format!("PATCH /api/v2/integrations/actions/{id}/draft"),
+            format!("POST /api/v2/integrations/actions/{id}/draft/publish"),
+        ]
+    };
+    assert_eq!(
+        action_writes,
+        [draft(&lookup_id), draft(&note_id)].concat(),
+        "draft, patch, publish; no delete, no create"
+    );
 
-    // A new password: a new credential, actions unchanged, Genesys still gets in.
+    // A new password: a new credential replaces the old one, which is deleted; actions
+    // unchanged, Genesys still gets in.
     let v3 = v2.replace("password = \"pw-1\"", "password = \"pw-2\"");
     reload_with(&app, &v3).await;
     let report: Value = publish(&app, false).await.json().await.unwrap();
@@ -321,7 +426,45 @@ async fn publish_provisions_genesys_idempotently_and_genesys_calls_the_gateway()
         true,
         "{report}"
     );
-    assert_eq!(api.counts().await.1, 2);
+    assert_eq!(
+        api.counts().await.1,
+        1,
+        "the replaced credential is deleted"
+    );
+    let config_now = api
+        .get(&format!(
+            "/api/v2/integrations/{integration_id}/config/current"
+        ))
+        .await;
+    let rotated_id = config_now["credentials"]["basicAuth"]["id"]
+        .as_str()
+        .unwrap();
+    assert_ne!(rotated_id, credential_id);
+    let old = api
+        .client
+        .get(format!(
+            "{}/api/v2/integrations/credentials/{credential_id}",
+            api.base
+        ))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), 404);
+    // The same credential again: nothing created, nothing deleted.
+    api.forget_requests().await;
+    let report: Value = publish(&app, false).await.json().await.unwrap();
+    assert_eq!(entry(&report, "lookupOrder")["change"], "unchanged");
+    assert_eq!(
+        api.requests("/api/v2/integrations/credentials*").await,
+        ["GET /api/v2/integrations/credentials"],
+        "only the look for credentials of older versions"
+    );
+    let put_configs = api.requests("/api/v2/integrations/*/config/current").await;
+    assert!(
+        put_configs.iter().all(|r| r.starts_with("GET ")),
+        "{put_configs:?}"
+    );
     let (status, _) = api
         .post(
             &format!("/api/v2/integrations/actions/{lookup_id}/execute"),
@@ -349,7 +492,7 @@ async fn failing_tests_are_reported_and_stop_after_a_few() {
         .unwrap();
     let mock = MockUpstream::start().await;
     // Genesys cannot reach the gateway at this public URL.
-    let extra = (0..4)
+    let extra = (0..10)
         .map(|i| {
             format!(
                 "[[actions]]\nname = \"probe{i}\"\nupstream = \"orders\"\npath = \"/p\"\nexample_input = {{ a = 1 }}\n"
@@ -374,15 +517,16 @@ async fn failing_tests_are_reported_and_stop_after_a_few() {
         .filter(|a| !a["test"].is_null())
         .map(|a| &a["test"])
         .collect();
-    assert_eq!(tests.len(), 5, "{report}");
+    assert_eq!(tests.len(), 11, "{report}");
     assert!(tests.iter().all(|t| t["success"] == false));
-    assert!(tests[..3].iter().all(|t| t["error"].is_string()));
-    assert!(
-        tests[3..]
-            .iter()
-            .all(|t| t["error"].as_str().unwrap().contains("circuit open")),
-        "{report}"
-    );
+    assert!(tests.iter().all(|t| t["error"].is_string()));
+    // Four run at a time; none starts once three failed in a row: the three failures and at
+    // most the three others running beside the third one were run.
+    let run = tests
+        .iter()
+        .filter(|t| !t["error"].as_str().unwrap().contains("circuit open"))
+        .count();
+    assert!((3..=6).contains(&run), "{run} run: {report}");
     app.stop().await;
     sim.shutdown().await;
 }
@@ -485,5 +629,314 @@ async fn the_cli_publishes_and_dry_runs() {
     let out = run(args(&[])).await.unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("data_actions.public_url"));
+    sim.shutdown().await;
+}
+
+/// A published action's definition as the simulator keeps it (reduced to Genesys'
+/// `JsonSchemaDocument`) differs from what the gateway sent; a second run must still see no
+/// change: changes are decided by the fingerprint header, not by comparing schemas.
+#[tokio::test]
+async fn a_schema_genesys_keeps_in_its_own_form_is_not_republished() {
+    let sim = Simulator::start(([127, 0, 0, 1], 0).into(), SimOptions::default())
+        .await
+        .unwrap();
+    let api = SimApi::new(sim.base_url()).await;
+    let mock = MockUpstream::start().await;
+    let extra = "[[actions]]\nname = \"strict\"\nupstream = \"orders\"\npath = \"/s\"\ninput_schema = { type = \"object\", minProperties = 1, properties = { a = { type = \"string\" } } }\n";
+    let text = config(
+        &sim.base_url(),
+        &mock,
+        "https://gateway.example.com",
+        "pw-1",
+        extra,
+    )
+    .replace("example_input = { orderId = \"o-example\" }\n", "");
+    let app = TestApp::spawn_with(&text).await;
+
+    let report: Value = publish(&app, false).await.json().await.unwrap();
+    let strict = entry(&report, "strict");
+    assert_eq!(strict["change"], "created");
+    let id = strict["genesysActionId"].as_str().unwrap();
+    let stored = api
+        .get(&format!(
+            "/api/v2/integrations/actions/{id}?expand=contract"
+        ))
+        .await;
+    assert_eq!(
+        stored["contract"]["input"]["inputSchema"],
+        json!({"type": "object", "properties": {"a": {"type": "string"}}}),
+        "Genesys kept the schema in its own form"
+    );
+
+    let report: Value = publish(&app, false).await.json().await.unwrap();
+    for name in ["lookupOrder", "createNote", "strict"] {
+        assert_eq!(entry(&report, name)["change"], "unchanged", "{report}");
+    }
+    app.stop().await;
+    sim.shutdown().await;
+}
+
+/// Two publications at once (two admin calls) create one integration, one credential and one
+/// action per gateway action: the second waits for the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publications_do_not_duplicate_anything() {
+    let sim = Simulator::start(([127, 0, 0, 1], 0).into(), SimOptions::default())
+        .await
+        .unwrap();
+    let api = SimApi::new(sim.base_url()).await;
+    let mock = MockUpstream::start().await;
+    let text = config(
+        &sim.base_url(),
+        &mock,
+        "https://gateway.example.com",
+        "pw-1",
+        "",
+    )
+    .replace("example_input = { orderId = \"o-example\" }\n", "");
+    let app = TestApp::spawn_with(&text).await;
+    // Creating the integration is slow: a publication that did not wait would look for the
+    // integration meanwhile, find none and create a second one.
+    api.fault(
+        json!({"method": "POST", "path": "/api/v2/integrations", "delayMs": 400, "count": 2}),
+    )
+    .await;
+
+    let (a, b) = tokio::join!(publish(&app, false), publish(&app, false));
+
+    assert_eq!(a.status(), 200);
+    assert_eq!(b.status(), 200);
+    let (a, b): (Value, Value) = (a.json().await.unwrap(), b.json().await.unwrap());
+    assert_eq!(api.counts().await, (1, 1, 2));
+    let mut changes: Vec<&str> = [&a, &b]
+        .iter()
+        .map(|r| entry(r, "lookupOrder")["change"].as_str().unwrap())
+        .collect();
+    changes.sort_unstable();
+    assert_eq!(changes, ["created", "unchanged"], "{a} {b}");
+    assert_eq!(
+        entry(&a, "lookupOrder")["genesysActionId"],
+        entry(&b, "lookupOrder")["genesysActionId"]
+    );
+    app.stop().await;
+    sim.shutdown().await;
+}
+
+/// A publication outlives a request cut by the server's deadline: it finishes and is audited,
+/// and the next publication finds everything done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publication_cut_by_the_request_deadline_still_finishes() {
+    let sim = Simulator::start(([127, 0, 0, 1], 0).into(), SimOptions::default())
+        .await
+        .unwrap();
+    let api = SimApi::new(sim.base_url()).await;
+    let mock = MockUpstream::start().await;
+    let text = config(
+        &sim.base_url(),
+        &mock,
+        "https://gateway.example.com",
+        "pw-1",
+        "",
+    )
+    .replace("example_input = { orderId = \"o-example\" }\n", "")
+    .replace(
+        "shutdown_grace_ms = 5000",
+        "shutdown_grace_ms = 5000\nrequest_timeout_ms = 1000",
+    );
+    let app = TestApp::spawn_with(&text).await;
+    // Creating the first action takes longer than the request may.
+    api.fault(json!({"method": "POST", "path": "/api/v2/integrations/actions", "delayMs": 2000}))
+        .await;
+
+    assert_error(publish(&app, false).await, 504, "request.timeout").await;
+
+    // The publication goes on without its request: both actions get created and audited.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let audit: Value = app
+            .admin_get("/admin/v1/audit?kind=action.published")
+            .await
+            .json()
+            .await
+            .unwrap();
+        if audit["entities"].as_array().unwrap().len() == 2 {
+            assert!(
+                audit["entities"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|e| e["outcome"] == "created"),
+                "{audit}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cut publication never finished: {audit}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let report: Value = publish(&app, false).await.json().await.unwrap();
+    assert_eq!(entry(&report, "lookupOrder")["change"], "unchanged");
+    assert_eq!(entry(&report, "createNote")["change"], "unchanged");
+    assert_eq!(api.counts().await, (1, 1, 2));
+    app.stop().await;
+    sim.shutdown().await;
+}
+
+/// Credentials whose name carried a password hash (made by older gateway versions) are
+/// deleted; a credential set by hand in Genesys is replaced by the next publication (and left
+/// alone: the gateway did not make it), the gateway's previous one is deleted.
+#[tokio::test]
+async fn old_and_foreign_credentials_are_replaced_and_deleted() {
+    let sim = Simulator::start(([127, 0, 0, 1], 0).into(), SimOptions::default())
+        .await
+        .unwrap();
+    let api = SimApi::new(sim.base_url()).await;
+    let mock = MockUpstream::start().await;
+    let text = config(
+        &sim.base_url(),
+        &mock,
+        "https://gateway.example.com",
+        "pw-1",
+        "",
+    )
+    .replace("example_input = { orderId = \"o-example\" }\n", "");
+    let app = TestApp::spawn_with(&text).await;
+    let basic = |name: &str| {
+        json!({"name": name, "type": {"name": "basicAuth"},
+               "credentialFields": {"userName": USER, "password": "old"}})
+    };
+    for name in [
+        "genesys-gateway basicAuth 0123456789abcdef",
+        "genesys-gateway basicAuth fedcba9876543210",
+    ] {
+        let (status, _) = api
+            .post("/api/v2/integrations/credentials", basic(name))
+            .await;
+        assert_eq!(status, 200);
+    }
+    let (_, unrelated) = api
+        .post("/api/v2/integrations/credentials", basic("crm"))
+        .await;
+
+    let report: Value = publish(&app, false).await.json().await.unwrap();
+    assert_eq!(entry(&report, "lookupOrder")["change"], "created");
+    let names = |listing: Value| -> Vec<String> {
+        let mut names: Vec<String> = listing["entities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        names(
+            api.get("/api/v2/integrations/credentials?pageSize=100")
+                .await
+        ),
+        ["crm", "genesys-gateway"],
+        "the old versions' credentials are gone, others are left alone"
+    );
+
+    // Someone points the integration at another credential by hand.
+    let integrations = api.get("/api/v2/integrations?pageSize=100").await;
+    let integration_id = integrations["entities"][0]["id"].as_str().unwrap();
+    let config_path = format!("/api/v2/integrations/{integration_id}/config/current");
+    let mut current = api.get(&config_path).await;
+    let ours = current["credentials"]["basicAuth"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    current["credentials"] = json!({"basicAuth": {"id": unrelated["id"]}});
+    let r = api
+        .client
+        .put(format!("{}{config_path}", api.base))
+        .bearer_auth(&api.token)
+        .json(&current)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    publish(&app, false).await.json::<Value>().await.unwrap();
+    let now = api.get(&config_path).await;
+    let set = now["credentials"]["basicAuth"]["id"].as_str().unwrap();
+    assert_ne!(set, unrelated["id"].as_str().unwrap());
+    assert_ne!(set, ours);
+    assert_eq!(
+        names(
+            api.get("/api/v2/integrations/credentials?pageSize=100")
+                .await
+        ),
+        ["crm", "genesys-gateway"],
+        "the gateway's previous credential is deleted; the one someone else made is left alone"
+    );
+    app.stop().await;
+    sim.shutdown().await;
+}
+
+/// A draft left behind (by an interrupted publication, or started in Genesys' editor) is taken
+/// over: the update still goes through and the action keeps its id.
+#[tokio::test]
+async fn an_existing_draft_is_taken_over() {
+    let sim = Simulator::start(([127, 0, 0, 1], 0).into(), SimOptions::default())
+        .await
+        .unwrap();
+    let api = SimApi::new(sim.base_url()).await;
+    let mock = MockUpstream::start().await;
+    let v1 = config(
+        &sim.base_url(),
+        &mock,
+        "https://gateway.example.com",
+        "pw-1",
+        "",
+    )
+    .replace("example_input = { orderId = \"o-example\" }\n", "");
+    let app = TestApp::spawn_with(&v1).await;
+    let report: Value = publish(&app, false).await.json().await.unwrap();
+    let id = entry(&report, "lookupOrder")["genesysActionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = api
+        .post(
+            &format!("/api/v2/integrations/actions/{id}/draft"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    reload_with(&app, &v1.replace("timeout_ms = 4500", "timeout_ms = 7000")).await;
+    let report: Value = publish(&app, false).await.json().await.unwrap();
+
+    assert_eq!(
+        entry(&report, "lookupOrder")["change"],
+        "updated",
+        "{report}"
+    );
+    assert_eq!(
+        entry(&report, "lookupOrder")["genesysActionId"],
+        id.as_str()
+    );
+    let action = api
+        .get(&format!(
+            "/api/v2/integrations/actions/{id}?includeConfig=true"
+        ))
+        .await;
+    assert_eq!(action["config"]["timeoutSeconds"], 7);
+    let draft = api
+        .client
+        .get(format!(
+            "{}/api/v2/integrations/actions/{id}/draft",
+            api.base
+        ))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(draft.status(), 404, "the draft was published");
+    app.stop().await;
     sim.shutdown().await;
 }

@@ -1,6 +1,7 @@
 //! The typed Genesys client against the simulator: users, queues, callbacks, conversations,
-//! notification channels, Genesys' error body, retries through the `genesys` upstream, the
-//! correlation id and the readiness check.
+//! notification channels, integrations, credentials, data actions and their drafts, Genesys'
+//! error body, retries through the `genesys` upstream, the correlation id and the readiness
+//! check.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -597,4 +598,138 @@ async fn integrations_credentials_and_data_actions() {
         .delete_integration(&integration.id)
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn drafts_change_an_action_in_place_and_credentials_are_listed_and_deleted() {
+    use genesys_gateway::genesys::models::{
+        CreateIntegrationRequest, Credential, CredentialType, EntityRef, PublishDraftInput,
+        UpdateDraftInput,
+    };
+    let env = Env::start().await;
+    let (remote_base, _seen) = remote().await;
+    let integration = env
+        .genesys
+        .create_integration(&CreateIntegrationRequest {
+            integration_type: EntityRef::id("custom-rest-actions"),
+            name: Some("genesys-gateway".to_owned()),
+            notes: None,
+        })
+        .await
+        .unwrap();
+    let input = action_input(&integration.id, "echo", &format!("{remote_base}/echo"));
+    let action = env.genesys.create_action(&input).await.unwrap();
+
+    let draft = env.genesys.create_action_draft(&action.id).await.unwrap();
+    assert_eq!(draft.id, action.id);
+    assert_eq!(draft.version, Some(1));
+    let err = env
+        .genesys
+        .create_action_draft(&action.id)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::CONFLICT), "{err:?}");
+    let read = env.genesys.action_draft(&action.id).await.unwrap();
+    assert_eq!(read.contract, draft.contract);
+    assert_eq!(read.config, draft.config);
+
+    let mut contract = input.contract.clone();
+    contract.output.success_schema = json!({"type": "object", "required": ["orderId"]});
+    let patched = env
+        .genesys
+        .patch_action_draft(
+            &action.id,
+            &UpdateDraftInput {
+                category: None,
+                name: None,
+                config: None,
+                contract: Some(contract.clone()),
+                secure: None,
+                version: 1,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.version, Some(2));
+    let err = env
+        .genesys
+        .publish_action_draft(&action.id, &PublishDraftInput { version: 1 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::CONFLICT), "{err:?}");
+    let published = env
+        .genesys
+        .publish_action_draft(&action.id, &PublishDraftInput { version: 2 })
+        .await
+        .unwrap();
+    assert_eq!(published.id, action.id);
+    assert_eq!(published.contract, Some(contract));
+    assert!(
+        env.genesys
+            .action_draft(&action.id)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    env.genesys.create_action_draft(&action.id).await.unwrap();
+    env.genesys.delete_action_draft(&action.id).await.unwrap();
+    assert!(
+        env.genesys
+            .delete_action_draft(&action.id)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    let paths: Vec<String> = env
+        .requests("/api/v2/integrations/actions/*/draft*")
+        .await
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["method"].as_str().unwrap(),
+                r["path"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(paths.contains(&format!(
+        "POST /api/v2/integrations/actions/{}/draft/publish",
+        action.id
+    )));
+
+    let credential = env
+        .genesys
+        .create_credential(&Credential {
+            name: "genesys-gateway".to_owned(),
+            kind: CredentialType {
+                name: "basicAuth".to_owned(),
+            },
+            credential_fields: [
+                ("userName".to_owned(), "genesys".to_owned()),
+                ("password".to_owned(), "pa55".to_owned()),
+            ]
+            .into(),
+        })
+        .await
+        .unwrap();
+    let listed = env.genesys.list_credentials(Page::default()).await.unwrap();
+    assert_eq!(listed.entities.len(), 1);
+    assert_eq!(listed.entities[0].id, credential.id);
+    assert_eq!(listed.entities[0].name.as_deref(), Some("genesys-gateway"));
+    env.genesys.delete_credential(&credential.id).await.unwrap();
+    assert!(
+        env.genesys
+            .delete_credential(&credential.id)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert!(
+        env.genesys
+            .list_credentials(Page::default())
+            .await
+            .unwrap()
+            .entities
+            .is_empty()
+    );
 }

@@ -1,4 +1,5 @@
-//! Integrations, credentials and data actions: CRUD with Genesys' versioning rules, and
+//! Integrations, credentials and data actions: CRUD with Genesys' versioning rules, contract
+//! changes through drafts, and
 //! `execute` / `test` calling a real local HTTP server (Velocity rendering, the Basic
 //! credential, translationMap + defaults + successTemplate, remote failures).
 
@@ -670,4 +671,204 @@ async fn integrations_types_configs_and_credentials_behave_like_genesys() {
         )
         .await;
     assert_error(response, 400, "bad.request").await;
+}
+
+#[tokio::test]
+async fn a_contract_changes_through_a_draft_and_the_action_keeps_its_id() {
+    let t = TestSim::start().await;
+    let token = t.token().await;
+    let (addr, seen) = remote().await;
+    let integration_id = integration(&t, &token).await;
+    let created = action(
+        &t,
+        &token,
+        &integration_id,
+        "echoNote",
+        json!({"request": {"requestUrlTemplate": format!("http://{addr}/echo"), "requestType": "POST"}, "response": {}}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap();
+    let action_path = format!("/api/v2/integrations/actions/{id}");
+    let draft_path = format!("{action_path}/draft");
+
+    assert_error(t.get(&token, &draft_path).await, 404, "not.found").await;
+    assert_error(
+        t.post(
+            &token,
+            "/api/v2/integrations/actions/custom_-_nope/draft",
+            &json!({}),
+        )
+        .await,
+        404,
+        "not.found",
+    )
+    .await;
+
+    // A draft copies the published action; there is one at a time.
+    let response = t.send(Method::POST, &token, &draft_path, None).await;
+    assert_eq!(response.status(), 200);
+    let draft: Value = response.json().await.unwrap();
+    assert_eq!(draft["id"], id);
+    assert_eq!(draft["version"], 1);
+    assert_eq!(draft["name"], "echoNote");
+    assert_eq!(
+        draft["contract"]["input"]["inputSchema"]["properties"]["userId"]["type"],
+        "string"
+    );
+    assert_eq!(draft["config"]["request"]["requestType"], "POST");
+    assert_error(
+        t.send(Method::POST, &token, &draft_path, None).await,
+        409,
+        "conflict",
+    )
+    .await;
+    let read: Value = t
+        .get(
+            &token,
+            &format!("{draft_path}?expand=contract&includeConfig=true"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read, draft);
+    let plain: Value = t.get(&token, &draft_path).await.json().await.unwrap();
+    assert!(plain.get("config").is_none());
+    assert!(plain["contract"]["input"]["inputSchemaUri"].is_string());
+
+    // The draft is patched by its own version, contract included.
+    let change = json!({
+        "name": "echoNote",
+        "category": "gateway",
+        "config": {"request": {"requestUrlTemplate": format!("http://{addr}/echo"), "requestType": "POST",
+                               "headers": {"X-Version": "2"}}, "response": {}},
+        "contract": {"input": {"inputSchema": {"type": "object", "required": ["noteId"], "minProperties": 1,
+                                               "properties": {"noteId": {"type": "string"}}}},
+                     "output": {"successSchema": {"type": "object", "required": ["noteId"]}}},
+    });
+    assert_error(
+        t.send(Method::PATCH, &token, &draft_path, Some(&change))
+            .await,
+        400,
+        "bad.request",
+    )
+    .await;
+    let mut stale = change.clone();
+    stale["version"] = json!(7);
+    assert_error(
+        t.send(Method::PATCH, &token, &draft_path, Some(&stale))
+            .await,
+        409,
+        "conflict",
+    )
+    .await;
+    let mut current = change.clone();
+    current["version"] = json!(1);
+    let patched: Value = t
+        .send(Method::PATCH, &token, &draft_path, Some(&current))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(patched["version"], 2);
+    assert_eq!(
+        patched["contract"]["input"]["inputSchema"],
+        json!({"type": "object", "required": ["noteId"], "properties": {"noteId": {"type": "string"}}}),
+        "stored as a JsonSchemaDocument: other top-level keywords are dropped"
+    );
+    // Until published, the action is what it was.
+    let published: Value = t
+        .get(&token, &format!("{action_path}?expand=contract"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(published["version"], 1);
+    assert!(published["contract"]["input"]["inputSchema"]["properties"]["userId"].is_object());
+
+    // Publishing takes the draft's current version; the action keeps its id.
+    let publish_path = format!("{draft_path}/publish");
+    assert_error(
+        t.post(&token, &publish_path, &json!({})).await,
+        400,
+        "bad.request",
+    )
+    .await;
+    assert_error(
+        t.post(&token, &publish_path, &json!({"version": 1})).await,
+        409,
+        "conflict",
+    )
+    .await;
+    let response = t.post(&token, &publish_path, &json!({"version": 2})).await;
+    assert_eq!(response.status(), 200);
+    let published: Value = response.json().await.unwrap();
+    assert_eq!(published["id"], id);
+    assert_eq!(published["version"], 2);
+    assert_eq!(published["category"], "gateway");
+    assert_eq!(
+        published["contract"]["output"]["successSchema"],
+        json!({"type": "object", "required": ["noteId"]})
+    );
+    assert_error(t.get(&token, &draft_path).await, 404, "not.found").await;
+    let listed: Value = t
+        .get(
+            &token,
+            &format!("/api/v2/integrations/actions?integrationId={integration_id}"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["total"], 1);
+    assert_eq!(listed["entities"][0]["id"], id);
+
+    // The published configuration is the one that runs.
+    let response = t
+        .post(
+            &token,
+            &format!("{action_path}/execute"),
+            &json!({"noteId": "n-1"}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let (_, headers, body) = seen.0.lock().unwrap().last().unwrap().clone();
+    assert_eq!(headers["x-version"], "2");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"noteId": "n-1"})
+    );
+
+    // A draft can be dropped; deleting the action drops its draft.
+    assert_eq!(
+        t.send(Method::POST, &token, &draft_path, None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        t.send(Method::DELETE, &token, &draft_path, None)
+            .await
+            .status(),
+        204
+    );
+    assert_error(
+        t.send(Method::DELETE, &token, &draft_path, None).await,
+        404,
+        "not.found",
+    )
+    .await;
+    assert_eq!(
+        t.send(Method::POST, &token, &draft_path, None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        t.send(Method::DELETE, &token, &action_path, None)
+            .await
+            .status(),
+        204
+    );
+    assert_error(t.get(&token, &draft_path).await, 404, "not.found").await;
 }

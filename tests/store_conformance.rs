@@ -209,6 +209,7 @@ conformance!(
     prune_deletes_the_oldest_records_in_bounded_steps,
     pruner_deletes_what_is_past_retention_and_keeps_running,
     server_threads_keep_working_when_one_runtime_ends,
+    secrets_and_settings_are_kept_and_shared,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -482,6 +483,31 @@ mod cases {
         assert_eq!(written.len(), (1 + THREADS + 2 * (THREADS - 1) + 1) * 8);
         assert!(subjects(&written).contains(&"t2-after-3-tx"));
         store.close().await;
+    }
+
+    pub async fn secrets_and_settings_are_kept_and_shared(db: &TestDb) {
+        use secrecy::ExposeSecret;
+        let other = db.connect_again().await;
+        // Two connections (two replicas) asking at once get the same key.
+        let (a, b) = tokio::join!(
+            db.store.get_or_create_secret("k"),
+            other.get_or_create_secret("k")
+        );
+        let (a, b) = (a.expect("secret"), b.expect("secret"));
+        assert_eq!(a.expose_secret(), b.expose_secret());
+        let again = db.store.get_or_create_secret("k").await.expect("secret");
+        assert_eq!(a.expose_secret(), again.expose_secret());
+        let k2 = other.get_or_create_secret("k2").await.expect("secret");
+        assert_ne!(a.expose_secret(), k2.expose_secret());
+
+        assert_eq!(db.store.setting("s").await.expect("read"), None);
+        db.store.put_setting("s", "{\"a\":1}").await.expect("write");
+        other.put_setting("s", "{\"a\":2}").await.expect("replace");
+        assert_eq!(
+            db.store.setting("s").await.expect("read").as_deref(),
+            Some("{\"a\":2}")
+        );
+        other.close().await;
     }
 
     pub async fn connect_and_migrate_twice(db: &TestDb) {
@@ -1072,7 +1098,18 @@ fn postgres_concurrent_connects_on_a_fresh_database_all_succeed() {
                 .fetch_one(&mut conn)
                 .await
                 .unwrap();
-        assert_eq!(applied, 1, "each migration applied once");
+        let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+            .unwrap()
+            .filter(|f| {
+                f.as_ref()
+                    .is_ok_and(|f| f.path().extension().is_some_and(|e| e == "sql"))
+            })
+            .count();
+        assert_eq!(
+            applied,
+            i64::try_from(files).unwrap(),
+            "each migration applied once"
+        );
         conn.close().await.ok();
     });
     drop(pg);

@@ -8,15 +8,17 @@ use axum::extract::State;
 use axum::middleware::from_fn_with_state;
 use serde::Deserialize;
 use serde::Serialize;
+use tracing::Instrument as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{self, InboundAuth};
-use crate::data_actions::publish::{self, Publication, PublishMode, PublishReport};
+use crate::data_actions::publish::{self, Publication, PublishLock, PublishMode, PublishReport};
 use crate::data_actions::reload::{ReloadReport, ReloadTrigger, Reloader};
 use crate::error::{ApiError, ErrorCode, Query};
 use crate::genesys::GenesysClient;
 use crate::store::Store;
+use crate::telemetry::RequestId;
 
 /// What the data actions admin endpoints need.
 #[derive(Clone, Debug)]
@@ -25,6 +27,8 @@ pub struct ActionsAdminState {
     pub reloader: Reloader,
     /// Where `action.published` records go.
     pub store: Store,
+    /// Serialises publications in this process (share it with anything else that publishes).
+    pub publish_lock: PublishLock,
 }
 
 /// The `/admin/v1` routes of data actions, behind the admin bearer check.
@@ -146,6 +150,11 @@ struct PublishQuery {
 /// Provisions the served actions into Genesys: one `custom-rest-actions` integration with a
 /// `basicAuth` credential and one data action per gateway action, then tests each that has an
 /// `example_input`.
+///
+/// The publication runs in a task of its own, one at a time in this process (a second request
+/// waits for the first): a request cut by the server's deadline or by its client still gets
+/// its publication finished and audited. It publishes the settings and actions of one
+/// configuration, as in force when it starts.
 #[utoipa::path(post, path = "/admin/v1/actions/publish", tag = "admin",
     params(PublishQuery),
     security(("bearer" = [])),
@@ -153,32 +162,48 @@ struct PublishQuery {
               (status = 400, description = "`invalid.input`: `data_actions.public_url` missing or a header credential"),
               (status = 401, description = "Missing or wrong bearer token"),
               (status = 502, description = "Genesys refused a call"),
-              (status = 503, description = "Genesys unavailable")))]
+              (status = 503, description = "Genesys unavailable"),
+              (status = 504, description = "`request.timeout`: the request's deadline passed; the publication goes on and is audited")))]
 async fn publish_actions(
     State(state): State<ActionsAdminState>,
     Query(q): Query<PublishQuery>,
 ) -> Result<Json<PublishReport>, ApiError> {
-    let settings = state.reloader.settings().await;
-    let set = state.reloader.registry().load();
-    let client = GenesysClient::from_upstreams(set.upstreams()).ok_or_else(|| {
-        tracing::error!("no genesys upstream to publish through");
-        ApiError::new(
-            ErrorCode::InternalServerError,
-            "The gateway cannot reach Genesys.",
-        )
-    })?;
     let mode = if q.dry_run.unwrap_or(false) {
         PublishMode::DryRun
     } else {
         PublishMode::Apply
     };
-    let report = publish::publish(Publication {
-        client: &client,
-        settings: &settings.data_actions,
-        actions: set.iter().map(|b| b.action()).collect(),
-        mode,
-        audit: Some((&state.store, "admin")),
-    })
-    .await?;
+    let publication = async move {
+        let _serialised = state.publish_lock.acquire().await;
+        let (settings, set) = state.reloader.snapshot().await;
+        let client = GenesysClient::from_upstreams(set.upstreams()).ok_or_else(|| {
+            tracing::error!("no genesys upstream to publish through");
+            ApiError::new(
+                ErrorCode::InternalServerError,
+                "The gateway cannot reach Genesys.",
+            )
+        })?;
+        let report = publish::publish(Publication {
+            client: &client,
+            settings: &settings.data_actions,
+            actions: set.iter().map(|b| b.action()).collect(),
+            mode,
+            store: Some((&state.store, "admin")),
+        })
+        .await?;
+        Ok::<_, ApiError>(report)
+    }
+    .instrument(tracing::Span::current());
+    let request_id = RequestId::current();
+    let task = tokio::spawn(async move {
+        match request_id {
+            Some(id) => id.scope(publication).await,
+            None => publication.await,
+        }
+    });
+    let report = task.await.map_err(|err| {
+        tracing::error!(error = %err, "the publication task failed");
+        ApiError::internal()
+    })??;
     Ok(Json(report))
 }

@@ -4,38 +4,89 @@
 //! Publishing makes Genesys call the gateway, idempotently:
 //! 1. one `custom-rest-actions` integration named [`INTEGRATION_NAME`], found by name or created,
 //!    and enabled;
-//! 2. its `basicAuth` credential, from `[data_actions.auth]` (basic). Genesys never shows a
-//!    credential's password back, so the credential's **name** carries a fingerprint of the user
-//!    and password (a truncated HMAC keyed with the password): the credential is replaced only
-//!    when the fingerprint differs. With `[data_actions.auth] type = "none"` no credential is
-//!    set; a `header` credential cannot be expressed as a Genesys Basic credential and is
-//!    refused;
+//! 2. its `basicAuth` credential, from `[data_actions.auth]` (basic), named
+//!    [`CREDENTIAL_NAME`] — a name that says nothing about the password (see "The credential"
+//!    below). With `[data_actions.auth] type = "none"` no credential is set; a `header`
+//!    credential cannot be expressed as a Genesys Basic credential and is refused;
 //! 3. one Genesys data action per gateway action, named like it, category [`CATEGORY`]: `POST
 //!    <public_url>/v1/actions/<name>` with `requestTemplate ${input.rawRequest}`, `timeoutSeconds`
 //!    = `timeout_ms` / 1000 rounded up, an empty `translationMap`, `successTemplate
-//!    ${rawResult}`, and the input/output schemas (or `{"type": "object"}`) as contract. An
-//!    action is `created`, `updated` (its configuration patched; a changed contract, which
-//!    Genesys does not let a published action change, means deleting and recreating it — with a
-//!    new id) or `unchanged` (nothing written);
+//!    ${rawResult}`, the input/output schemas (or `{"type": "object"}`) as contract, and the
+//!    request header [`DEFINITION_HEADER`] carrying the definition's fingerprint (see "What
+//!    counts as a change"). An action is `created`, `updated` or `unchanged` (nothing written);
 //! 4. each action with an `example_input` is tested with `POST
-//!    /api/v2/integrations/actions/{id}/test`, under a circuit breaker: after
-//!    [`TEST_FAILURE_THRESHOLD`] failed tests in a row the remaining ones are not run (Genesys
-//!    evidently cannot reach the gateway).
+//!    /api/v2/integrations/actions/{id}/test`, [`TEST_CONCURRENCY`] at a time, under a circuit
+//!    breaker: once [`TEST_FAILURE_THRESHOLD`] tests in a row failed, the tests not started yet
+//!    are not run (Genesys evidently cannot reach the gateway).
 //!
 //! A dry run reads only: it reports what would change (`genesysActionId` null for actions not
 //! created yet), writes nothing and runs no tests. Actions in the integration that the gateway
 //! no longer has are left alone (and logged). Every created or updated action is audited
 //! (`action.published`).
+//!
+//! # What counts as a change
+//! Genesys keeps what it is sent in its own form (a contract's schemas are stored as its typed
+//! `JsonSchemaDocument`, defaults are filled in), so comparing what it shows back with what the
+//! gateway would send would see a change on every run. Instead the gateway fingerprints what it
+//! sends: SHA-256 (hex) of the canonical JSON (keys sorted, no spaces) of the action's name,
+//! category, `secure`, configuration and contract, sent as the request header
+//! [`DEFINITION_HEADER`] in the action's `config.request.headers`. Genesys keeps configured
+//! headers verbatim and sends them on every call of the action (the gateway ignores it). An
+//! action whose header (and category) match is `unchanged`; any other existing action is
+//! `updated`. An edit made by hand in Genesys that keeps the header is therefore not undone
+//! until the gateway's definition changes.
+//!
+//! # Updating keeps the action's id
+//! Architect flows refer to a data action by id, so an action is never deleted and recreated.
+//! Genesys does not let a published action's contract be patched (`UpdateActionInput` has no
+//! contract); it changes through a draft, as in Genesys' own editor: `POST .../draft` (a draft
+//! of the published action; when one exists already — left by an interrupted run or started
+//! in the UI — it is taken over), `PATCH .../draft` with the whole definition and the draft's
+//! `version`, then `POST .../draft/publish` with that version, which puts the draft in place
+//! under the same id. Every update, whether or not the contract changed, takes that path: one
+//! way to write an action.
+//!
+//! # The credential
+//! Genesys never shows a credential's password back, and whoever can read the org's
+//! integrations can read the credential's name, so nothing derived from the password may be
+//! put in Genesys (a hash in the name would let anyone who can read it test guesses offline).
+//! The gateway keeps in its store ([`Store::setting`]) which credential it set, on which
+//! integration, and a fingerprint of the user and password: HMAC-SHA256 keyed with a random
+//! 32-byte key made once and kept in the store ([`Store::get_or_create_secret`]), so the
+//! fingerprint is worthless without the store. When the integration still points at the
+//! recorded credential and the fingerprint matches, nothing is written; otherwise (new
+//! password, a credential changed by hand, no record yet) a new credential is created, the
+//! integration's configuration is pointed at it, and the credentials it replaced that the
+//! gateway made (the recorded one; the one in use when it is named [`CREDENTIAL_NAME`]) are
+//! deleted — a deletion that fails is retried by the next run; a credential someone else made
+//! is left alone. Credentials named like the ones older gateway versions made
+//! (`genesys-gateway basicAuth <hex>`, whose name carried such a hash) are deleted unless the
+//! integration still uses one. A run with an unchanged credential creates and deletes
+//! nothing.
+//!
+//! # Concurrency
+//! Publications in one process are serialised by a [`PublishLock`] (the admin endpoint holds
+//! one; see [`crate::admin`]): two at once would both find no integration and both create one.
+//! The CLI (another process) and other replicas are **not** serialised with it: publish from
+//! one place at a time (a lock in the store is a later step) — two processes publishing at
+//! the same moment can still make two integrations or two copies of an action. The admin
+//! endpoint runs each publication in a task of its own, so a request cut by its deadline or
+//! by its client does not cut the publication: it finishes and is audited, only its report is
+//! lost.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::stream::{self, StreamExt as _};
 use hmac::{Hmac, Mac};
-use secrecy::ExposeSecret;
-use serde::Serialize;
+use http::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sha2::Sha256;
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio::time::Instant;
 
 use super::action::DataAction;
@@ -46,10 +97,10 @@ use crate::error::{ApiError, ErrorDetail};
 use crate::genesys::models::{
     Action, ActionConfig, ActionContract, ActionRequestConfig, ActionResponseConfig, ContractInput,
     ContractOutput, CreateIntegrationRequest, Credential, CredentialRef, CredentialType, EntityRef,
-    Integration, IntegrationPatch, Page, PostActionInput, UpdateActionInput,
+    Integration, IntegrationPatch, Page, PostActionInput, PublishDraftInput, UpdateDraftInput,
 };
 use crate::genesys::{GenesysClient, GenesysError};
-use crate::store::{AuditRecord, Store};
+use crate::store::{AuditRecord, Store, StoreError};
 use crate::telemetry::Metrics;
 use crate::upstream::{CircuitBreaker, GenesysEndpoints, Upstreams};
 
@@ -57,12 +108,24 @@ use crate::upstream::{CircuitBreaker, GenesysEndpoints, Upstreams};
 pub const INTEGRATION_NAME: &str = "genesys-gateway";
 /// Category of the published actions.
 pub const CATEGORY: &str = "genesys-gateway";
+/// Name of the `basicAuth` credential the gateway creates.
+pub const CREDENTIAL_NAME: &str = "genesys-gateway";
+/// Request header of every published action carrying the fingerprint of its definition.
+pub const DEFINITION_HEADER: &str = "X-Gateway-Definition";
 /// Integration type of a Web Services Data Actions integration.
 const INTEGRATION_TYPE: &str = "custom-rest-actions";
 /// The credential role of a `custom-rest-actions` integration.
 const CREDENTIAL_ROLE: &str = "basicAuth";
-/// Consecutive failed tests after which the remaining tests are not run.
+/// How the credentials of gateway versions that put a password hash in the name begin.
+const LEGACY_CREDENTIAL_PREFIX: &str = "genesys-gateway basicAuth ";
+/// The store key of the credential fingerprint's HMAC key.
+const CREDENTIAL_KEY: &str = "publish.credential-fingerprint";
+/// The store setting recording the credential set in Genesys ([`CredentialRecord`]).
+const CREDENTIAL_RECORD: &str = "publish.credential";
+/// Consecutive failed tests after which the tests not started yet are not run.
 pub const TEST_FAILURE_THRESHOLD: u32 = 3;
+/// Tests run at the same time.
+pub const TEST_CONCURRENCY: usize = 4;
 /// Entities per listing page.
 const PAGE_SIZE: u32 = 100;
 
@@ -139,6 +202,9 @@ pub enum PublishError {
     /// Genesys refused a call or could not be reached.
     #[error("Genesys call failed: {0}")]
     Genesys(#[from] GenesysError),
+    /// The store (which keeps the credential's fingerprint) failed.
+    #[error("the store failed: {0}")]
+    Store(#[from] StoreError),
 }
 
 impl From<PublishError> for ApiError {
@@ -152,8 +218,34 @@ impl From<PublishError> for ApiError {
                     .collect(),
             ),
             PublishError::Genesys(err) => err.into(),
+            PublishError::Store(err) => {
+                tracing::error!(error = %err, "publishing failed: the store failed");
+                ApiError::internal()
+            }
         }
     }
+}
+
+/// Serialises the publications of one process (see "Concurrency" in the module docs). Cheap
+/// to clone; clones share the lock.
+#[derive(Debug, Clone, Default)]
+pub struct PublishLock(Arc<Mutex<()>>);
+
+impl PublishLock {
+    /// Waits until no other publication of this process runs; this one may run while the
+    /// guard lives (it does not borrow the lock, so it can move into a spawned task).
+    pub async fn acquire(&self) -> PublishGuard {
+        PublishGuard {
+            _held: self.0.clone().lock_owned().await,
+        }
+    }
+}
+
+/// Held while a publication runs; dropping it lets the next one in.
+#[derive(Debug)]
+#[must_use = "the publication is serialised only while the guard lives"]
+pub struct PublishGuard {
+    _held: OwnedMutexGuard<()>,
 }
 
 /// One publication's inputs.
@@ -166,16 +258,19 @@ pub struct Publication<'a> {
     pub actions: Vec<&'a DataAction>,
     /// Apply or dry run.
     pub mode: PublishMode,
-    /// Where `action.published` records go, and who published (`admin`, `cli`).
-    pub audit: Option<(&'a Store, &'a str)>,
+    /// The store — where `action.published` records go and where the credential's fingerprint
+    /// is kept — and who publishes (`admin`, `cli`). Without a store nothing is audited and
+    /// the credential is replaced on every run (its fingerprint cannot be kept).
+    pub store: Option<(&'a Store, &'a str)>,
 }
 
-/// Publishes the actions (see the module docs).
+/// Publishes the actions (see the module docs). Callers in one process hold a
+/// [`PublishGuard`] around it.
 ///
 /// # Errors
 /// [`PublishError::Config`] when `public_url` is missing or the inbound credential is a header;
-/// [`PublishError::Genesys`] when a Genesys call fails (what was done before stays done: a
-/// second run picks up from there).
+/// [`PublishError::Genesys`] when a Genesys call fails, [`PublishError::Store`] when the store
+/// does (what was done before stays done: a second run picks up from there).
 pub async fn publish(p: Publication<'_>) -> Result<PublishReport, PublishError> {
     let public_url = check_settings(p.settings)?;
     let client = p.client;
@@ -198,7 +293,13 @@ pub async fn publish(p: Publication<'_>) -> Result<PublishReport, PublishError> 
                 )
                 .await?;
         }
-        ensure_credential(client, &integration.id, &p.settings.auth).await?;
+        ensure_credential(
+            client,
+            &integration.id,
+            &p.settings.auth,
+            p.store.map(|(store, _)| store),
+        )
+        .await?;
     }
 
     let existing = match &integration {
@@ -210,62 +311,30 @@ pub async fn publish(p: Publication<'_>) -> Result<PublishReport, PublishError> 
     };
     for action in &p.actions {
         let name = action.name().as_str();
-        let desired_config = desired_config(action, &public_url);
-        let desired_contract = desired_contract(action);
+        let desired = Definition::new(action, &public_url);
         let (id, change) = match (existing.get(name), &integration) {
             (None, Some(integration)) if apply => {
                 let created = client
-                    .create_action(&post_input(
-                        action,
-                        &integration.id,
-                        desired_config,
-                        desired_contract,
-                    ))
+                    .create_action(&post_input(action, &integration.id, desired))
                     .await?;
                 (Some(created.id), Change::Created)
             }
             (None, _) => (None, Change::Created),
             (Some(summary), _) => {
                 let current = client.get_action(&summary.id).await?;
-                let contract_same = current.contract.as_ref() == Some(&desired_contract);
-                let config_same = current.config.as_ref() == Some(&desired_config)
-                    && current.category.as_deref() == Some(CATEGORY);
-                match (contract_same, config_same, &integration) {
-                    (true, true, _) => (Some(current.id), Change::Unchanged),
-                    (_, _, _) if !apply => (Some(current.id), Change::Updated),
-                    (true, false, _) => {
-                        let updated = client
-                            .patch_action(
-                                &current.id,
-                                &UpdateActionInput {
-                                    category: Some(CATEGORY.to_owned()),
-                                    name: Some(name.to_owned()),
-                                    config: Some(desired_config),
-                                    version: current.version.unwrap_or(1),
-                                },
-                            )
-                            .await?;
-                        (Some(updated.id), Change::Updated)
-                    }
-                    (false, _, Some(integration)) => {
-                        client.delete_action(&current.id).await?;
-                        let created = client
-                            .create_action(&post_input(
-                                action,
-                                &integration.id,
-                                desired_config,
-                                desired_contract,
-                            ))
-                            .await?;
-                        (Some(created.id), Change::Updated)
-                    }
-                    (false, _, None) => (Some(current.id), Change::Updated),
+                if desired.is_published_as(&current) {
+                    (Some(current.id), Change::Unchanged)
+                } else if apply {
+                    let updated = update_through_draft(client, &current.id, name, desired).await?;
+                    (Some(updated.id), Change::Updated)
+                } else {
+                    (Some(current.id), Change::Updated)
                 }
             }
         };
         if apply
             && change != Change::Unchanged
-            && let Some((store, actor)) = p.audit
+            && let Some((store, actor)) = p.store
         {
             let record = AuditRecord::now("action.published", actor, change.as_str())
                 .with_subject(name)
@@ -312,7 +381,7 @@ pub async fn publish(p: Publication<'_>) -> Result<PublishReport, PublishError> 
 pub async fn publish_settings(
     settings: &Settings,
     mode: PublishMode,
-    audit: Option<(&Store, &str)>,
+    store: Option<(&Store, &str)>,
 ) -> Result<PublishReport, PublishError> {
     let actions = super::registry::compile_actions(settings).map_err(PublishError::Config)?;
     let upstreams = Upstreams::build(
@@ -332,7 +401,7 @@ pub async fn publish_settings(
         settings: &settings.data_actions,
         actions: actions.iter().collect(),
         mode,
-        audit,
+        store,
     })
     .await
 }
@@ -403,66 +472,221 @@ async fn create_integration(client: &GenesysClient) -> Result<Integration, Genes
     Ok(created)
 }
 
+/// What the store remembers of the credential the gateway set in Genesys (setting
+/// [`CREDENTIAL_RECORD`], JSON).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CredentialRecord {
+    /// The integration whose configuration points at the credential.
+    integration_id: String,
+    /// The credential.
+    credential_id: String,
+    /// [`credential_fingerprint`] of the user and password it holds.
+    fingerprint: String,
+    /// Credentials replaced by the gateway whose deletion has not succeeded yet.
+    #[serde(default)]
+    retired: Vec<String>,
+}
+
 /// Points the integration's `basicAuth` credential at `[data_actions.auth]`'s user and
-/// password, creating a credential only when the fingerprint in the current one's name differs.
+/// password (see "The credential" in the module docs).
 async fn ensure_credential(
     client: &GenesysClient,
     integration_id: &str,
     auth: &InboundAuthSettings,
-) -> Result<(), GenesysError> {
+    store: Option<&Store>,
+) -> Result<(), PublishError> {
     let InboundAuthSettings::Basic { username, password } = auth else {
         return Ok(());
     };
-    let wanted = credential_name(username, password.expose_secret());
+    let (fingerprint, record) = match store {
+        Some(store) => {
+            let key = store.get_or_create_secret(CREDENTIAL_KEY).await?;
+            let fingerprint = credential_fingerprint(key.expose_secret(), username, password);
+            let record = store
+                .setting(CREDENTIAL_RECORD)
+                .await?
+                .and_then(|text| serde_json::from_str::<CredentialRecord>(&text).ok());
+            (Some(fingerprint), record)
+        }
+        None => (None, None),
+    };
     let mut config = client.integration_config(integration_id).await?;
     let current = config
         .credentials
         .get(CREDENTIAL_ROLE)
+        .map(|c| c.id.clone());
+    let current_name = config
+        .credentials
+        .get(CREDENTIAL_ROLE)
         .and_then(|c| c.extra.get("name"))
-        .and_then(Value::as_str);
-    if current == Some(wanted.as_str()) {
-        return Ok(());
-    }
-    let credential = client
-        .create_credential(&Credential {
-            name: wanted,
-            kind: CredentialType {
-                name: CREDENTIAL_ROLE.to_owned(),
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let unchanged = match (&record, &current, &fingerprint) {
+        (Some(record), Some(current), Some(fingerprint)) => {
+            record.integration_id == integration_id
+                && record.credential_id == *current
+                && bool::from(record.fingerprint.as_bytes().ct_eq(fingerprint.as_bytes()))
+        }
+        _ => false,
+    };
+    let mut record = record.unwrap_or_default();
+    let mut dirty = false;
+    let in_use = if unchanged {
+        current
+    } else {
+        let credential = client
+            .create_credential(&Credential {
+                name: CREDENTIAL_NAME.to_owned(),
+                kind: CredentialType {
+                    name: CREDENTIAL_ROLE.to_owned(),
+                },
+                credential_fields: [
+                    ("userName".to_owned(), username.clone()),
+                    ("password".to_owned(), password.expose_secret().to_owned()),
+                ]
+                .into(),
+            })
+            .await?;
+        config.credentials.insert(
+            CREDENTIAL_ROLE.to_owned(),
+            CredentialRef {
+                id: credential.id.clone(),
+                extra: serde_json::Map::new(),
             },
-            credential_fields: [
-                ("userName".to_owned(), username.clone()),
-                ("password".to_owned(), password.expose_secret().to_owned()),
-            ]
-            .into(),
-        })
-        .await?;
-    config.credentials.insert(
-        CREDENTIAL_ROLE.to_owned(),
-        CredentialRef {
-            id: credential.id.clone(),
-            extra: serde_json::Map::new(),
-        },
-    );
-    client
-        .put_integration_config(integration_id, &config)
-        .await?;
-    tracing::info!(credential = %credential.id, "set the integration's basicAuth credential");
+        );
+        if let Err(err) = client.put_integration_config(integration_id, &config).await {
+            // Nothing uses the new credential: do not leave a password behind.
+            if let Err(cleanup) = client.delete_credential(&credential.id).await {
+                tracing::warn!(credential = %credential.id, error = %cleanup,
+                    "cannot delete a credential that was not put in use");
+            }
+            return Err(err.into());
+        }
+        tracing::info!(credential = %credential.id, "set the integration's basicAuth credential");
+        // What the new credential replaces, when the gateway made it: the credential the
+        // integration used, and the one the gateway set last if something else replaced it
+        // since. A credential someone else made is left alone.
+        let previous = Some(record.credential_id.clone()).filter(|id| !id.is_empty());
+        if let Some(old) = current.filter(|old| *old != credential.id) {
+            let made_here = previous.as_deref() == Some(old.as_str())
+                || current_name.as_deref().is_some_and(|n| {
+                    n == CREDENTIAL_NAME || n.starts_with(LEGACY_CREDENTIAL_PREFIX)
+                });
+            if made_here {
+                record.retired.push(old);
+            } else {
+                tracing::info!(credential = %old,
+                    "the replaced credential was not made by the gateway; left alone");
+            }
+        }
+        record
+            .retired
+            .extend(previous.filter(|p| *p != credential.id));
+        record.retired.sort_unstable();
+        record.retired.dedup();
+        record.integration_id = integration_id.to_owned();
+        record.credential_id = credential.id.clone();
+        record.fingerprint = fingerprint.clone().unwrap_or_default();
+        dirty = true;
+        Some(credential.id)
+    };
+    if let (Some(store), true) = (store, dirty) {
+        save_record(store, &record).await?;
+    }
+
+    // Delete what was replaced (now or by an earlier run whose deletion failed).
+    let retired = std::mem::take(&mut record.retired);
+    let before = retired.len();
+    for id in retired {
+        if in_use.as_deref() == Some(id.as_str()) {
+            continue;
+        }
+        match client.delete_credential(&id).await {
+            Ok(()) => tracing::info!(credential = %id, "deleted a replaced credential"),
+            Err(err) if err.is_not_found() => {}
+            Err(err) => {
+                tracing::warn!(credential = %id, error = %err,
+                    "cannot delete a replaced credential yet; the next publication retries");
+                record.retired.push(id);
+            }
+        }
+    }
+    if let (Some(store), true) = (store, record.retired.len() != before) {
+        save_record(store, &record).await?;
+    }
+    delete_legacy_credentials(client, in_use.as_deref()).await?;
     Ok(())
 }
 
-/// `genesys-gateway basicAuth <16 hex>`: the fingerprint changes with the user or password.
-fn credential_name(username: &str, password: &str) -> String {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(password.as_bytes())
-        .unwrap_or_else(|_| <Hmac<Sha256> as Mac>::new_from_slice(b"-").expect("any key length"));
-    mac.update(b"genesys-gateway basicAuth ");
-    mac.update(username.as_bytes());
-    let digest = mac.finalize().into_bytes();
-    let mut name = String::from("genesys-gateway basicAuth ");
-    for byte in &digest[..8] {
-        use std::fmt::Write as _;
-        let _ = write!(name, "{byte:02x}");
+async fn save_record(store: &Store, record: &CredentialRecord) -> Result<(), StoreError> {
+    let text = serde_json::to_string(record).unwrap_or_default();
+    store.put_setting(CREDENTIAL_RECORD, &text).await
+}
+
+/// Deletes the credentials that gateway versions which put a password hash in the
+/// credential's name left behind, except `in_use` (a deletion that fails is logged; the next
+/// run tries again).
+///
+/// # Errors
+/// [`GenesysError`] when the credentials cannot be listed.
+async fn delete_legacy_credentials(
+    client: &GenesysClient,
+    in_use: Option<&str>,
+) -> Result<(), GenesysError> {
+    let mut legacy = Vec::new();
+    let mut number = 1;
+    loop {
+        let page = client
+            .list_credentials(Page {
+                number,
+                size: PAGE_SIZE,
+            })
+            .await?;
+        let count = page.entities.len();
+        legacy.extend(page.entities.into_iter().filter(|c| {
+            c.name
+                .as_deref()
+                .is_some_and(|n| n.starts_with(LEGACY_CREDENTIAL_PREFIX))
+                && Some(c.id.as_str()) != in_use
+        }));
+        if count < PAGE_SIZE as usize || page.page_count.is_some_and(|c| number >= c) {
+            break;
+        }
+        number += 1;
     }
-    name
+    for credential in legacy {
+        match client.delete_credential(&credential.id).await {
+            Ok(()) => tracing::info!(credential = %credential.id,
+                "deleted a credential of an older gateway version"),
+            Err(err) if err.is_not_found() => {}
+            Err(err) => tracing::warn!(credential = %credential.id, error = %err,
+                "cannot delete a credential of an older gateway version yet; the next \
+                 publication retries"),
+        }
+    }
+    Ok(())
+}
+
+/// HMAC-SHA256 (hex) of the user and password, keyed with the store's random `key`: it
+/// changes with either, and tells nothing to whoever lacks the key.
+fn credential_fingerprint(key: &[u8], username: &str, password: &SecretString) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(b"genesys-gateway basicAuth v1\0");
+    mac.update(&(username.len() as u64).to_be_bytes());
+    mac.update(username.as_bytes());
+    mac.update(password.expose_secret().as_bytes());
+    hex(&mac.finalize().into_bytes())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
 }
 
 async fn existing_actions(
@@ -510,12 +734,12 @@ fn desired_config(action: &DataAction, public_url: &str) -> ActionConfig {
         request: ActionRequestConfig {
             request_url_template: format!("{public_url}/v1/actions/{}", action.name()),
             request_type: "POST".to_owned(),
-            headers: std::collections::BTreeMap::new(),
+            headers: BTreeMap::new(),
             request_template: Some("${input.rawRequest}".to_owned()),
         },
         response: ActionResponseConfig {
-            translation_map: std::collections::BTreeMap::new(),
-            translation_map_defaults: std::collections::BTreeMap::new(),
+            translation_map: BTreeMap::new(),
+            translation_map_defaults: BTreeMap::new(),
             success_template: Some("${rawResult}".to_owned()),
         },
         timeout_seconds: Some(timeout_seconds(action.timeout())),
@@ -538,23 +762,164 @@ fn desired_contract(action: &DataAction) -> ActionContract {
     }
 }
 
+/// What the gateway sends Genesys for one action, with its fingerprint.
+struct Definition {
+    /// The configuration, [`DEFINITION_HEADER`] included.
+    config: ActionConfig,
+    contract: ActionContract,
+    fingerprint: String,
+}
+
+impl Definition {
+    fn new(action: &DataAction, public_url: &str) -> Self {
+        let mut config = desired_config(action, public_url);
+        let contract = desired_contract(action);
+        let fingerprint = definition_fingerprint(action.name().as_str(), &config, &contract);
+        config
+            .request
+            .headers
+            .insert(DEFINITION_HEADER.to_owned(), fingerprint.clone());
+        Self {
+            config,
+            contract,
+            fingerprint,
+        }
+    }
+
+    /// Whether `current` (read with its configuration) was published from this definition.
+    fn is_published_as(&self, current: &Action) -> bool {
+        current.category.as_deref() == Some(CATEGORY)
+            && published_fingerprint(current) == Some(self.fingerprint.as_str())
+    }
+}
+
+/// The [`DEFINITION_HEADER`] of an action read with its configuration.
+fn published_fingerprint(action: &Action) -> Option<&str> {
+    action
+        .config
+        .as_ref()?
+        .request
+        .headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(DEFINITION_HEADER))
+        .map(|(_, value)| value.trim())
+}
+
+/// SHA-256 (hex) of the canonical JSON of everything the gateway sends for an action (its
+/// configuration without [`DEFINITION_HEADER`]).
+fn definition_fingerprint(name: &str, config: &ActionConfig, contract: &ActionContract) -> String {
+    let definition = json!({
+        "fingerprint": 1,
+        "name": name,
+        "category": CATEGORY,
+        "secure": false,
+        "config": config,
+        "contract": contract,
+    });
+    let mut text = String::new();
+    canonical_json(&definition, &mut text);
+    hex(&Sha256::digest(text.as_bytes()))
+}
+
+/// `value` as JSON with every object's keys sorted and no whitespace, whatever order the map
+/// type keeps.
+fn canonical_json(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (key, value)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                canonical_json(value, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical_json(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// Writes `definition` over the published action `id` through a draft (see "Updating keeps
+/// the action's id" in the module docs); the action as published.
+async fn update_through_draft(
+    client: &GenesysClient,
+    id: &str,
+    name: &str,
+    definition: Definition,
+) -> Result<Action, GenesysError> {
+    let draft = match client.create_action_draft(id).await {
+        Ok(draft) => draft,
+        // Probably a draft exists already (Genesys allows one): take it over.
+        Err(err)
+            if err
+                .status()
+                .is_some_and(|s| s.is_client_error() && s != StatusCode::NOT_FOUND) =>
+        {
+            match client.action_draft(id).await {
+                Ok(draft) => {
+                    tracing::info!(action = name, "taking over an existing draft of the action");
+                    draft
+                }
+                Err(_) => return Err(err),
+            }
+        }
+        Err(err) => return Err(err),
+    };
+    let draft = client
+        .patch_action_draft(
+            id,
+            &UpdateDraftInput {
+                category: Some(CATEGORY.to_owned()),
+                name: Some(name.to_owned()),
+                config: Some(definition.config),
+                contract: Some(definition.contract),
+                secure: Some(false),
+                version: draft.version.unwrap_or(1),
+            },
+        )
+        .await?;
+    client
+        .publish_action_draft(
+            id,
+            &PublishDraftInput {
+                version: draft.version.unwrap_or(1),
+            },
+        )
+        .await
+}
+
 fn post_input(
     action: &DataAction,
     integration_id: &str,
-    config: ActionConfig,
-    contract: ActionContract,
+    definition: Definition,
 ) -> PostActionInput {
     PostActionInput {
         category: CATEGORY.to_owned(),
         name: action.name().to_string(),
         integration_id: integration_id.to_owned(),
-        config,
-        contract,
+        config: definition.config,
+        contract: definition.contract,
         secure: false,
     }
 }
 
-/// Tests every action with an `example_input`, under a breaker.
+/// Tests every published action with an `example_input`, [`TEST_CONCURRENCY`] at a time, under
+/// a breaker: a test is started only while fewer than [`TEST_FAILURE_THRESHOLD`] tests in a
+/// row failed.
 async fn run_tests(client: &GenesysClient, actions: &[&DataAction], report: &mut PublishReport) {
     let breaker = CircuitBreaker::new(
         &CircuitBreakerSettings {
@@ -563,50 +928,70 @@ async fn run_tests(client: &GenesysClient, actions: &[&DataAction], report: &mut
         },
         None,
     );
-    for (action, entry) in actions.iter().zip(report.actions.iter_mut()) {
-        let (Some(input), Some(id)) = (action.example_input(), &entry.genesys_action_id) else {
-            continue;
-        };
-        let permit = match breaker.try_acquire(Instant::now()) {
-            Ok(permit) => permit,
-            Err(_) => {
-                entry.test = Some(ActionTest {
-                    success: false,
-                    latency_ms: 0,
-                    error: Some(format!(
-                        "not run: {TEST_FAILURE_THRESHOLD} tests in a row failed (circuit open)"
-                    )),
-                });
-                continue;
-            }
-        };
-        let started = Instant::now();
-        let result = client.test_action(id, input).await;
-        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let test = match result {
-            Ok(r) if r.success => ActionTest {
-                success: true,
-                latency_ms,
-                error: None,
-            },
-            Ok(r) => ActionTest {
-                success: false,
-                latency_ms,
-                error: Some(test_failure(r.error.as_ref())),
-            },
-            Err(err) => ActionTest {
-                success: false,
-                latency_ms,
-                error: Some(err.to_string()),
-            },
-        };
-        if test.success {
-            permit.success();
-        } else {
-            permit.failure(Instant::now());
-        }
-        entry.test = Some(test);
+    // Futures do nothing until polled: at most TEST_CONCURRENCY run, each asks the breaker
+    // when it starts.
+    let tests: Vec<_> = actions
+        .iter()
+        .zip(&report.actions)
+        .enumerate()
+        .filter_map(|(i, (action, entry))| {
+            let input = action.example_input()?;
+            let id = entry.genesys_action_id.clone()?;
+            let breaker = &breaker;
+            Some(async move { (i, run_test(client, breaker, &id, input).await) })
+        })
+        .collect();
+    let results: Vec<(usize, ActionTest)> = stream::iter(tests)
+        .buffer_unordered(TEST_CONCURRENCY)
+        .collect()
+        .await;
+    for (i, test) in results {
+        report.actions[i].test = Some(test);
     }
+}
+
+/// One test (or its refusal by the open breaker).
+async fn run_test(
+    client: &GenesysClient,
+    breaker: &CircuitBreaker,
+    id: &str,
+    input: &Value,
+) -> ActionTest {
+    let Ok(permit) = breaker.try_acquire(Instant::now()) else {
+        return ActionTest {
+            success: false,
+            latency_ms: 0,
+            error: Some(format!(
+                "not run: {TEST_FAILURE_THRESHOLD} tests in a row failed (circuit open)"
+            )),
+        };
+    };
+    let started = Instant::now();
+    let result = client.test_action(id, input).await;
+    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let test = match result {
+        Ok(r) if r.success => ActionTest {
+            success: true,
+            latency_ms,
+            error: None,
+        },
+        Ok(r) => ActionTest {
+            success: false,
+            latency_ms,
+            error: Some(test_failure(r.error.as_ref())),
+        },
+        Err(err) => ActionTest {
+            success: false,
+            latency_ms,
+            error: Some(err.to_string()),
+        },
+    };
+    if test.success {
+        permit.success();
+    } else {
+        permit.failure(Instant::now());
+    }
+    test
 }
 
 /// The most specific message of a failed test (Genesys puts the cause in `errors[0]`).
@@ -638,14 +1023,97 @@ mod tests {
     }
 
     #[test]
-    fn the_credential_name_fingerprints_user_and_password() {
-        let a = credential_name("genesys", "pw-1");
-        assert_eq!(a, credential_name("genesys", "pw-1"));
-        assert_ne!(a, credential_name("genesys", "pw-2"));
-        assert_ne!(a, credential_name("other", "pw-1"));
-        assert!(a.starts_with("genesys-gateway basicAuth "));
-        assert_eq!(a.len(), "genesys-gateway basicAuth ".len() + 16);
-        assert!(!a.contains("pw-1"));
+    fn the_credential_fingerprint_needs_the_key_and_changes_with_user_and_password() {
+        let key = [7u8; 32];
+        let pw = |p: &str| SecretString::from(p.to_owned());
+        let a = credential_fingerprint(&key, "genesys", &pw("pw-1"));
+        assert_eq!(a, credential_fingerprint(&key, "genesys", &pw("pw-1")));
+        assert_ne!(a, credential_fingerprint(&key, "genesys", &pw("pw-2")));
+        assert_ne!(a, credential_fingerprint(&key, "other", &pw("pw-1")));
+        assert_ne!(
+            a,
+            credential_fingerprint(&[8u8; 32], "genesys", &pw("pw-1"))
+        );
+        // The boundary between user and password is part of what is hashed.
+        assert_ne!(
+            credential_fingerprint(&key, "ab", &pw("c")),
+            credential_fingerprint(&key, "a", &pw("bc"))
+        );
+        assert_eq!(a.len(), 64);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_depth() {
+        let mut a = String::new();
+        canonical_json(
+            &serde_json::from_str(r#"{"b": [1, {"y": 2, "x": "é\""}], "a": null}"#).unwrap(),
+            &mut a,
+        );
+        assert_eq!(a, r#"{"a":null,"b":[1,{"x":"é\"","y":2}]}"#);
+    }
+
+    fn config(url: &str) -> ActionConfig {
+        ActionConfig {
+            request: ActionRequestConfig {
+                request_url_template: url.to_owned(),
+                request_type: "POST".to_owned(),
+                ..ActionRequestConfig::default()
+            },
+            ..ActionConfig::default()
+        }
+    }
+
+    #[test]
+    fn the_definition_fingerprint_covers_name_config_and_contract() {
+        let contract = ActionContract::default();
+        let a = definition_fingerprint("a", &config("https://gw/v1/actions/a"), &contract);
+        assert_eq!(
+            a,
+            definition_fingerprint("a", &config("https://gw/v1/actions/a"), &contract)
+        );
+        assert_ne!(
+            a,
+            definition_fingerprint("b", &config("https://gw/v1/actions/a"), &contract)
+        );
+        assert_ne!(
+            a,
+            definition_fingerprint("a", &config("https://gw/v1/actions/x"), &contract)
+        );
+        let other = ActionContract {
+            input: ContractInput {
+                input_schema: json!({"type": "object", "required": ["id"]}),
+            },
+            ..ActionContract::default()
+        };
+        assert_ne!(
+            a,
+            definition_fingerprint("a", &config("https://gw/v1/actions/a"), &other)
+        );
+        assert_eq!(a.len(), 64);
+    }
+
+    #[test]
+    fn the_published_fingerprint_is_read_from_the_header_whatever_its_case() {
+        let mut config = config("https://gw/v1/actions/a");
+        config
+            .request
+            .headers
+            .insert("x-gateway-definition".to_owned(), " abc ".to_owned());
+        let mut action = Action {
+            id: "id".to_owned(),
+            name: Some("a".to_owned()),
+            category: Some(CATEGORY.to_owned()),
+            integration_id: None,
+            version: Some(1),
+            config: Some(config),
+            contract: None,
+            secure: None,
+            extra: serde_json::Map::new(),
+        };
+        assert_eq!(published_fingerprint(&action), Some("abc"));
+        action.config = None;
+        assert_eq!(published_fingerprint(&action), None);
     }
 
     #[test]

@@ -211,6 +211,15 @@ impl Reloader {
         self.inner.running.lock().await.clone()
     }
 
+    /// The settings in force and the action set built from them, taken together: a reload
+    /// swaps both while holding the lock this takes, so the pair is always from one
+    /// configuration (reading [`Self::settings`] and then the registry could pair a new set
+    /// with old settings).
+    pub async fn snapshot(&self) -> (Arc<Settings>, Arc<ActionSet>) {
+        let running = self.inner.running.lock().await;
+        (running.clone(), self.inner.registry.load())
+    }
+
     /// The registry this reloader swaps.
     pub fn registry(&self) -> &Arc<ActionRegistry> {
         &self.inner.registry
@@ -636,6 +645,100 @@ mod tests {
             &Environment::default(),
         )
         .unwrap()
+    }
+
+    /// A hook that stops a reload after the set was swapped and before the settings are, until
+    /// released.
+    struct Gate {
+        entered: tokio::sync::Notify,
+        release: tokio::sync::Notify,
+    }
+
+    impl ReloadHook for Gate {
+        fn check(&self, _: &Settings) -> Vec<Problem> {
+            Vec::new()
+        }
+
+        fn apply<'a>(
+            &'a self,
+            _: &'a Arc<Settings>,
+        ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+            Box::pin(async move {
+                self.entered.notify_one();
+                self.release.notified().await;
+            })
+        }
+    }
+
+    fn file(actions: usize) -> String {
+        let mut text = "[genesys]\napi_url = \"http://127.0.0.1:9\"\nlogin_url = \"http://127.0.0.1:9\"\nclient_id = \"c\"\nclient_secret = \"s\"\n[upstreams.u]\nbase_url = \"http://127.0.0.1:9\"\n".to_owned();
+        for i in 0..actions {
+            text.push_str(&format!(
+                "[[actions]]\nname = \"a{i}\"\nupstream = \"u\"\npath = \"/x\"\n"
+            ));
+        }
+        text
+    }
+
+    /// The settings and the action set of a snapshot always come from one configuration, even
+    /// in the middle of a reload that swapped one and not yet the other.
+    #[tokio::test]
+    async fn a_snapshot_pairs_settings_and_actions_of_one_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, file(1)).unwrap();
+        let env = Environment::default();
+        let settings = Arc::new(Settings::load(&path, &env).unwrap());
+        let metrics = Arc::new(Metrics::new());
+        let genesys = GenesysEndpoints::from_settings(&settings.genesys);
+        let upstreams =
+            crate::upstream::Upstreams::build(&settings, &genesys, metrics.clone()).unwrap();
+        let set = ActionSet::from_settings(&settings, &[], Arc::new(upstreams), &metrics).unwrap();
+        let store = Store::connect(&SecretString::from("sqlite://gateway.db"), dir.path())
+            .await
+            .unwrap();
+        let gate = Arc::new(Gate {
+            entered: tokio::sync::Notify::new(),
+            release: tokio::sync::Notify::new(),
+        });
+        let reloader = Reloader::new(ReloaderParts {
+            settings,
+            env,
+            genesys,
+            registry: Arc::new(ActionRegistry::new(set)),
+            metrics,
+            store: store.clone(),
+            extra_actions: Vec::new(),
+            prepare: None,
+        })
+        .with_hook(gate.clone());
+
+        std::fs::write(&path, file(2)).unwrap();
+        let reloading = tokio::spawn({
+            let reloader = reloader.clone();
+            async move { reloader.reload(ReloadTrigger::Admin).await }
+        });
+        gate.entered.notified().await;
+        // Half-way: the new set is served, the settings are still the old ones.
+        assert_eq!(reloader.registry().load().len(), 2);
+        let snapshot = tokio::spawn({
+            let reloader = reloader.clone();
+            async move { reloader.snapshot().await }
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !snapshot.is_finished(),
+            "no snapshot half-way through a reload"
+        );
+        gate.release.notify_one();
+
+        let (settings, set) = snapshot.await.unwrap();
+        assert_eq!(settings.actions.len(), 2);
+        assert_eq!(set.len(), 2);
+        assert_eq!(reloading.await.unwrap().unwrap().actions, 2);
+        store.close().await;
     }
 
     #[test]

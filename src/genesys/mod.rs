@@ -44,8 +44,8 @@ use models::{
     Action, BulkCallbackDisconnectRequest, Channel, ChannelTopic, Conversation,
     CreateCallbackCommand, CreateCallbackResponse, CreateIntegrationRequest, Credential,
     CredentialInfo, Entities, EntityListing, Integration, IntegrationConfiguration,
-    IntegrationPatch, IntegrationType, Page, PostActionInput, Queue, TestExecutionResult,
-    UpdateActionInput, User,
+    IntegrationPatch, IntegrationType, Page, PostActionInput, PublishDraftInput, Queue,
+    TestExecutionResult, UpdateActionInput, UpdateDraftInput, User,
 };
 
 /// Deadline of one typed call (retries included) unless [`GenesysClient::with_timeout`] says
@@ -497,6 +497,39 @@ impl GenesysClient {
         .await
     }
 
+    /// `GET /api/v2/integrations/credentials?pageSize=&pageNumber=` (names and types; never
+    /// the secret fields).
+    ///
+    /// # Errors
+    /// [`GenesysError`].
+    pub async fn list_credentials(
+        &self,
+        page: Page,
+    ) -> Result<EntityListing<CredentialInfo>, GenesysError> {
+        self.call(
+            Method::GET,
+            format!(
+                "/api/v2/integrations/credentials?pageSize={}&pageNumber={}",
+                page.size, page.number
+            ),
+            NO_BODY,
+        )
+        .await
+    }
+
+    /// `DELETE /api/v2/integrations/credentials/{credentialId}`.
+    ///
+    /// # Errors
+    /// [`GenesysError`] (404 when it does not exist).
+    pub async fn delete_credential(&self, id: &str) -> Result<(), GenesysError> {
+        self.call_no_content(
+            Method::DELETE,
+            format!("/api/v2/integrations/credentials/{}", seg(id)),
+            NO_BODY,
+        )
+        .await
+    }
+
     /// `POST /api/v2/integrations/actions`.
     ///
     /// # Errors
@@ -559,6 +592,85 @@ impl GenesysClient {
             Method::PATCH,
             format!("/api/v2/integrations/actions/{}", seg(id)),
             Some(update),
+        )
+        .await
+    }
+
+    /// `POST /api/v2/integrations/actions/{actionId}/draft`: a draft copied from the published
+    /// action — the way to change its contract, which [`Self::patch_action`] cannot.
+    ///
+    /// # Errors
+    /// [`GenesysError`] (404 when the action does not exist; a 4xx when it already has a
+    /// draft).
+    pub async fn create_action_draft(&self, id: &str) -> Result<Action, GenesysError> {
+        self.call(
+            Method::POST,
+            format!("/api/v2/integrations/actions/{}/draft", seg(id)),
+            NO_BODY,
+        )
+        .await
+    }
+
+    /// `GET /api/v2/integrations/actions/{actionId}/draft?expand=contract&includeConfig=true`.
+    ///
+    /// # Errors
+    /// [`GenesysError`] (404 when the action has no draft).
+    pub async fn action_draft(&self, id: &str) -> Result<Action, GenesysError> {
+        self.call(
+            Method::GET,
+            format!(
+                "/api/v2/integrations/actions/{}/draft?expand=contract&includeConfig=true",
+                seg(id)
+            ),
+            NO_BODY,
+        )
+        .await
+    }
+
+    /// `PATCH /api/v2/integrations/actions/{actionId}/draft` (send the draft's `version`).
+    ///
+    /// # Errors
+    /// [`GenesysError`] (409 on a version conflict, 404 without a draft).
+    pub async fn patch_action_draft(
+        &self,
+        id: &str,
+        update: &UpdateDraftInput,
+    ) -> Result<Action, GenesysError> {
+        self.call(
+            Method::PATCH,
+            format!("/api/v2/integrations/actions/{}/draft", seg(id)),
+            Some(update),
+        )
+        .await
+    }
+
+    /// `POST /api/v2/integrations/actions/{actionId}/draft/publish`: the draft becomes the
+    /// action, which keeps its id.
+    ///
+    /// # Errors
+    /// [`GenesysError`] (409 when `version` is not the draft's, 404 without a draft).
+    pub async fn publish_action_draft(
+        &self,
+        id: &str,
+        publish: &PublishDraftInput,
+    ) -> Result<Action, GenesysError> {
+        self.call(
+            Method::POST,
+            format!("/api/v2/integrations/actions/{}/draft/publish", seg(id)),
+            Some(publish),
+        )
+        .await
+    }
+
+    /// `DELETE /api/v2/integrations/actions/{actionId}/draft`.
+    ///
+    /// # Errors
+    /// [`GenesysError`] (404 without a draft).
+    pub async fn delete_action_draft(&self, id: &str) -> Result<(), GenesysError> {
+        self.call_no_content(
+            Method::DELETE,
+            format!("/api/v2/integrations/actions/{}/draft", seg(id)),
+            NO_BODY,
         )
         .await
     }

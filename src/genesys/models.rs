@@ -591,6 +591,37 @@ pub struct UpdateActionInput {
     pub version: u32,
 }
 
+/// `UpdateDraftInput` (`PATCH /api/v2/integrations/actions/{id}/draft`): unlike a published
+/// action, a draft's contract can change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateDraftInput {
+    /// Category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// Name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ActionConfig>,
+    /// Input/output contract.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contract: Option<ActionContract>,
+    /// Whether inputs/outputs are hidden from logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure: Option<bool>,
+    /// The draft's current version (optimistic concurrency).
+    pub version: u32,
+}
+
+/// `PublishDraftInput` (`POST /api/v2/integrations/actions/{id}/draft/publish`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishDraftInput {
+    /// The draft's current version.
+    pub version: u32,
+}
+
 /// `Action`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

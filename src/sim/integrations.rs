@@ -6,6 +6,19 @@
 //! it; credential secrets are never returned; action ids look like `custom_-_<uuid>`; `GET` of
 //! actions returns `config` only with `includeConfig=true` and the contract's schemas only with
 //! `expand=contract` (otherwise their URIs).
+//!
+//! A published action's contract cannot be patched (`UpdateActionInput` has no `contract`);
+//! it changes through a draft, as in Genesys: `POST .../actions/{id}/draft` copies the action
+//! into its draft (one per action, version 1; 409 `conflict` when one exists), `GET`/`DELETE`
+//! `.../draft` read or drop it, `PATCH .../draft` (`UpdateDraftInput`: `name`, `category`,
+//! `config`, `contract`, `secure`, and the draft's current `version`) changes it and bumps its
+//! version, and `POST .../draft/publish` (`PublishDraftInput` `{"version"}`, the draft's current
+//! version) makes the draft the action — same id, action version + 1 — and removes the draft.
+//!
+//! Contract schemas are stored as Genesys' typed `JsonSchemaDocument` (the model of the
+//! official SDKs): only its top-level fields (`id`, `$schema`, `title`, `description`, `type`,
+//! `required`, `properties`, `additionalProperties`) are kept, other top-level keywords are
+//! dropped — so what `GET` shows back is not always byte for byte what was sent.
 
 use std::sync::Arc;
 
@@ -309,6 +322,17 @@ pub(crate) fn router() -> Router<Arc<Sim>> {
             get(get_action).patch(update_action).delete(delete_action),
         )
         .route(
+            "/api/v2/integrations/actions/{actionId}/draft",
+            get(get_draft)
+                .post(create_draft)
+                .patch(update_draft)
+                .delete(delete_draft),
+        )
+        .route(
+            "/api/v2/integrations/actions/{actionId}/draft/publish",
+            post(publish_draft),
+        )
+        .route(
             "/api/v2/integrations/actions/{actionId}/schemas/{fileName}",
             get(get_action_schema),
         )
@@ -497,6 +521,7 @@ async fn delete_integration(
         .ok_or_else(|| not_found_integration(&id))?;
     let mut record = data.integrations.remove(pos);
     data.actions.retain(|a| a.integration_id != id);
+    data.drafts.retain(|d| d.integration_id != id);
     record.intended_state = "DELETED".to_owned();
     Ok(Json(record.to_json()))
 }
@@ -812,9 +837,27 @@ fn normalized_config(config: Value) -> Result<Value, GenesysError> {
     Ok(config)
 }
 
+/// Top-level fields of Genesys' `JsonSchemaDocument`, the type a contract's schemas are
+/// stored as.
+const SCHEMA_DOCUMENT_FIELDS: &[&str] = &[
+    "id",
+    "$schema",
+    "title",
+    "description",
+    "type",
+    "required",
+    "properties",
+    "additionalProperties",
+];
+
+/// A contract schema as Genesys stores it: a JSON object, reduced to the top-level fields of
+/// `JsonSchemaDocument`.
 fn checked_schema(schema: Option<Value>, field: &str) -> Result<Value, GenesysError> {
     match schema {
-        Some(Value::Object(map)) => Ok(Value::Object(map)),
+        Some(Value::Object(mut map)) => {
+            map.retain(|key, _| SCHEMA_DOCUMENT_FIELDS.contains(&key.as_str()));
+            Ok(Value::Object(map))
+        }
         _ => Err(invalid_action(format!(
             "{field} must be a JSON Schema object"
         ))),
@@ -1016,7 +1059,184 @@ async fn delete_action(
     if data.actions.len() == before {
         return Err(not_found_action(&id));
     }
+    data.drafts.retain(|d| d.id != id);
     Ok(StatusCode::NO_CONTENT)
+}
+
+fn not_found_draft(id: &str) -> GenesysError {
+    GenesysError::not_found(format!("No draft of action {id} exists"))
+}
+
+/// `POST /api/v2/integrations/actions/{actionId}/draft`: a draft copied from the action.
+async fn create_draft(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, GenesysError> {
+    let mut data = sim.data();
+    let action = data
+        .actions
+        .iter()
+        .find(|a| a.id == id)
+        .ok_or_else(|| not_found_action(&id))?;
+    if data.drafts.iter().any(|d| d.id == id) {
+        return Err(GenesysError::conflict(format!(
+            "A draft of action {id} already exists"
+        )));
+    }
+    let draft = ActionRecord {
+        version: 1,
+        ..action.clone()
+    };
+    let answer = draft.to_json(ActionView::FULL);
+    data.drafts.push(draft);
+    Ok(Json(answer))
+}
+
+/// `GET /api/v2/integrations/actions/{actionId}/draft` (same views as the action).
+async fn get_draft(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    query: QueryPairs,
+) -> Result<Json<Value>, GenesysError> {
+    let view = ActionView::from_query(&query)?;
+    sim.data()
+        .drafts
+        .iter()
+        .find(|d| d.id == id)
+        .map(|d| Json(d.to_json(view)))
+        .ok_or_else(|| not_found_draft(&id))
+}
+
+/// `DELETE /api/v2/integrations/actions/{actionId}/draft`.
+async fn delete_draft(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, GenesysError> {
+    let mut data = sim.data();
+    let before = data.drafts.len();
+    data.drafts.retain(|d| d.id != id);
+    if data.drafts.len() == before {
+        return Err(not_found_draft(&id));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `UpdateDraftInput`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UpdateDraftInput {
+    category: Option<String>,
+    name: Option<String>,
+    config: Option<Value>,
+    contract: Option<ContractInput>,
+    secure: Option<bool>,
+    version: Option<i64>,
+}
+
+/// `PATCH /api/v2/integrations/actions/{actionId}/draft`.
+async fn update_draft(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    GJson(input): GJson<UpdateDraftInput>,
+) -> Result<Json<Value>, GenesysError> {
+    let config = input.config.map(normalized_config).transpose()?;
+    let (input_schema, success_schema) = match input.contract {
+        Some(contract) => (
+            contract
+                .input
+                .map(|i| checked_schema(i.input_schema, "contract.input.inputSchema"))
+                .transpose()?,
+            contract
+                .output
+                .map(|o| checked_schema(o.success_schema, "contract.output.successSchema"))
+                .transpose()?,
+        ),
+        None => (None, None),
+    };
+    let mut data = sim.data();
+    let Some(pos) = data.drafts.iter().position(|d| d.id == id) else {
+        return Err(not_found_draft(&id));
+    };
+    let version = input
+        .version
+        .ok_or_else(|| invalid_action("version is required"))?;
+    let current = &data.drafts[pos];
+    if version != current.version {
+        return Err(GenesysError::conflict(format!(
+            "Version {version} does not match the current version {} of the draft of action {id}",
+            current.version
+        )));
+    }
+    if let Some(name) = input.name.as_ref().filter(|n| !n.trim().is_empty())
+        && data
+            .actions
+            .iter()
+            .any(|a| a.id != id && a.integration_id == current.integration_id && &a.name == name)
+    {
+        return Err(invalid_action(format!(
+            "An action named '{name}' already exists"
+        )));
+    }
+    let draft = &mut data.drafts[pos];
+    if let Some(name) = input.name.filter(|n| !n.trim().is_empty()) {
+        draft.name = name;
+    }
+    if let Some(category) = input.category.filter(|c| !c.trim().is_empty()) {
+        draft.category = category;
+    }
+    if let Some(config) = config {
+        draft.config = config;
+    }
+    if let Some(schema) = input_schema {
+        draft.input_schema = schema;
+    }
+    if let Some(schema) = success_schema {
+        draft.success_schema = schema;
+    }
+    if let Some(secure) = input.secure {
+        draft.secure = secure;
+    }
+    draft.version += 1;
+    Ok(Json(draft.to_json(ActionView::FULL)))
+}
+
+/// `PublishDraftInput`.
+#[derive(Debug, Deserialize)]
+struct PublishDraftInput {
+    version: Option<i64>,
+}
+
+/// `POST /api/v2/integrations/actions/{actionId}/draft/publish`: the draft becomes the action
+/// (same id, version + 1) and is removed.
+async fn publish_draft(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    GJson(input): GJson<PublishDraftInput>,
+) -> Result<Json<Value>, GenesysError> {
+    let version = input
+        .version
+        .ok_or_else(|| invalid_action("version is required"))?;
+    let mut data = sim.data();
+    let Some(pos) = data.drafts.iter().position(|d| d.id == id) else {
+        return Err(not_found_draft(&id));
+    };
+    if version != data.drafts[pos].version {
+        return Err(GenesysError::conflict(format!(
+            "Version {version} does not match the current version {} of the draft of action {id}",
+            data.drafts[pos].version
+        )));
+    }
+    let Some(action) = data.actions.iter().position(|a| a.id == id) else {
+        data.drafts.remove(pos);
+        return Err(not_found_action(&id));
+    };
+    let draft = data.drafts.remove(pos);
+    let published = &mut data.actions[action];
+    *published = ActionRecord {
+        version: published.version + 1,
+        ..draft
+    };
+    Ok(Json(published.to_json(ActionView::FULL)))
 }
 
 /// The action `id` with its integration's Basic credential, for execution.

@@ -26,7 +26,10 @@
 //! - Data actions (`custom_-_<uuid>` ids) really call their `requestUrlTemplate` (plain
 //!   `http://`), with the integration's Basic credential; `GET` shows an action's `config` only
 //!   with `includeConfig=true` and its schemas only with `expand=contract`; `PATCH` and
-//!   `PUT .../config/current` require the current `version`. Templates may nest references 32
+//!   `PUT .../config/current` require the current `version`; a contract changes only through
+//!   the action's draft (`POST/GET/PATCH/DELETE .../actions/{id}/draft`, then
+//!   `POST .../draft/publish`, which keeps the id); contract schemas keep only the top-level
+//!   fields of `JsonSchemaDocument`. Templates may nest references 32
 //!   levels deep and render at most 64 MiB; beyond, execution fails with `ACTION.PROCESSING`.
 //!
 //! # Control API (`/__sim`, no auth, JSON)

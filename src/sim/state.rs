@@ -1,6 +1,6 @@
 //! The simulator's shared state: options, fixtures, issued tokens and their rate-limit windows,
 //! the control state (faults, request log) and the mutable Genesys data (conversations,
-//! integrations, credentials, actions, notification channels).
+//! integrations, credentials, actions and their drafts, notification channels).
 //!
 //! Everything sits behind plain mutexes held for a few map operations, never across an await:
 //! the simulator is a test double, not a hot path. The one nesting is `data` → the hub's
@@ -44,6 +44,8 @@ pub(crate) struct Data {
     pub integrations: Vec<IntegrationRecord>,
     pub credentials: Vec<CredentialRecord>,
     pub actions: Vec<ActionRecord>,
+    /// Drafts of published actions (at most one per action, with the action's id).
+    pub drafts: Vec<ActionRecord>,
 }
 
 /// The shared state of one simulator.

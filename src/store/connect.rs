@@ -41,18 +41,32 @@ struct EmbeddedMigration {
 }
 
 /// The SQLite migrations, in order.
-const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
-    version: 1,
-    description: "audit log",
-    sql: include_str!("../../migrations/sqlite/0001_audit_log.sql"),
-}];
+const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        description: "audit log",
+        sql: include_str!("../../migrations/sqlite/0001_audit_log.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        description: "gateway settings",
+        sql: include_str!("../../migrations/sqlite/0002_gateway_settings.sql"),
+    },
+];
 
 /// The PostgreSQL migrations, in order.
-const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
-    version: 1,
-    description: "audit log",
-    sql: include_str!("../../migrations/postgres/0001_audit_log.sql"),
-}];
+const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        description: "audit log",
+        sql: include_str!("../../migrations/postgres/0001_audit_log.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        description: "gateway settings",
+        sql: include_str!("../../migrations/postgres/0002_gateway_settings.sql"),
+    },
+];
 
 /// A list of embedded migrations as a sqlx migration source.
 #[derive(Debug)]

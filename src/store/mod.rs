@@ -12,7 +12,8 @@
 //! - `page.rs`: [`PageRequest`], [`Page`] and the opaque keyset cursor shared by every list;
 //! - one file per topic holding that topic's SQL for both dialects side by side: `audit.rs`
 //!   now (the audit log and the [`AuditWriter`]); later `events.rs`, `deliveries.rs`,
-//!   `targets.rs`, `reservations.rs`. A topic adds `impl Store { ... }` and
+//!   `targets.rs`, `reservations.rs`; `settings.rs` keeps small named values of the gateway's
+//!   own (random keys, fingerprints). A topic adds `impl Store { ... }` and
 //!   `impl Transaction { ... }` blocks in its own file and its tables in
 //!   `migrations/{sqlite,postgres}/NNNN_<topic>.sql`.
 //!
@@ -94,6 +95,7 @@
 mod audit;
 mod connect;
 mod page;
+mod settings;
 
 use std::path::Path;
 use std::sync::Arc;

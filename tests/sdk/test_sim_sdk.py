@@ -299,6 +299,35 @@ class Suite:
         update.version = action.version
         patched = integrations.patch_integrations_action(action.id, body=update)
         expect(patched.version == 2 and patched.name == "sdkFetchProfile2", patched)
+
+        # A published action's contract changes through its draft; the id stays.
+        draft = integrations.post_integrations_action_draft(action.id)
+        expect(draft.id == action.id and draft.version == 1, draft)
+        stricter = gc.JsonSchemaDocument()
+        stricter.type = "object"
+        stricter.required = ["name"]
+        new_out = gc.PostOutputContract()
+        new_out.success_schema = stricter
+        new_contract = gc.ActionContractInput()
+        new_contract.input = contract_in
+        new_contract.output = new_out
+        change = gc.UpdateDraftInput()
+        change.contract = new_contract
+        change.version = draft.version
+        changed = integrations.patch_integrations_action_draft(action.id, body=change)
+        expect(changed.version == 2, changed)
+        read = integrations.get_integrations_action_draft(action.id, expand="contract", include_config=True)
+        expect(read.contract.output.success_schema.required == ["name"], read.contract)
+        publish = gc.PublishDraftInput()
+        publish.version = changed.version
+        republished = integrations.post_integrations_action_draft_publish(action.id, body=publish)
+        expect(republished.id == action.id and republished.version == 3, republished)
+        expect(republished.contract.output.success_schema.required == ["name"], republished.contract)
+        try:
+            integrations.get_integrations_action_draft(action.id)
+            raise AssertionError("a published draft is still there")
+        except ApiException as err:
+            expect(err.status == 404, err)
         integrations.delete_integrations_action(action.id)
         try:
             integrations.get_integrations_action(action.id)
