@@ -735,9 +735,11 @@ async fn a_publication_cut_by_the_request_deadline_still_finishes() {
         &mock,
         "https://gateway.example.com",
         "pw-1",
-        "",
+        // Action deadlines may not exceed the (short) server deadline of this test.
+        "timeout_ms = 1000",
     )
     .replace("example_input = { orderId = \"o-example\" }\n", "")
+    .replace("timeout_ms = 4500", "timeout_ms = 1000")
     .replace(
         "shutdown_grace_ms = 5000",
         "shutdown_grace_ms = 5000\nrequest_timeout_ms = 1000",
