@@ -6,7 +6,7 @@
 //!   exactly when the change does;
 //! - **data-action executions** change no state and sit on the hot path: they hand their record
 //!   to the [`AuditWriter`], which never blocks the caller and writes batches off the request
-//!   path (visible within ≈ 250 ms; lost at most in a crash or when its queue overflows, which
+//!   path (visible within ≈ 50 ms; lost at most in a crash or when its queue overflows, which
 //!   is counted in `gateway_audit_records_dropped_total`).
 //!
 //! One way out: [`Store::query_audit`], newest first, filtered by `since` and `kind`, keyset
@@ -587,9 +587,12 @@ impl AuditWriter {
     /// data-action traffic; a few MiB at most).
     pub const DEFAULT_CAPACITY: usize = 16_384;
     /// The longest a record waits in the queue while the store answers. SPEC §3.6 promises
-    /// visibility within 1 s: waiting takes at most a quarter of that, the rest is the
-    /// store's (one multi-row insert).
-    pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
+    /// visibility within 1 s: waiting takes a small part of that, the rest is the store's (one
+    /// multi-row insert). Short on purpose: at 15 000 executions/s a 250 ms interval made
+    /// bursts of ~4 000-row inserts that held the second core long enough to push the hot
+    /// path's p99 to ≈ 100 ms on a 2-core machine; 50 ms batches keep it in single-digit ms
+    /// (BENCHMARKS.md).
+    pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
     /// Records per write; a full batch is written at once.
     pub const MAX_BATCH: usize = 500;
     /// Attempts per batch while running (then the batch is dropped, logged and counted).
