@@ -9,7 +9,8 @@
 #   2. latency at half load: oha at 50 % of the gateway's max rate → p50/p99 of each path; the
 #      gateway's added latency is its percentile minus the direct upstream's.
 # Bounded (a few runs of DURATION seconds), loopback only. Usage: bench/dataaction.sh [DURATION]
-# GATEWAY_BIN=path measures a prebuilt binary instead of building target/release.
+# GATEWAY_BIN=path measures a prebuilt binary instead of building target/release;
+# GW_IO_THREADS=n sets the gateway's server.io_threads (default 0: one per core).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-5}"
@@ -63,6 +64,7 @@ nginx -p "$WORK" -c nginx.conf
 cat > "$WORK/gateway.toml" <<TOML
 [server]
 listen = "127.0.0.1:$GW_PORT"
+io_threads = ${GW_IO_THREADS:-0}
 [store]
 url = "sqlite://data/gateway.db"
 [genesys]
