@@ -138,6 +138,18 @@ impl Application {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
 
+        // Built before the store is opened: a problem in what the file describes fails here,
+        // before anything is started.
+        let config_error = |problems| ConfigError::new(&settings.source.file, problems);
+        let genesys = GenesysEndpoints::from_settings(&settings.genesys);
+        let upstreams =
+            Upstreams::build(&settings, &genesys, metrics.clone()).map_err(config_error)?;
+        let genesys_upstream = upstreams.genesys().cloned();
+        let action_set =
+            ActionSet::from_settings(&settings, &actions, Arc::new(upstreams), &metrics)
+                .map_err(config_error)?;
+        let registry = Arc::new(ActionRegistry::new(action_set));
+
         let store = Store::connect_with(
             &settings.store.url,
             &settings.source.base_dir,
@@ -157,22 +169,14 @@ impl Application {
         let (audit, audit_task) =
             AuditWriter::spawn(store.clone(), metrics.clone(), audit_stop.clone());
 
-        let config_error = |problems| ConfigError::new(&settings.source.file, problems);
-        let genesys = GenesysEndpoints::from_settings(&settings.genesys);
-        let upstreams =
-            Upstreams::build(&settings, &genesys, metrics.clone()).map_err(config_error)?;
         let mut checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(StoreCheck(store.clone()))];
         if !settings.genesys.simulate
-            && let Some(genesys) = upstreams.genesys()
+            && let Some(genesys) = genesys_upstream
         {
             // SPEC §3.1: ready only when a Genesys token can be had (not checked when simulating).
-            checks.push(Arc::new(GenesysReadiness::new(genesys.clone())));
+            checks.push(Arc::new(GenesysReadiness::new(genesys)));
         }
         let readiness = Readiness::new(checks);
-        let action_set =
-            ActionSet::from_settings(&settings, &actions, Arc::new(upstreams), &metrics)
-                .map_err(config_error)?;
-        let registry = Arc::new(ActionRegistry::new(action_set));
         let reloader = Reloader::new(ReloaderParts {
             settings: settings.clone(),
             env,
