@@ -90,7 +90,7 @@ userId = "/userId"
 "/name" = "/name"
 "/email" = "/email"
 TOML
-RUST_LOG=warn "$GATEWAY_BIN" serve --config "$WORK/gateway.toml" > "$WORK/gateway.log" 2>&1 &
+RUST_LOG="${GW_RUST_LOG:-info}" "$GATEWAY_BIN" serve --config "$WORK/gateway.toml" > "$WORK/gateway.log" 2>&1 &
 for _ in $(seq 50); do curl -fs "http://127.0.0.1:$GW_PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 
 AUTH="Basic $(printf 'genesys:bench-password' | base64)"
