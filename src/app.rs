@@ -25,6 +25,8 @@
 mod edge;
 mod serve;
 
+pub use serve::bind_shared;
+
 pub use edge::InFlight;
 
 use std::net::SocketAddr;
@@ -38,15 +40,16 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::InboundAuth;
 use crate::config::{ConfigError, Environment, ServerSettings, Settings};
-use crate::data_actions::reload::{PrepareSettings, Reloader, ReloaderParts};
 use crate::data_actions::{ActionRegistry, ActionSet, DataAction, DataActionsState};
-use crate::genesys::GenesysReadiness;
-use crate::ops::{self, OpsState, Readiness, ReadinessCheck};
+use crate::genesys::{GenesysEndpoints, GenesysReadiness};
+use crate::health::{Readiness, ReadinessCheck};
+use crate::ops::{self, OpsState};
+use crate::reload::{PrepareSettings, Prepared, Reloadable, Reloader, Staging};
 use crate::sim::{SimOptions, Simulator};
 use crate::store::{AuditRetention, AuditWriter, Store, StoreOptions};
 use crate::telemetry::Metrics;
-use crate::upstream::{GenesysEndpoints, Upstreams};
-use crate::{admin, data_actions, runtime};
+use crate::upstream::UpstreamRegistry;
+use crate::{admin, data_actions, genesys};
 
 /// A built gateway, bound to its port, not yet serving.
 pub struct Application {
@@ -56,15 +59,16 @@ pub struct Application {
     router: Router,
     store: Store,
     readiness: Readiness,
+    /// Cancelled when the drain begins: background tasks (pruner, SIGHUP handler, …) stop.
     shutdown: CancellationToken,
+    /// Cancelled once the server threads have drained: the writers (audit) flush and stop.
+    writers_stop: CancellationToken,
+    /// Every background task of the process, drained in one place at shutdown.
     tasks: TaskTracker,
     audit: AuditWriter,
-    audit_stop: CancellationToken,
-    audit_task: tokio::task::JoinHandle<()>,
     simulator: Option<Simulator>,
     reloader: Reloader,
     in_flight: InFlight,
-    pruner: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Application {
@@ -74,6 +78,10 @@ impl std::fmt::Debug for Application {
             .finish_non_exhaustive()
     }
 }
+
+/// At least this long is left to the background tasks at the end of a shutdown (the writers'
+/// last flush), even when the grace period is used up.
+const TASKS_FLUSH_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Stops a running [`Application`] from elsewhere (signal handler, test).
 #[derive(Debug, Clone)]
@@ -102,13 +110,67 @@ impl ReadinessCheck for StoreCheck {
     }
 }
 
+/// Assembles an [`Application`]: the settings, and what code adds to them.
+pub struct ApplicationBuilder {
+    settings: Settings,
+    env: Environment,
+    actions: Vec<DataAction>,
+    parts: Vec<Arc<dyn Reloadable>>,
+}
+
+impl ApplicationBuilder {
+    /// The environment configuration reloads read `${VAR}`s and `GATEWAY_*` overrides from
+    /// (default: this process's environment).
+    #[must_use]
+    pub fn env(mut self, env: Environment) -> Self {
+        self.env = env;
+        self
+    }
+
+    /// Serves `actions` made in code
+    /// ([`DataAction::builder`](crate::data_actions::DataAction::builder)) next to the
+    /// configuration's `[[actions]]`; they stay served across reloads.
+    #[must_use]
+    pub fn actions(mut self, actions: Vec<DataAction>) -> Self {
+        self.actions = actions;
+        self
+    }
+
+    /// Registers one more part in configuration reloads, after the built-in ones (upstreams,
+    /// data actions, targets): it sees every new configuration and can refuse it.
+    #[must_use]
+    pub fn reloadable(mut self, part: Arc<dyn Reloadable>) -> Self {
+        self.parts.push(part);
+        self
+    }
+
+    /// Builds every capability and binds the listeners (port 0 picks a free port).
+    ///
+    /// # Errors
+    /// When the store cannot be opened, a capability cannot be built (a configuration
+    /// problem: [`ConfigError`]), or the port cannot be bound.
+    pub async fn build(self) -> anyhow::Result<Application> {
+        Application::assemble(self).await
+    }
+}
+
 impl Application {
+    /// Starts describing an application for `settings`.
+    pub fn builder(settings: Settings) -> ApplicationBuilder {
+        ApplicationBuilder {
+            settings,
+            env: Environment::from_process(),
+            actions: Vec::new(),
+            parts: Vec::new(),
+        }
+    }
+
     /// Builds every capability and binds the listeners (port 0 picks a free port).
     ///
     /// # Errors
     /// When the store cannot be opened, a capability cannot be built, or the port cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        Self::build_with_env(settings, Environment::from_process()).await
+        Self::builder(settings).build().await
     }
 
     /// Like [`Application::build`]; `env` is what configuration reloads read `${VAR}`s and
@@ -117,12 +179,11 @@ impl Application {
     /// # Errors
     /// As [`Application::build`].
     pub async fn build_with_env(settings: Settings, env: Environment) -> anyhow::Result<Self> {
-        Self::build_with_actions(settings, env, Vec::new()).await
+        Self::builder(settings).env(env).build().await
     }
 
-    /// Like [`Application::build_with_env`], serving `actions` made in code
-    /// ([`DataAction::builder`](crate::data_actions::DataAction::builder)) next to the
-    /// configuration's `[[actions]]`; they stay served across reloads.
+    /// Like [`Application::build_with_env`], serving `actions` made in code next to the
+    /// configuration's `[[actions]]` (see [`ApplicationBuilder::actions`]).
     ///
     /// # Errors
     /// As [`Application::build`]; an action made in code that clashes with the configuration
@@ -132,23 +193,36 @@ impl Application {
         env: Environment,
         actions: Vec<DataAction>,
     ) -> anyhow::Result<Self> {
+        Self::builder(settings).env(env).actions(actions).build().await
+    }
+
+    async fn assemble(builder: ApplicationBuilder) -> anyhow::Result<Self> {
+        let ApplicationBuilder {
+            settings,
+            env,
+            actions,
+            parts,
+        } = builder;
         let (settings, simulator) = start_simulator(settings).await?;
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::new());
         let shutdown = CancellationToken::new();
+        let writers_stop = CancellationToken::new();
         let tasks = TaskTracker::new();
 
         // Built before the store is opened: a problem in what the file describes fails here,
         // before anything is started.
         let config_error = |problems| ConfigError::new(&settings.source.file, problems);
-        let genesys = GenesysEndpoints::from_settings(&settings.genesys);
-        let upstreams =
-            Upstreams::build(&settings, &genesys, metrics.clone()).map_err(config_error)?;
-        let genesys_upstream = upstreams.genesys().cloned();
-        let action_set =
-            ActionSet::from_settings(&settings, &actions, Arc::new(upstreams), &metrics)
-                .map_err(config_error)?;
-        let registry = Arc::new(ActionRegistry::new(action_set));
+        let endpoints = GenesysEndpoints::from_settings(&settings.genesys);
+        let upstreams = genesys::build_upstreams(&settings, &endpoints, metrics.clone())
+            .map_err(config_error)?;
+        let action_set = ActionSet::from_settings(&settings, &actions, &upstreams, &metrics)
+            .map_err(config_error)?;
+        let upstreams = UpstreamRegistry::new(
+            upstreams,
+            genesys::definitions(settings.genesys.clone(), endpoints),
+        );
+        let action_registry = ActionRegistry::new(action_set, actions, metrics.clone());
 
         let store = Store::connect_with(
             &settings.store.url,
@@ -160,36 +234,42 @@ impl Application {
         )
         .await
         .context("cannot open the store")?;
-        let pruner = AuditRetention::from_days(settings.store.audit_retention_days)
-            .map(|retention| store.spawn_audit_pruner(retention, shutdown.clone()));
-
+        if let Some(retention) = AuditRetention::from_days(settings.store.audit_retention_days) {
+            tasks.spawn(store.audit_pruner(retention, shutdown.clone()));
+        }
         // Stopped only after the server threads have drained, so that records of requests
         // still in flight at shutdown are written.
-        let audit_stop = CancellationToken::new();
-        let (audit, audit_task) =
-            AuditWriter::spawn(store.clone(), metrics.clone(), audit_stop.clone());
+        let audit = AuditWriter::spawn_on(
+            store.clone(),
+            metrics.clone(),
+            writers_stop.clone(),
+            &tasks,
+        );
 
         let mut checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(StoreCheck(store.clone()))];
         if !settings.genesys.simulate
-            && let Some(genesys) = genesys_upstream
+            && let Some(genesys) = upstreams.get(genesys::UPSTREAM)
         {
-            // SPEC §3.1: ready only when a Genesys token can be had (not checked when simulating).
+            // Ready only when a Genesys token can be had (not checked when simulating).
             checks.push(Arc::new(GenesysReadiness::new(genesys)));
         }
         let readiness = Readiness::new(checks);
-        let reloader = Reloader::new(ReloaderParts {
-            settings: settings.clone(),
-            env,
-            genesys,
-            registry: registry.clone(),
-            metrics: metrics.clone(),
-            store: store.clone(),
-            extra_actions: actions,
-            prepare: simulator.as_ref().map(|sim| {
-                let url = sim.base_url();
-                Arc::new(move |s: &mut Settings| point_genesys_at(s, &url)) as PrepareSettings
-            }),
-        });
+
+        let mut reloader =
+            Reloader::builder(settings.clone(), env, store.clone(), tasks.clone())
+                .part(Arc::new(upstreams.clone()))
+                .part(Arc::new(action_registry.clone()))
+                .part(Arc::new(TargetCount));
+        for part in parts {
+            reloader = reloader.part(part);
+        }
+        if let Some(sim) = &simulator {
+            let url = sim.base_url();
+            reloader = reloader
+                .prepare(Arc::new(move |s: &mut Settings| point_genesys_at(s, &url))
+                    as PrepareSettings);
+        }
+        let reloader = reloader.build();
 
         let mut api = OpenApiRouter::with_openapi(openapi_base())
             .merge(ops::router(OpsState {
@@ -197,7 +277,7 @@ impl Application {
                 metrics: metrics.clone(),
             }))
             .merge(data_actions::router(DataActionsState {
-                registry,
+                registry: action_registry.clone(),
                 audit: audit.clone(),
             }));
         let admin_tokens = settings.admin_tokens();
@@ -205,7 +285,10 @@ impl Application {
             api = api.merge(admin::actions::router(
                 admin::actions::ActionsAdminState {
                     reloader: reloader.clone(),
+                    actions: action_registry,
+                    upstreams,
                     store: store.clone(),
+                    tasks: tasks.clone(),
                     publish_lock: crate::data_actions::publish::PublishLock::default(),
                 },
                 InboundAuth::bearer(admin_tokens.clone()),
@@ -232,7 +315,7 @@ impl Application {
         let in_flight = InFlight::new(settings.server.max_concurrent_requests);
         let router = middleware_stack(router, &settings.server, metrics.clone(), in_flight.clone());
 
-        let listeners = runtime::bind_shared(
+        let listeners = serve::bind_shared(
             settings.server.listen_addr(),
             settings.server.io_thread_count(),
         )
@@ -247,15 +330,22 @@ impl Application {
             store,
             readiness,
             shutdown,
+            writers_stop,
             tasks,
             audit,
-            audit_stop,
-            audit_task,
             simulator,
             reloader,
             in_flight,
-            pruner,
         })
+    }
+
+    /// Reloads the configuration on every SIGHUP until the shutdown (a task of the
+    /// application's). Call it once, from the process's main.
+    pub fn reload_on_sighup(&self) {
+        self.tasks.spawn(crate::reload::reload_on_sighup(
+            self.reloader.clone(),
+            self.shutdown.clone(),
+        ));
     }
 
     /// Reloads the configuration (what `POST /admin/v1/reload` and SIGHUP do).
@@ -293,13 +383,11 @@ impl Application {
             store,
             readiness,
             shutdown,
+            writers_stop,
             tasks,
             audit,
-            audit_stop,
-            audit_task,
             simulator,
             in_flight,
-            pruner,
             reloader: _,
         } = self;
         let server = &settings.server;
@@ -364,7 +452,6 @@ impl Application {
             "shutting down: readiness is 503, draining"
         );
         readiness.set_stopping();
-        tasks.close();
         let drained = tokio::time::timeout_at(deadline, async {
             tokio::time::sleep(server.shutdown_delay()).await;
             in_flight.refuse_new_work();
@@ -375,7 +462,6 @@ impl Application {
             while running > 0 && ended_rx.recv().await.is_some() {
                 running -= 1;
             }
-            tasks.wait().await;
         })
         .await;
         if drained.is_err() {
@@ -387,14 +473,19 @@ impl Application {
         }
         stop_accepting.cancel();
         hard_stop.cancel();
+        // Every background task, in one place: those that watch `shutdown` are stopping
+        // already; the writers flush what the drained requests left and stop now.
         drop(audit);
-        audit_stop.cancel();
-        if let Err(err) = audit_task.await {
-            tracing::error!(error = %err, "audit writer failed");
-        }
-        if let Some(pruner) = pruner {
-            // Stopped by `shutdown`; it checks the token between batches.
-            let _ = pruner.await;
+        writers_stop.cancel();
+        tasks.close();
+        let leftover = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(TASKS_FLUSH_TIME);
+        if tokio::time::timeout(leftover, tasks.wait()).await.is_err() {
+            tracing::warn!(
+                tasks = tasks.len(),
+                "background tasks still running at the end of the shutdown: abandoned"
+            );
         }
         store.close().await;
         if let Some(simulator) = simulator {
@@ -425,7 +516,7 @@ struct ServerThread {
 
 impl ServerThread {
     fn run(self) {
-        runtime::set_worker_index(self.index);
+        crate::runtime::set_worker_index(self.index);
         let rt = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -457,6 +548,31 @@ impl ServerThread {
             let _ = ended.send((index, result));
             release.cancelled().await;
         });
+    }
+}
+
+/// Reports the declarative targets of a reloaded configuration (`"targets": n`).
+struct TargetCount;
+
+struct TargetCountReport(usize);
+
+impl Reloadable for TargetCount {
+    fn name(&self) -> &'static str {
+        "targets"
+    }
+
+    fn prepare(&self, staging: &mut Staging<'_>) -> Result<Box<dyn Prepared>, Vec<crate::config::Problem>> {
+        Ok(Box::new(TargetCountReport(staging.settings().targets.len())))
+    }
+}
+
+impl Prepared for TargetCountReport {
+    fn report(&self, report: &mut serde_json::Map<String, serde_json::Value>) {
+        report.insert("targets".to_owned(), self.0.into());
+    }
+
+    fn apply(self: Box<Self>) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(std::future::ready(()))
     }
 }
 

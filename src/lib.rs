@@ -25,11 +25,14 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod backoff;
 pub mod config;
 pub mod data_actions;
 pub mod error;
 pub mod genesys;
+pub mod health;
 pub mod ops;
+pub mod reload;
 pub mod runtime;
 pub mod sim;
 pub mod store;

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use genesys_gateway::config::{ConfigError, Environment, LogFormat, Settings};
 use genesys_gateway::sim::{Fixtures, SimOptions, Simulator};
+use genesys_gateway::genesys::{self, GenesysEndpoints};
 use genesys_gateway::telemetry::Metrics;
-use genesys_gateway::upstream::{GenesysEndpoints, Upstreams};
 
 /// mimalloc: on the data-action hot path the system allocator cost ~10 % of the server threads'
 /// CPU (malloc/free/consolidate in the profile); see BENCHMARKS.md.
@@ -181,7 +181,7 @@ fn check_config(config: Option<PathBuf>, env: &Environment) -> ExitCode {
         // What `serve` builds from the file, checked the same way (without binding anything).
         problems.extend(genesys_gateway::data_actions::check(settings));
         let genesys = GenesysEndpoints::from_settings(&settings.genesys);
-        if let Err(found) = Upstreams::build(settings, &genesys, Arc::new(Metrics::new())) {
+        if let Err(found) = genesys::build_upstreams(settings, &genesys, Arc::new(Metrics::new())) {
             problems.extend(found);
         }
         problems.dedup();
@@ -215,9 +215,7 @@ fn serve(config: Option<PathBuf>, env: &Environment) -> ExitCode {
     let result = runtime.block_on(async move {
         let app = Application::build(settings).await?;
         let handle = app.shutdown_handle();
-        tokio::spawn(genesys_gateway::data_actions::reload::reload_on_sighup(
-            app.reloader(),
-        ));
+        app.reload_on_sighup();
         tokio::spawn(async move {
             app::shutdown_signal().await;
             handle.shutdown();

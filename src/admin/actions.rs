@@ -13,20 +13,28 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{self, InboundAuth};
+use crate::data_actions::ActionRegistry;
 use crate::data_actions::publish::{self, Publication, PublishLock, PublishMode, PublishReport};
-use crate::data_actions::reload::{ReloadReport, ReloadTrigger, Reloader};
 use crate::error::{ApiError, ErrorCode, Query};
 use crate::genesys::GenesysClient;
+use crate::reload::{ReloadReport, ReloadTrigger, Reloader};
 use crate::store::Store;
 use crate::telemetry::RequestId;
+use crate::upstream::UpstreamRegistry;
 
 /// What the data actions admin endpoints need.
 #[derive(Clone, Debug)]
 pub struct ActionsAdminState {
-    /// Reloads the configuration; also gives the current action set and settings.
+    /// Reloads the configuration; also gives the settings in force.
     pub reloader: Reloader,
+    /// The actions being served.
+    pub actions: ActionRegistry,
+    /// The upstreams (Genesys among them).
+    pub upstreams: UpstreamRegistry,
     /// Where `action.published` records go.
     pub store: Store,
+    /// The application's background tasks (a publication runs as one).
+    pub tasks: tokio_util::task::TaskTracker,
     /// Serialises publications in this process (share it with anything else that publishes).
     pub publish_lock: PublishLock,
 }
@@ -99,7 +107,7 @@ async fn list_actions(
                 .ok_or_else(|| ApiError::bad_request("`cursor` is not valid."))
         })
         .transpose()?;
-    let set = state.reloader.registry().load();
+    let set = state.actions.load();
     let mut actions: Vec<_> = set
         .iter()
         .map(|bound| bound.action())
@@ -131,7 +139,7 @@ async fn list_actions(
 /// Reads the config file again and swaps in its actions, upstreams and targets atomically.
 #[utoipa::path(post, path = "/admin/v1/reload", tag = "admin",
     security(("bearer" = [])),
-    responses((status = 200, description = "Reloaded", body = ReloadReport),
+    responses((status = 200, description = "Reloaded: `{actions, upstreams, targets, added, changed, removed, restartRequired}`", body = Object),
               (status = 400, description = "`invalid.input`: one detail per problem (`fieldName` = key path); the running configuration stays"),
               (status = 401, description = "Missing or wrong bearer token")))]
 async fn reload(State(state): State<ActionsAdminState>) -> Result<Json<ReloadReport>, ApiError> {
@@ -173,10 +181,15 @@ async fn publish_actions(
     } else {
         PublishMode::Apply
     };
+    let tasks = state.tasks.clone();
     let publication = async move {
         let _serialised = state.publish_lock.acquire().await;
-        let (settings, set) = state.reloader.snapshot().await;
-        let client = GenesysClient::from_upstreams(set.upstreams()).ok_or_else(|| {
+        // Settings and actions of one configuration: no reload runs while they are taken.
+        let (settings, set, upstreams) = state
+            .reloader
+            .with_settings(|s| (s.clone(), state.actions.load(), state.upstreams.load()))
+            .await;
+        let client = GenesysClient::from_upstreams(&upstreams).ok_or_else(|| {
             tracing::error!("no genesys upstream to publish through");
             ApiError::new(
                 ErrorCode::InternalServerError,
@@ -195,7 +208,7 @@ async fn publish_actions(
     }
     .instrument(tracing::Span::current());
     let request_id = RequestId::current();
-    let task = tokio::spawn(async move {
+    let task = tasks.spawn(async move {
         match request_id {
             Some(id) => id.scope(publication).await,
             None => publication.await,

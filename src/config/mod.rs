@@ -9,6 +9,7 @@
 //! The environment is passed in as an [`Environment`] rather than read globally, so tests can
 //! load configurations side by side without touching the process environment.
 
+pub mod live;
 mod load;
 mod sections;
 mod validate;
@@ -21,7 +22,7 @@ pub use sections::*;
 pub use validate::{OPEN_HOURS_GRAMMAR, OpenHours, REGIONS};
 
 /// The whole configuration of one gateway process.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Settings {
     /// `[server]`.
     pub server: ServerSettings,
@@ -54,7 +55,7 @@ pub struct Settings {
 }
 
 /// The file a configuration was read from.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConfigSource {
     /// The config file as given (empty when built in code).
     pub file: PathBuf,

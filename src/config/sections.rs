@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 /// `[server]`: the HTTP listener and its limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSettings {
     /// Address to listen on (`127.0.0.1:8080`; port 0 picks a free port).
@@ -90,7 +90,7 @@ impl ServerSettings {
 }
 
 /// `[telemetry]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetrySettings {
     /// `text` (human readable) or `json` (one object per line).
@@ -167,7 +167,7 @@ impl Default for GenesysSettings {
 }
 
 /// `[admin]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSettings {
     /// `[admin.auth]`.
@@ -191,7 +191,7 @@ pub enum AdminAuthSettings {
 }
 
 /// `[[jwt_issuers]]`: who may sign tokens for the ingest surface.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct JwtIssuerSettings {
     /// Name referenced by `[ingest] auth.issuers`.
@@ -222,7 +222,7 @@ fn default_token_lifetime() -> u64 {
 }
 
 /// `[upstreams.<name>]`: an HTTP API data actions (and the gateway) call.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSettings {
     /// Base URL every action path is appended to.
@@ -310,7 +310,7 @@ pub enum ClientAuthMethod {
 }
 
 /// Retry policy of an upstream.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetrySettings {
     /// Attempts in all, the first included.
@@ -335,7 +335,7 @@ impl Default for RetrySettings {
 }
 
 /// Circuit breaker of an upstream.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CircuitBreakerSettings {
     /// Consecutive failed attempts that open the breaker.
@@ -354,7 +354,7 @@ impl Default for CircuitBreakerSettings {
 }
 
 /// `[data_actions]`: the surface Genesys calls.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataActionsSettings {
     /// Inbound authentication of `/v1/actions/*`, `/webhook/data-action`, `/v1/genesys/events`.
@@ -387,7 +387,7 @@ pub enum InboundAuthSettings {
 }
 
 /// `[[actions]]`: one data action.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ActionSettings {
     /// `[A-Za-z0-9_-]{1,64}`; served at `POST /v1/actions/<name>`.
@@ -438,7 +438,7 @@ impl ActionSettings {
 }
 
 /// A JSON Schema given inline or as a file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(untagged)]
 pub enum SchemaSource {
     /// Path of a JSON file, relative to the config folder.
@@ -543,7 +543,7 @@ impl<'de> Deserialize<'de> for MappingSource {
 }
 
 /// `[ingest]`: the event ingest surface.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestSettings {
     /// Inbound authentication (JWT by the named issuers).
@@ -577,7 +577,7 @@ impl Default for IngestSettings {
 }
 
 /// `[ingest] auth`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, tag = "type", rename_all = "snake_case")]
 pub enum IngestAuthSettings {
     /// Bearer JWT signed by one of the named `[[jwt_issuers]]`.
@@ -592,7 +592,7 @@ pub enum IngestAuthSettings {
 }
 
 /// `[ingest] source`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct EventSourceSettings {
     /// Source system name.
@@ -611,7 +611,7 @@ impl Default for EventSourceSettings {
 }
 
 /// `[delivery]`: the durable delivery engine.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeliverySettings {
     /// Concurrent delivery workers.
@@ -686,7 +686,7 @@ pub enum TargetAuthSettings {
 }
 
 /// A target's retry policy.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryPolicySettings {
     /// Retries after the first attempt, 0–10.
@@ -718,7 +718,7 @@ pub enum BackoffStrategy {
 }
 
 /// `[callbacks]`: callback reservations.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CallbacksSettings {
     /// Inbound authentication of `/v1/callbacks*`.
@@ -728,7 +728,7 @@ pub struct CallbacksSettings {
 }
 
 /// `[[callbacks.queues]]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CallbackQueueSettings {
     /// Genesys queue id.
@@ -758,4 +758,182 @@ fn default_max_slot_minutes() -> u32 {
 }
 fn default_horizon() -> u32 {
     30
+}
+
+/// Equality of two secrets in constant time (for comparing configurations on reload: a secret
+/// that changed must compare unequal, and how much of it matched must not show in the timing).
+pub fn secret_eq(a: &SecretString, b: &SecretString) -> bool {
+    use secrecy::ExposeSecret;
+    use subtle::ConstantTimeEq;
+    a.expose_secret()
+        .as_bytes()
+        .ct_eq(b.expose_secret().as_bytes())
+        .into()
+}
+
+fn option_secret_eq(a: &Option<SecretString>, b: &Option<SecretString>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => secret_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+// The sections holding secrets compare them with `secret_eq`; every field is named (no `..`), so
+// a new field does not compile until it is compared.
+
+impl PartialEq for StoreSettings {
+    fn eq(&self, other: &Self) -> bool {
+        let Self {
+            url,
+            audit_retention_days,
+        } = self;
+        secret_eq(url, &other.url) && *audit_retention_days == other.audit_retention_days
+    }
+}
+
+impl PartialEq for GenesysSettings {
+    fn eq(&self, other: &Self) -> bool {
+        let Self {
+            region,
+            api_url,
+            login_url,
+            client_id,
+            client_secret,
+            simulate,
+            simulator_listen,
+            notifications_heartbeat_timeout_s,
+        } = self;
+        *region == other.region
+            && *api_url == other.api_url
+            && *login_url == other.login_url
+            && *client_id == other.client_id
+            && option_secret_eq(client_secret, &other.client_secret)
+            && *simulate == other.simulate
+            && *simulator_listen == other.simulator_listen
+            && *notifications_heartbeat_timeout_s == other.notifications_heartbeat_timeout_s
+    }
+}
+
+impl PartialEq for AdminAuthSettings {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Bearer { tokens: a }, Self::Bearer { tokens: b }) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(a, b)| secret_eq(a, b))
+            }
+            (Self::Disabled, Self::Disabled) => true,
+            _ => false,
+        }
+    }
+}
+
+impl PartialEq for UpstreamAuthSettings {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::None, Self::None) => true,
+            (
+                Self::Oauth2ClientCredentials {
+                    token_url,
+                    client_id,
+                    client_secret,
+                    scopes,
+                    client_auth,
+                },
+                Self::Oauth2ClientCredentials {
+                    token_url: t,
+                    client_id: i,
+                    client_secret: s,
+                    scopes: sc,
+                    client_auth: a,
+                },
+            ) => {
+                token_url == t
+                    && client_id == i
+                    && secret_eq(client_secret, s)
+                    && scopes == sc
+                    && client_auth == a
+            }
+            (Self::ApiKey { header, key }, Self::ApiKey { header: h, key: k }) => {
+                header == h && secret_eq(key, k)
+            }
+            (
+                Self::Basic { username, password },
+                Self::Basic {
+                    username: u,
+                    password: p,
+                },
+            ) => username == u && secret_eq(password, p),
+            (Self::Bearer { token }, Self::Bearer { token: t }) => secret_eq(token, t),
+            _ => false,
+        }
+    }
+}
+
+impl PartialEq for InboundAuthSettings {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::None, Self::None) => true,
+            (
+                Self::Basic { username, password },
+                Self::Basic {
+                    username: u,
+                    password: p,
+                },
+            ) => username == u && secret_eq(password, p),
+            (Self::Header { name, value }, Self::Header { name: n, value: v }) => {
+                name == n && secret_eq(value, v)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl PartialEq for TargetSettings {
+    fn eq(&self, other: &Self) -> bool {
+        let Self {
+            name,
+            endpoint_url,
+            auth,
+            retry_policy,
+            headers,
+            event_types,
+            secret,
+        } = self;
+        *name == other.name
+            && *endpoint_url == other.endpoint_url
+            && *auth == other.auth
+            && *retry_policy == other.retry_policy
+            && *headers == other.headers
+            && *event_types == other.event_types
+            && secret_eq(secret, &other.secret)
+    }
+}
+
+impl PartialEq for TargetAuthSettings {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::None, Self::None) => true,
+            (
+                Self::Basic { username, password },
+                Self::Basic {
+                    username: u,
+                    password: p,
+                },
+            ) => username == u && secret_eq(password, p),
+            (
+                Self::Oauth2 {
+                    client_id,
+                    client_secret,
+                    token_url,
+                },
+                Self::Oauth2 {
+                    client_id: i,
+                    client_secret: s,
+                    token_url: t,
+                },
+            ) => client_id == i && secret_eq(client_secret, s) && token_url == t,
+            (Self::Jwt { token }, Self::Jwt { token: t }) => secret_eq(token, t),
+            _ => false,
+        }
+    }
 }

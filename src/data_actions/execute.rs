@@ -1,4 +1,5 @@
-//! Executing one action: input → schema → request → upstream → output → schema.
+//! An action bound to its upstream, and executing it: input → schema → request → upstream →
+//! output → schema.
 //!
 //! Nothing here is compiled or parsed that could have been prepared at load: the action's plans
 //! and schemas are ready, the upstream is already resolved. The input is parsed once (for the
@@ -18,13 +19,50 @@ use serde::de::IgnoredAny;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use std::sync::Arc;
+
+use super::action::DataAction;
 use super::mapping::OutputPlan;
-use super::registry::BoundAction;
+use super::outcome::ActionMetrics;
 use crate::error::{ApiError, ErrorCode, ErrorDetail};
-use crate::upstream::UpstreamRequest;
+use crate::upstream::{Upstream, UpstreamRequest};
 
 /// The answer of an upstream that sent no body.
 const EMPTY_OBJECT: &[u8] = b"{}";
+
+/// An action bound to its upstream and its metric handles.
+#[derive(Debug)]
+pub struct BoundAction {
+    action: DataAction,
+    upstream: Arc<Upstream>,
+    metrics: ActionMetrics,
+}
+
+impl BoundAction {
+    /// Binds `action` to `upstream` with its metric handles.
+    pub(super) fn new(action: DataAction, upstream: Arc<Upstream>, metrics: ActionMetrics) -> Self {
+        Self {
+            action,
+            upstream,
+            metrics,
+        }
+    }
+
+    /// The action.
+    pub fn action(&self) -> &DataAction {
+        &self.action
+    }
+
+    /// The upstream it calls.
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        &self.upstream
+    }
+
+    /// Its metric handles.
+    pub fn metrics(&self) -> &ActionMetrics {
+        &self.metrics
+    }
+}
 
 impl BoundAction {
     /// Runs the action on `raw_input` (JSON bytes that passed the size, type and depth checks),

@@ -38,7 +38,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::outcome::{ActionMetrics, Outcome};
-use super::registry::{ActionRegistry, ActionSet, BoundAction};
+use super::execute::BoundAction;
+use super::registry::{ActionRegistry, ActionSet};
 use crate::error::{ApiError, JsonBytes, parse_json};
 use crate::store::{AuditRecord, AuditWriter};
 use crate::telemetry::RequestId;
@@ -54,7 +55,7 @@ pub const MAX_FLOW_REQUEST_ID_CHARS: usize = 256;
 #[derive(Clone)]
 pub struct DataActionsState {
     /// The actions being served.
-    pub registry: Arc<ActionRegistry>,
+    pub registry: ActionRegistry,
     /// Where execution records go.
     pub audit: AuditWriter,
 }

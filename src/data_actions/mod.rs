@@ -13,24 +13,23 @@
 //! - [`action`]: [`DataAction`] and its builder — the one way an action is made, from code or
 //!   from `[[actions]]`.
 //! - [`registry`]: the [`ActionSet`] being served and the [`ActionRegistry`] that swaps it.
-//! - `execute`: running one action.
+//! - [`execute`]: [`BoundAction`] — an action bound to its upstream — and running it.
 //! - [`outcome`]: execution outcomes and their pre-resolved metric handles.
 //! - [`http`]: the routes, their auth, metrics and audit.
-//! - [`reload`]: swapping the configuration in without a restart.
 //! - [`publish`]: provisioning the actions into Genesys.
 
 pub mod action;
-mod execute;
+pub mod execute;
 pub mod http;
 pub mod mapping;
 pub mod outcome;
 pub mod pointer;
 pub mod publish;
 pub mod registry;
-pub mod reload;
 pub mod schema;
 
 pub use action::{ActionName, DataAction, DataActionBuilder};
 pub use http::{DataActionsState, router};
 pub use outcome::Outcome;
-pub use registry::{ActionRegistry, ActionSet, BoundAction, check, compile_actions};
+pub use execute::BoundAction;
+pub use registry::{ActionChanges, ActionRegistry, ActionSet, check, compile_actions};

@@ -102,7 +102,8 @@ use crate::genesys::models::{
 use crate::genesys::{GenesysClient, GenesysError};
 use crate::store::{AuditRecord, Store, StoreError};
 use crate::telemetry::Metrics;
-use crate::upstream::{CircuitBreaker, GenesysEndpoints, Upstreams};
+use crate::genesys::GenesysEndpoints;
+use crate::upstream::CircuitBreaker;
 
 /// Name of the integration the actions live in.
 pub const INTEGRATION_NAME: &str = "genesys-gateway";
@@ -384,7 +385,7 @@ pub async fn publish_settings(
     store: Option<(&Store, &str)>,
 ) -> Result<PublishReport, PublishError> {
     let actions = super::registry::compile_actions(settings).map_err(PublishError::Config)?;
-    let upstreams = Upstreams::build(
+    let upstreams = crate::genesys::build_upstreams(
         settings,
         &GenesysEndpoints::from_settings(&settings.genesys),
         Arc::new(Metrics::new()),

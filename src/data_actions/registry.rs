@@ -2,55 +2,37 @@
 //!
 //! An [`ActionSet`] is built from the settings (or from actions made in code), validated as a
 //! whole — unique names, every action's upstream exists, no action deadline beyond
-//! `server.request_timeout_ms` — and binds each action to its [`Upstream`] and its metric
-//! handles, so that serving a call is one hash lookup. The [`ActionRegistry`] holds the current
-//! set in an [`ArcSwap`]: a reload replaces it in one atomic store, and a call that already
-//! loaded the previous set finishes on it.
+//! `server.request_timeout_ms` — and binds each action to its [`Upstream`] (taken from the
+//! process's upstream set) and its metric handles, so that serving a call is one hash lookup.
+//! The [`ActionRegistry`] holds the current set in an [`ArcSwap`]: it is the data actions'
+//! [`Reloadable`] part — a reload binds the new actions to the new upstream set the upstream
+//! registry staged, and replaces the set in one atomic store; a call that already loaded the
+//! previous set finishes on it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+use std::pin::Pin;
+
 use arc_swap::ArcSwap;
+use serde_json::{Map, Value};
 
 use super::action::{DataAction, MAX_TIMEOUT};
+use super::execute::BoundAction;
 use super::outcome::{ActionMetrics, UNKNOWN_ACTION};
 use crate::auth::InboundAuth;
-use crate::config::{Problem, Settings};
+use crate::config::{ActionSettings, Problem, Settings};
+use crate::reload::{Prepared, Reloadable, Staging};
 use crate::telemetry::Metrics;
-use crate::upstream::{GENESYS_UPSTREAM, Upstream, Upstreams};
+use crate::upstream::Upstreams;
 
-/// An action bound to its upstream and its metric handles.
-#[derive(Debug)]
-pub struct BoundAction {
-    action: DataAction,
-    upstream: Arc<Upstream>,
-    metrics: ActionMetrics,
-}
-
-impl BoundAction {
-    /// The action.
-    pub fn action(&self) -> &DataAction {
-        &self.action
-    }
-
-    /// The upstream it calls.
-    pub fn upstream(&self) -> &Arc<Upstream> {
-        &self.upstream
-    }
-
-    /// Its metric handles.
-    pub fn metrics(&self) -> &ActionMetrics {
-        &self.metrics
-    }
-}
-
-/// Every action being served, with the upstreams and the inbound credential they are served
-/// with.
+/// Every action being served, each bound to its upstream, and the inbound credential they are
+/// served with.
 pub struct ActionSet {
     by_name: HashMap<Box<str>, Arc<BoundAction>>,
     order: Vec<Arc<BoundAction>>,
-    upstreams: Arc<Upstreams>,
     auth: InboundAuth,
     unknown: ActionMetrics,
 }
@@ -63,10 +45,9 @@ impl std::fmt::Debug for ActionSet {
                 &self
                     .order
                     .iter()
-                    .map(|a| a.action.name().as_str())
+                    .map(|a| a.action().name().as_str())
                     .collect::<Vec<_>>(),
             )
-            .field("upstreams", &self.upstreams)
             .field("auth", &self.auth)
             .finish()
     }
@@ -83,7 +64,7 @@ impl ActionSet {
     pub fn from_settings(
         settings: &Settings,
         extra: &[DataAction],
-        upstreams: Arc<Upstreams>,
+        upstreams: &Upstreams,
         metrics: &Metrics,
     ) -> Result<Self, Vec<Problem>> {
         let mut actions = compile_actions(settings)?;
@@ -112,7 +93,7 @@ impl ActionSet {
     /// (`actions[i].upstream`).
     pub fn new(
         actions: Vec<DataAction>,
-        upstreams: Arc<Upstreams>,
+        upstreams: &Upstreams,
         auth: InboundAuth,
         metrics: &Metrics,
     ) -> Result<Self, Vec<Problem>> {
@@ -135,11 +116,11 @@ impl ActionSet {
                 ));
                 continue;
             };
-            let bound = Arc::new(BoundAction {
-                metrics: ActionMetrics::new(metrics, &name),
-                upstream: upstream.clone(),
+            let bound = Arc::new(BoundAction::new(
                 action,
-            });
+                upstream.clone(),
+                ActionMetrics::new(metrics, &name),
+            ));
             order.push(bound.clone());
             by_name.insert(name, bound);
         }
@@ -149,7 +130,6 @@ impl ActionSet {
         Ok(Self {
             by_name,
             order,
-            upstreams,
             auth,
             unknown: ActionMetrics::new(metrics, UNKNOWN_ACTION),
         })
@@ -173,11 +153,6 @@ impl ActionSet {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.order.is_empty()
-    }
-
-    /// The upstreams the actions call.
-    pub fn upstreams(&self) -> &Arc<Upstreams> {
-        &self.upstreams
     }
 
     /// The credential callers must present.
@@ -242,7 +217,8 @@ pub fn check(settings: &Settings) -> Vec<Problem> {
     let mut problems = compile_actions(settings).err().unwrap_or_default();
     let mut names = HashSet::new();
     for (i, a) in settings.actions.iter().enumerate() {
-        if a.upstream != GENESYS_UPSTREAM && !settings.upstreams.contains_key(&a.upstream) {
+        if a.upstream != crate::genesys::UPSTREAM && !settings.upstreams.contains_key(&a.upstream)
+        {
             problems.push(Problem::new(
                 format!("actions[{i}].upstream"),
                 format!("no upstream named `{}`", a.upstream),
@@ -267,24 +243,32 @@ fn action_index(path: &str) -> usize {
         .unwrap_or(usize::MAX)
 }
 
-/// The current [`ActionSet`], replaced atomically on reload.
+/// The current [`ActionSet`], replaced atomically on reload (the data actions'
+/// [`Reloadable`] part). Cheap to clone.
+#[derive(Clone)]
 pub struct ActionRegistry {
-    current: ArcSwap<ActionSet>,
+    current: Arc<ArcSwap<ActionSet>>,
+    /// Actions made in code, served next to the configuration's across reloads.
+    extra: Arc<[DataAction]>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for ActionRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ActionRegistry")
             .field("current", &*self.current.load())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
 impl ActionRegistry {
-    /// A registry serving `set`.
-    pub fn new(set: ActionSet) -> Self {
+    /// A registry serving `set`; a reload rebuilds it from the new `[[actions]]` plus `extra`
+    /// (actions made in code), with metric handles from `metrics`.
+    pub fn new(set: ActionSet, extra: Vec<DataAction>, metrics: Arc<Metrics>) -> Self {
         Self {
-            current: ArcSwap::from_pointee(set),
+            current: Arc::new(ArcSwap::from_pointee(set)),
+            extra: extra.into(),
+            metrics,
         }
     }
 
@@ -302,5 +286,100 @@ impl ActionRegistry {
     /// Replaces the set being served; returns the previous one.
     pub fn swap(&self, set: ActionSet) -> Arc<ActionSet> {
         self.current.swap(Arc::new(set))
+    }
+}
+
+impl Reloadable for ActionRegistry {
+    fn name(&self) -> &'static str {
+        "data actions"
+    }
+
+    /// Compiles the new `[[actions]]` and binds them to the upstream set staged by the
+    /// upstream registry (registered before this part). Without one (the upstreams failed), it
+    /// still compiles the actions to report their own problems.
+    fn prepare(&self, staging: &mut Staging<'_>) -> Result<Box<dyn Prepared>, Vec<Problem>> {
+        let next = staging.settings();
+        let Some(upstreams) = staging.staged::<Arc<Upstreams>>() else {
+            return Err(compile_actions(next).err().unwrap_or_default());
+        };
+        let set = ActionSet::from_settings(next, &self.extra, upstreams, &self.metrics)?;
+        let mut changes = ActionChanges::between(&staging.running().actions, &next.actions);
+        // A schema file edited in place: the same settings, another schema.
+        let current = self.current.load();
+        for action in &next.actions {
+            let (Some(old), Some(new)) = (current.get(&action.name), set.get(&action.name)) else {
+                continue;
+            };
+            let schemas = |a: &BoundAction| {
+                (
+                    a.action().input_schema().map(|s| s.document().clone()),
+                    a.action().output_schema().map(|s| s.document().clone()),
+                )
+            };
+            if schemas(old) != schemas(new) && !changes.changed.contains(&action.name) {
+                changes.changed.push(action.name.clone());
+            }
+        }
+        Ok(Box::new(SwapActions {
+            current: self.current.clone(),
+            set,
+            changes,
+        }))
+    }
+}
+
+/// Which configured actions a reload adds, changes and removes, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActionChanges {
+    /// In the new file only.
+    pub added: Vec<String>,
+    /// In both, with a different definition.
+    pub changed: Vec<String>,
+    /// In the running configuration only.
+    pub removed: Vec<String>,
+}
+
+impl ActionChanges {
+    /// The changes from `old` to `new` (configuration order of the file each name is in).
+    pub fn between(old: &[ActionSettings], new: &[ActionSettings]) -> Self {
+        let find = |list: &[ActionSettings], name: &str| {
+            list.iter().find(|a| a.name == name).cloned()
+        };
+        let mut changes = Self::default();
+        for action in new {
+            match find(old, &action.name) {
+                None => changes.added.push(action.name.clone()),
+                Some(previous) if previous != *action => {
+                    changes.changed.push(action.name.clone());
+                }
+                Some(_) => {}
+            }
+        }
+        for action in old {
+            if find(new, &action.name).is_none() {
+                changes.removed.push(action.name.clone());
+            }
+        }
+        changes
+    }
+}
+
+struct SwapActions {
+    current: Arc<ArcSwap<ActionSet>>,
+    set: ActionSet,
+    changes: ActionChanges,
+}
+
+impl Prepared for SwapActions {
+    fn report(&self, report: &mut Map<String, Value>) {
+        report.insert("actions".to_owned(), self.set.len().into());
+        report.insert("added".to_owned(), self.changes.added.clone().into());
+        report.insert("changed".to_owned(), self.changes.changed.clone().into());
+        report.insert("removed".to_owned(), self.changes.removed.clone().into());
+    }
+
+    fn apply(self: Box<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        self.current.store(Arc::new(self.set));
+        Box::pin(std::future::ready(()))
     }
 }

@@ -13,12 +13,15 @@
 //!   healthy), seamless switch on `v2.system.socket_closing` and before the channel's expiry,
 //!   gap signalling; cancellable in every step.
 //! - [`region_hosts`]: the API, login and streaming hosts of each region.
+//! - [`GenesysEndpoints`], [`upstream_definition`]: the built-in `genesys` upstream (base URLs
+//!   from the region, the `[genesys]` credentials, its retry and breaker defaults).
 //! - [`GenesysReadiness`]: the `/readyz` check that a Genesys token can be had.
 
 mod error;
 pub mod models;
 mod notifications;
 mod region;
+mod upstream;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -37,8 +40,12 @@ pub use notifications::{
     NotificationEvent, NotificationItem, NotificationsClient, NotificationsOptions,
 };
 pub use region::{RegionHosts, region_hosts};
+pub use upstream::{
+    GenesysEndpoints, UPSTREAM, build_upstreams, definitions, rebuild_upstreams,
+    upstream_definition, upstream_definitions,
+};
 
-use crate::ops::ReadinessCheck;
+use crate::health::ReadinessCheck;
 use crate::upstream::{Upstream, UpstreamRequest, UpstreamResponse, Upstreams};
 use models::{
     Action, BulkCallbackDisconnectRequest, Channel, ChannelTopic, Conversation,
@@ -90,7 +97,7 @@ impl GenesysClient {
 
     /// A client on the `genesys` upstream of `upstreams`.
     pub fn from_upstreams(upstreams: &Upstreams) -> Option<Self> {
-        upstreams.genesys().cloned().map(Self::new)
+        upstreams.get(UPSTREAM).cloned().map(Self::new)
     }
 
     /// The same client with another per-call deadline.

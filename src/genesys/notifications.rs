@@ -39,7 +39,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures_util::{SinkExt, StreamExt};
 use prometheus::{IntCounter, IntGauge};
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -52,6 +51,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::models::{Channel, ChannelTopic};
 use super::{GenesysClient, GenesysError};
+use crate::backoff::{Backoff, Jitter};
 use crate::config::GenesysSettings;
 use crate::telemetry::Metrics;
 
@@ -370,16 +370,12 @@ impl NotificationsClient {
     }
 
     fn backoff(&self, failures: u32) -> Duration {
-        let shift = failures.saturating_sub(1).min(20);
-        let ceiling = self
-            .options
-            .reconnect_base
-            .saturating_mul(1 << shift)
-            .min(self.options.reconnect_max);
-        let ceiling_ms = u64::try_from(ceiling.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        Duration::from_millis(rand::rng().random_range(ceiling_ms / 2..=ceiling_ms))
+        Backoff::exponential(
+            self.options.reconnect_base,
+            self.options.reconnect_max,
+            Jitter::Half,
+        )
+        .delay(failures)
     }
 
     /// Opens a socket: on `reuse` when that channel still exists, else on a new, subscribed

@@ -14,15 +14,25 @@ pub struct RegionHosts {
     pub streaming: String,
 }
 
+impl RegionHosts {
+    /// The hosts of region domain `region` (surrounding dots and spaces ignored), known or not:
+    /// the one place the hosts are derived.
+    pub fn of(region: &str) -> Self {
+        let region = region.trim().trim_matches('.');
+        Self {
+            api: format!("https://api.{region}"),
+            login: format!("https://login.{region}"),
+            streaming: format!("wss://streaming.{region}"),
+        }
+    }
+}
+
 /// The hosts of a known region (`mypurecloud.com`, `euw2.pure.cloud`...), `None` for an unknown
 /// one.
 pub fn region_hosts(region: &str) -> Option<RegionHosts> {
-    let region = region.trim().trim_matches('.');
-    REGIONS.contains(&region).then(|| RegionHosts {
-        api: format!("https://api.{region}"),
-        login: format!("https://login.{region}"),
-        streaming: format!("wss://streaming.{region}"),
-    })
+    REGIONS
+        .contains(&region.trim().trim_matches('.'))
+        .then(|| RegionHosts::of(region))
 }
 
 #[cfg(test)]

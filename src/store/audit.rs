@@ -453,7 +453,17 @@ impl Store {
         retention: AuditRetention,
         shutdown: CancellationToken,
     ) -> JoinHandle<()> {
-        tokio::spawn(prune_periodically(self.clone(), retention, shutdown))
+        tokio::spawn(self.audit_pruner(retention, shutdown))
+    }
+
+    /// The pruner task of [`Store::spawn_audit_pruner`], to spawn where the caller tracks its
+    /// tasks.
+    pub fn audit_pruner(
+        &self,
+        retention: AuditRetention,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        prune_periodically(self.clone(), retention, shutdown)
     }
 }
 
@@ -597,6 +607,27 @@ impl AuditWriter {
     pub const MAX_BATCH: usize = 500;
     /// Attempts per batch while running (then the batch is dropped, logged and counted).
     const ATTEMPTS: u32 = 3;
+
+    /// Starts the writer task on `tasks` (on the current runtime) with
+    /// [`Self::DEFAULT_CAPACITY`]; it stops when `shutdown` is cancelled, after writing what
+    /// is queued.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn spawn_on(
+        store: Store,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+        tasks: &tokio_util::task::TaskTracker,
+    ) -> Self {
+        let (writer, task) = Self::spawn(store, metrics, shutdown);
+        tasks.spawn(async move {
+            if let Err(err) = task.await {
+                tracing::error!(error = %err, "audit writer failed");
+            }
+        });
+        writer
+    }
 
     /// Starts the writer task on the current runtime with [`Self::DEFAULT_CAPACITY`].
     ///

@@ -13,6 +13,7 @@
 //! (`tokio::time::Instant`), which keeps the state machine testable with explicit instants and
 //! with `tokio::time::pause()`.
 
+use super::classify::BreakerEffect;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -253,6 +254,16 @@ impl Permit<'_> {
     pub fn failure(self, now: Instant) {
         let this = std::mem::ManuallyDrop::new(self);
         this.breaker.on_failure(this.kind, now);
+    }
+
+    /// Reports what an attempt's classification says (see [`super::classify_answer`]);
+    /// [`BreakerEffect::Neutral`] is the same as dropping the permit.
+    pub fn report(self, effect: BreakerEffect, now: Instant) {
+        match effect {
+            BreakerEffect::Success => self.success(),
+            BreakerEffect::Failure => self.failure(now),
+            BreakerEffect::Neutral => drop(self),
+        }
     }
 }
 

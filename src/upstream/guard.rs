@@ -18,8 +18,6 @@ use ipnet::IpNet;
 use tokio::net::TcpStream;
 use tower::Service;
 
-use crate::config::DeliverySettings;
-
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Which destinations a [`super::HttpClient`] may connect to.
@@ -30,22 +28,14 @@ pub enum NetworkPolicy {
     /// URLs that arrived through the API: loopback, private, link-local, unique-local,
     /// multicast and unspecified addresses are refused unless allowed here.
     Guarded {
-        /// Allow every private/loopback address (`[delivery] allow_private_networks`).
+        /// Allow every private/loopback address.
         allow_private: bool,
-        /// Ranges allowed even when `allow_private` is false (`[delivery] allow_cidrs`).
+        /// Ranges allowed even when `allow_private` is false.
         allow_cidrs: Vec<IpNet>,
     },
 }
 
 impl NetworkPolicy {
-    /// The policy for deliveries, webhooks and target token fetches, from `[delivery]`.
-    pub fn from_delivery(settings: &DeliverySettings) -> Self {
-        Self::Guarded {
-            allow_private: settings.allow_private_networks,
-            allow_cidrs: settings.allow_cidrs.clone(),
-        }
-    }
-
     /// Whether a connection to `ip` is allowed.
     pub fn permits(&self, ip: IpAddr) -> bool {
         match self {

@@ -55,12 +55,13 @@
 
 mod auth;
 mod breaker;
+mod classify;
 mod error;
 mod guard;
 mod retry;
+mod set;
 mod transport;
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -68,15 +69,17 @@ use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use prometheus::{IntCounter, IntCounterVec};
-use secrecy::ExposeSecret;
-use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 pub use auth::{ClientCredentials, TokenSource};
 pub use breaker::{BreakerState, CircuitBreaker, Permit, Rejected};
 pub use error::{LastFailure, TokenFetchFailure, UpstreamError};
 pub use guard::{NetworkPolicy, RefusedAddress, is_internal};
-pub use retry::{RetryReason, backoff, retry_after};
+pub use classify::{
+    BreakerEffect, RetryableStatuses, Verdict, classify_answer, classify_transport,
+};
+pub use retry::{RetryReason, backoff, retry_after, schedule};
+pub use set::{Definitions, KeyPaths, UpstreamDefinition, UpstreamRegistry, Upstreams};
 pub use transport::{
     DEFAULT_MAX_RESPONSE_BYTES, HttpClient, HttpClientOptions, TransportError, UpstreamResponse,
 };
@@ -85,54 +88,13 @@ pub(crate) use transport::tls_config;
 
 use auth::OutboundAuth;
 
-use crate::config::{
-    CircuitBreakerSettings, ClientAuthMethod, GenesysSettings, Problem, RetrySettings, Settings,
-    UpstreamAuthSettings, UpstreamSettings,
-};
+use crate::config::{Problem, RetrySettings, UpstreamAuthSettings, UpstreamSettings};
 use crate::telemetry::{Metrics, RequestId};
-
-/// Name of the built-in Genesys Cloud upstream.
-pub const GENESYS_UPSTREAM: &str = "genesys";
 
 /// Header carrying the correlation id on every outbound call.
 pub const CORRELATION_HEADER: HeaderName = HeaderName::from_static("inin-correlation-id");
 
-/// Per-attempt timeout of the built-in `genesys` upstream.
-const GENESYS_TIMEOUT_MS: u64 = 10_000;
-
 const USER_AGENT: &str = concat!("genesys-gateway/", env!("CARGO_PKG_VERSION"));
-
-/// The Genesys Cloud base URLs, derived from `[genesys]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GenesysEndpoints {
-    /// API base (`https://api.<region>`), no trailing slash.
-    pub api_url: String,
-    /// Login base (`https://login.<region>`), no trailing slash; tokens come from
-    /// `<login_url>/oauth/token`.
-    pub login_url: String,
-}
-
-impl GenesysEndpoints {
-    /// From the region, or the explicit `api_url` / `login_url` when set.
-    pub fn from_settings(g: &GenesysSettings) -> Self {
-        let region = g.region.trim().trim_matches('.');
-        let pick = |explicit: &Option<String>, host: &str| {
-            explicit.as_deref().map_or_else(
-                || format!("https://{host}.{region}"),
-                |url| url.trim_end_matches('/').to_owned(),
-            )
-        };
-        Self {
-            api_url: pick(&g.api_url, "api"),
-            login_url: pick(&g.login_url, "login"),
-        }
-    }
-
-    /// `<login_url>/oauth/token`.
-    pub fn token_url(&self) -> String {
-        format!("{}/oauth/token", self.login_url)
-    }
-}
 
 /// One request to an upstream.
 #[derive(Debug, Clone, Default)]
@@ -168,240 +130,6 @@ impl UpstreamRequest {
         self.body = body.into();
         self
     }
-}
-
-/// Every upstream the gateway calls: the configured ones and the built-in `genesys`.
-pub struct Upstreams {
-    map: HashMap<String, Arc<Upstream>>,
-    metrics: Arc<Metrics>,
-    threads: usize,
-}
-
-impl std::fmt::Debug for Upstreams {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut names: Vec<&str> = self.map.keys().map(String::as_str).collect();
-        names.sort_unstable();
-        f.debug_struct("Upstreams").field("names", &names).finish()
-    }
-}
-
-impl Upstreams {
-    /// Builds every upstream of `settings` plus the built-in `genesys` one (against `genesys`).
-    ///
-    /// # Errors
-    /// Every upstream setting that cannot be used (bad URL, header value), with its key path.
-    pub fn build(
-        settings: &Settings,
-        genesys: &GenesysEndpoints,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, Vec<Problem>> {
-        Self::assemble(
-            settings,
-            genesys,
-            metrics,
-            settings.server.io_thread_count(),
-            None,
-        )
-    }
-
-    /// After a config reload: a new set in which every upstream whose settings did not change
-    /// is the existing [`Upstream`] (its breaker state, token cache and pools are kept).
-    ///
-    /// # Errors
-    /// As [`Upstreams::build`].
-    pub fn rebuild(
-        &self,
-        settings: &Settings,
-        genesys: &GenesysEndpoints,
-    ) -> Result<Self, Vec<Problem>> {
-        Self::assemble(
-            settings,
-            genesys,
-            self.metrics.clone(),
-            self.threads,
-            Some(self),
-        )
-    }
-
-    fn assemble(
-        settings: &Settings,
-        genesys: &GenesysEndpoints,
-        metrics: Arc<Metrics>,
-        threads: usize,
-        previous: Option<&Self>,
-    ) -> Result<Self, Vec<Problem>> {
-        let mut map = HashMap::with_capacity(settings.upstreams.len() + 1);
-        let mut problems = Vec::new();
-        let genesys_settings = genesys_upstream_settings(&settings.genesys, genesys);
-        let all = std::iter::once((GENESYS_UPSTREAM, &genesys_settings, KeyPaths::Genesys)).chain(
-            settings
-                .upstreams
-                .iter()
-                .filter(|(name, _)| name.as_str() != GENESYS_UPSTREAM)
-                .map(|(name, u)| (name.as_str(), u, KeyPaths::Configured(name))),
-        );
-        for (name, upstream_settings, paths) in all {
-            let fingerprint = fingerprint(upstream_settings);
-            if let Some(existing) = previous.and_then(|p| p.map.get(name))
-                && existing.fingerprint == fingerprint
-            {
-                map.insert(name.to_owned(), existing.clone());
-                continue;
-            }
-            match Upstream::new(name, upstream_settings, threads, &metrics, &paths) {
-                Ok(mut upstream) => {
-                    upstream.fingerprint = fingerprint;
-                    map.insert(name.to_owned(), Arc::new(upstream));
-                }
-                Err(mut p) => problems.append(&mut p),
-            }
-        }
-        if problems.is_empty() {
-            Ok(Self {
-                map,
-                metrics,
-                threads,
-            })
-        } else {
-            Err(problems)
-        }
-    }
-
-    /// The upstream named `name`.
-    pub fn get(&self, name: &str) -> Option<&Arc<Upstream>> {
-        self.map.get(name)
-    }
-
-    /// The built-in `genesys` upstream.
-    pub fn genesys(&self) -> Option<&Arc<Upstream>> {
-        self.get(GENESYS_UPSTREAM)
-    }
-
-    /// How many upstreams there are, `genesys` included.
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    /// Whether there are none (never true once built: `genesys` is always there).
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    /// Every upstream name, sorted.
-    pub fn names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.map.keys().map(String::as_str).collect();
-        names.sort_unstable();
-        names
-    }
-}
-
-/// The settings of the built-in `genesys` upstream (SPEC §2, §3.2).
-fn genesys_upstream_settings(g: &GenesysSettings, e: &GenesysEndpoints) -> UpstreamSettings {
-    let auth = match (&g.client_id, &g.client_secret) {
-        (Some(id), Some(secret)) if !id.is_empty() => {
-            UpstreamAuthSettings::Oauth2ClientCredentials {
-                token_url: e.token_url(),
-                client_id: id.clone(),
-                client_secret: secret.clone(),
-                scopes: Vec::new(),
-                client_auth: ClientAuthMethod::Basic,
-            }
-        }
-        _ => UpstreamAuthSettings::None,
-    };
-    UpstreamSettings {
-        base_url: e.api_url.clone(),
-        timeout_ms: GENESYS_TIMEOUT_MS,
-        auth,
-        retry: RetrySettings {
-            max_attempts: 3,
-            base_delay_ms: 200,
-            max_delay_ms: 5000,
-            max_retry_after_s: 180,
-        },
-        circuit_breaker: CircuitBreakerSettings {
-            failure_threshold: 5,
-            open_ms: 30_000,
-        },
-        idempotent: false,
-    }
-}
-
-/// Where an upstream's settings live in the config file (for problem key paths).
-enum KeyPaths<'a> {
-    Genesys,
-    Configured(&'a str),
-}
-
-impl KeyPaths<'_> {
-    fn base_url(&self) -> String {
-        match self {
-            Self::Genesys => "genesys.api_url".to_owned(),
-            Self::Configured(name) => format!("upstreams.{name}.base_url"),
-        }
-    }
-    fn auth(&self, key: &str) -> String {
-        match self {
-            Self::Genesys if key == "token_url" => "genesys.login_url".to_owned(),
-            Self::Genesys => format!("genesys.{key}"),
-            Self::Configured(name) => format!("upstreams.{name}.auth.{key}"),
-        }
-    }
-}
-
-/// A digest of everything that makes an upstream what it is (secrets included, hashed).
-fn fingerprint(s: &UpstreamSettings) -> [u8; 32] {
-    let mut h = Sha256::new();
-    let mut part = |bytes: &[u8]| {
-        h.update((bytes.len() as u64).to_le_bytes());
-        h.update(bytes);
-    };
-    part(s.base_url.as_bytes());
-    part(&s.timeout_ms.to_le_bytes());
-    part(&s.retry.max_attempts.to_le_bytes());
-    part(&s.retry.base_delay_ms.to_le_bytes());
-    part(&s.retry.max_delay_ms.to_le_bytes());
-    part(&s.retry.max_retry_after_s.to_le_bytes());
-    part(&s.circuit_breaker.failure_threshold.to_le_bytes());
-    part(&s.circuit_breaker.open_ms.to_le_bytes());
-    part(&[u8::from(s.idempotent)]);
-    match &s.auth {
-        UpstreamAuthSettings::None => part(b"none"),
-        UpstreamAuthSettings::Oauth2ClientCredentials {
-            token_url,
-            client_id,
-            client_secret,
-            scopes,
-            client_auth,
-        } => {
-            part(b"oauth2");
-            part(token_url.as_bytes());
-            part(client_id.as_bytes());
-            part(client_secret.expose_secret().as_bytes());
-            for scope in scopes {
-                part(scope.as_bytes());
-            }
-            part(match client_auth {
-                ClientAuthMethod::Basic => b"basic",
-                ClientAuthMethod::Body => b"body",
-            });
-        }
-        UpstreamAuthSettings::ApiKey { header, key } => {
-            part(b"api_key");
-            part(header.as_bytes());
-            part(key.expose_secret().as_bytes());
-        }
-        UpstreamAuthSettings::Basic { username, password } => {
-            part(b"basic");
-            part(username.as_bytes());
-            part(password.expose_secret().as_bytes());
-        }
-        UpstreamAuthSettings::Bearer { token } => {
-            part(b"bearer");
-            part(token.expose_secret().as_bytes());
-        }
-    }
-    h.finalize().into()
 }
 
 /// The scheme, authority and path prefix of an upstream's base URL, split once.
@@ -513,7 +241,8 @@ pub struct Upstream {
     breaker: CircuitBreaker,
     http: HttpClient,
     metrics: UpstreamMetrics,
-    fingerprint: [u8; 32],
+    /// What it was built from (a reload keeps an upstream whose settings are equal).
+    settings: UpstreamSettings,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -530,6 +259,8 @@ struct Failure {
     last: LastFailure,
     reason: RetryReason,
     retry_after: Option<Duration>,
+    /// The upstream certainly did not process the request (any method may be sent again).
+    unprocessed: bool,
     /// The answer, for a status failure (returned as `Status` when it is not retried).
     response: Option<UpstreamResponse>,
     /// The attempt timed out because the deadline, not the attempt timeout, cut it.
@@ -546,11 +277,11 @@ impl Upstream {
         settings: &UpstreamSettings,
         threads: usize,
         metrics: &Metrics,
-        paths: &KeyPaths<'_>,
+        paths: &KeyPaths,
     ) -> Result<Self, Vec<Problem>> {
         let mut problems = Vec::new();
         let base = BaseUrl::parse(&settings.base_url)
-            .map_err(|msg| problems.push(Problem::new(paths.base_url(), msg)))
+            .map_err(|msg| problems.push(Problem::new(paths.path("base_url"), msg)))
             .ok();
         let http = HttpClient::new(
             NetworkPolicy::Trusted,
@@ -565,7 +296,7 @@ impl Upstream {
             UpstreamAuthSettings::Basic { username, password } => {
                 OutboundAuth::basic(username, password).or_else(|| {
                     problems.push(Problem::new(
-                        paths.auth("username"),
+                        paths.path("auth.username"),
                         "cannot be sent in a header",
                     ));
                     None
@@ -573,7 +304,7 @@ impl Upstream {
             }
             UpstreamAuthSettings::Bearer { token } => OutboundAuth::bearer(token).or_else(|| {
                 problems.push(Problem::new(
-                    paths.auth("token"),
+                    paths.path("auth.token"),
                     "cannot be sent in a header",
                 ));
                 None
@@ -581,7 +312,7 @@ impl Upstream {
             UpstreamAuthSettings::ApiKey { header, key } => OutboundAuth::api_key(header, key)
                 .or_else(|| {
                     problems.push(Problem::new(
-                        paths.auth("key"),
+                        paths.path("auth.key"),
                         "is not a valid header name/value",
                     ));
                     None
@@ -602,7 +333,7 @@ impl Upstream {
                 };
                 TokenSource::new(name, &credentials, http.clone(), timeout, metrics)
                     .map(|source| OutboundAuth::OAuth(Box::new(source)))
-                    .map_err(|msg| problems.push(Problem::new(paths.auth("token_url"), msg)))
+                    .map_err(|msg| problems.push(Problem::new(paths.path("auth.token_url"), msg)))
                     .ok()
             }
         };
@@ -620,8 +351,13 @@ impl Upstream {
             breaker: CircuitBreaker::new(&settings.circuit_breaker, Some(gauge)),
             http,
             metrics: UpstreamMetrics::new(name, metrics),
-            fingerprint: [0; 32],
+            settings: settings.clone(),
         })
+    }
+
+    /// The settings it was built from.
+    pub fn settings(&self) -> &UpstreamSettings {
+        &self.settings
     }
 
     /// The upstream's name.
@@ -780,6 +516,7 @@ impl Upstream {
                     return Step::Retry(Failure {
                         last: LastFailure::Token(failure),
                         reason: RetryReason::Token,
+                        unprocessed: true,
                         retry_after,
                         response: None,
                         deadline_cut: false,
@@ -820,79 +557,67 @@ impl Upstream {
                     tracing::debug!(upstream = %self.name, "401: refreshing the token and replaying");
                     return Step::Replay;
                 }
-                let Some(reason) = RetryReason::for_status(status) else {
-                    if status.is_server_error() {
-                        permit.failure(now);
-                    } else {
-                        permit.success();
-                    }
+                let verdict =
+                    classify_answer(status, &response.headers, RetryableStatuses::Transient);
+                permit.report(verdict.breaker, now);
+                let Some(reason) = verdict.retry else {
                     return Step::Done(Err(UpstreamError::Status {
                         status,
                         retry_after: retry::retry_after(&response.headers),
                         body: response.body,
                     }));
                 };
-                permit.failure(now);
                 Failure {
                     last: LastFailure::Status(status),
                     reason,
-                    retry_after: if matches!(status.as_u16(), 429 | 503) {
-                        retry::retry_after(&response.headers)
-                    } else {
-                        None
-                    },
+                    retry_after: verdict.retry_after,
+                    unprocessed: verdict.unprocessed,
                     response: Some(response),
                     deadline_cut: false,
                 }
             }
-            Err(TransportError::Refused(addr)) => {
-                drop(permit);
-                self.metrics.error.inc();
-                return Step::Done(Err(UpstreamError::Refused(addr)));
-            }
-            Err(TransportError::ResponseTooLarge { limit }) => {
-                permit.success();
-                self.metrics.error.inc();
-                return Step::Done(Err(UpstreamError::ResponseTooLarge { limit }));
-            }
-            Err(TransportError::Timeout) => {
-                if deadline_cut {
+            Err(err) => {
+                let verdict = classify_transport(&err);
+                let timeout = matches!(err, TransportError::Timeout);
+                if timeout && deadline_cut {
                     // The caller's deadline, not the upstream, ended it: neutral.
                     drop(permit);
                 } else {
-                    permit.failure(now);
+                    permit.report(verdict.breaker, now);
                 }
-                self.metrics.timeout.inc();
-                Failure {
-                    last: LastFailure::Timeout,
-                    reason: RetryReason::Timeout,
-                    retry_after: None,
-                    response: None,
-                    deadline_cut,
+                if timeout {
+                    self.metrics.timeout.inc();
+                } else {
+                    self.metrics.error.inc();
                 }
-            }
-            Err(err @ TransportError::Connect(_)) => {
-                permit.failure(now);
-                self.metrics.error.inc();
-                tracing::debug!(upstream = %self.name, error = %err, "attempt failed");
-                Failure {
-                    last: LastFailure::Connect,
-                    reason: RetryReason::Connect,
-                    retry_after: None,
-                    response: None,
-                    deadline_cut: false,
+                if matches!(err, TransportError::Connect(_) | TransportError::Network(_)) {
+                    tracing::debug!(upstream = %self.name, error = %err, "attempt failed");
                 }
-            }
-            Err(err @ TransportError::Network(_)) => {
-                permit.failure(now);
-                self.metrics.error.inc();
-                tracing::debug!(upstream = %self.name, error = %err, "attempt failed");
+                let last = match err {
+                    TransportError::Refused(addr) => {
+                        return Step::Done(Err(UpstreamError::Refused(addr)));
+                    }
+                    TransportError::ResponseTooLarge { limit } => {
+                        return Step::Done(Err(UpstreamError::ResponseTooLarge { limit }));
+                    }
+                    TransportError::Timeout => LastFailure::Timeout,
+                    TransportError::Connect(_) => LastFailure::Connect,
+                    TransportError::Network(_) => LastFailure::Network,
+                };
+                let Some(reason) = verdict.retry else {
+                    // Every transport failure that got here is retryable (see `classify`).
+                    return Step::Done(Err(UpstreamError::Unavailable {
+                        retry_after: None,
+                        last,
+                    }));
+                };
                 Failure {
-                    last: LastFailure::Network,
-                    reason: RetryReason::Network,
+                    last,
+                    reason,
                     retry_after: None,
+                    unprocessed: verdict.unprocessed,
                     response: None,
-                    deadline_cut: false,
+                    deadline_cut: timeout && deadline_cut,
                 }
             }
         };
@@ -916,7 +641,7 @@ impl Upstream {
         if failure.deadline_cut || now >= deadline {
             return Err(UpstreamError::Timeout);
         }
-        let maybe_processed = !(retry_unsure || failure.reason.certainly_unprocessed());
+        let maybe_processed = !(retry_unsure || failure.unprocessed);
         if maybe_processed && let Some(response) = &failure.response {
             // The request may have been processed: hand back what happened.
             return Err(UpstreamError::Status {
@@ -1023,23 +748,6 @@ impl Outgoing {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn genesys_endpoints_from_region_or_explicit_urls() {
-        let mut g = GenesysSettings {
-            region: "mypurecloud.de".to_owned(),
-            ..GenesysSettings::default()
-        };
-        let e = GenesysEndpoints::from_settings(&g);
-        assert_eq!(e.api_url, "https://api.mypurecloud.de");
-        assert_eq!(e.login_url, "https://login.mypurecloud.de");
-        assert_eq!(e.token_url(), "https://login.mypurecloud.de/oauth/token");
-        g.api_url = Some("http://127.0.0.1:9100/".to_owned());
-        g.login_url = Some("http://127.0.0.1:9101".to_owned());
-        let e = GenesysEndpoints::from_settings(&g);
-        assert_eq!(e.api_url, "http://127.0.0.1:9100");
-        assert_eq!(e.token_url(), "http://127.0.0.1:9101/oauth/token");
-    }
 
     #[test]
     fn base_urls_join_paths() {

@@ -4,8 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, Method, StatusCode, header};
-use rand::Rng;
-
+use crate::backoff::{Backoff, Jitter};
 use crate::config::RetrySettings;
 
 /// Why an attempt is retried (the `reason` label of `gateway_upstream_retries_total`).
@@ -19,6 +18,10 @@ pub enum RetryReason {
     Status503,
     /// 504 Gateway Timeout.
     Status504,
+    /// 408 Request Timeout (retried by deliveries only).
+    Status408,
+    /// Another 5xx (retried by deliveries only).
+    Status5xx,
     /// The connection could not be established.
     Connect,
     /// The attempt timed out.
@@ -34,11 +37,13 @@ pub enum RetryReason {
 
 impl RetryReason {
     /// Every reason, in label order.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 11] = [
         Self::Status429,
         Self::Status502,
         Self::Status503,
         Self::Status504,
+        Self::Status408,
+        Self::Status5xx,
         Self::Connect,
         Self::Timeout,
         Self::Network,
@@ -53,6 +58,8 @@ impl RetryReason {
             Self::Status502 => "status_502",
             Self::Status503 => "status_503",
             Self::Status504 => "status_504",
+            Self::Status408 => "status_408",
+            Self::Status5xx => "status_5xx",
             Self::Connect => "connect",
             Self::Timeout => "timeout",
             Self::Network => "network",
@@ -89,18 +96,20 @@ pub fn retry_unsure(method: &Method, idempotent_upstream: bool) -> bool {
     idempotent_upstream || !(method == Method::POST || method == Method::PATCH)
 }
 
-/// The wait before retry number `retry` (1 = the first retry): full jitter over an exponential
-/// ceiling, `random(0 ..= min(max_delay, base_delay × 2^(retry-1)))`.
+/// The schedule of an upstream's retries: full jitter over an exponential ceiling,
+/// `random(0 ..= min(max_delay, base_delay × 2^(retry-1)))`.
+pub fn schedule(settings: &RetrySettings) -> Backoff {
+    Backoff::exponential(
+        Duration::from_millis(settings.base_delay_ms),
+        Duration::from_millis(settings.max_delay_ms),
+        Jitter::Full,
+    )
+}
+
+/// The wait before retry number `retry` (1 = the first retry) of an upstream with `settings`
+/// (see [`schedule`]).
 pub fn backoff(settings: &RetrySettings, retry: u32) -> Duration {
-    let shift = retry.saturating_sub(1).min(32);
-    let ceiling = settings
-        .base_delay_ms
-        .saturating_mul(1u64 << shift)
-        .min(settings.max_delay_ms);
-    if ceiling == 0 {
-        return Duration::ZERO;
-    }
-    Duration::from_millis(rand::rng().random_range(0..=ceiling))
+    schedule(settings).delay(retry)
 }
 
 /// The `Retry-After` of a response: delay-seconds or an HTTP date (relative to now; a date in
