@@ -193,7 +193,11 @@ impl Application {
         env: Environment,
         actions: Vec<DataAction>,
     ) -> anyhow::Result<Self> {
-        Self::builder(settings).env(env).actions(actions).build().await
+        Self::builder(settings)
+            .env(env)
+            .actions(actions)
+            .build()
+            .await
     }
 
     async fn assemble(builder: ApplicationBuilder) -> anyhow::Result<Self> {
@@ -239,12 +243,8 @@ impl Application {
         }
         // Stopped only after the server threads have drained, so that records of requests
         // still in flight at shutdown are written.
-        let audit = AuditWriter::spawn_on(
-            store.clone(),
-            metrics.clone(),
-            writers_stop.clone(),
-            &tasks,
-        );
+        let audit =
+            AuditWriter::spawn_on(store.clone(), metrics.clone(), writers_stop.clone(), &tasks);
 
         let mut checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(StoreCheck(store.clone()))];
         if !settings.genesys.simulate
@@ -255,19 +255,19 @@ impl Application {
         }
         let readiness = Readiness::new(checks);
 
-        let mut reloader =
-            Reloader::builder(settings.clone(), env, store.clone(), tasks.clone())
-                .part(Arc::new(upstreams.clone()))
-                .part(Arc::new(action_registry.clone()))
-                .part(Arc::new(TargetCount));
+        let mut reloader = Reloader::builder(settings.clone(), env, store.clone(), tasks.clone())
+            .part(Arc::new(upstreams.clone()))
+            .part(Arc::new(action_registry.clone()))
+            .part(Arc::new(TargetCount));
         for part in parts {
             reloader = reloader.part(part);
         }
         if let Some(sim) = &simulator {
             let url = sim.base_url();
-            reloader = reloader
-                .prepare(Arc::new(move |s: &mut Settings| point_genesys_at(s, &url))
-                    as PrepareSettings);
+            reloader =
+                reloader
+                    .prepare(Arc::new(move |s: &mut Settings| point_genesys_at(s, &url))
+                        as PrepareSettings);
         }
         let reloader = reloader.build();
 
@@ -561,8 +561,13 @@ impl Reloadable for TargetCount {
         "targets"
     }
 
-    fn prepare(&self, staging: &mut Staging<'_>) -> Result<Box<dyn Prepared>, Vec<crate::config::Problem>> {
-        Ok(Box::new(TargetCountReport(staging.settings().targets.len())))
+    fn prepare(
+        &self,
+        staging: &mut Staging<'_>,
+    ) -> Result<Box<dyn Prepared>, Vec<crate::config::Problem>> {
+        Ok(Box::new(TargetCountReport(
+            staging.settings().targets.len(),
+        )))
     }
 }
 

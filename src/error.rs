@@ -1,4 +1,4 @@
-//! The one error body of the HTTP surface (SPEC §3) and the JSON extractor that produces it.
+//! The one error body of the HTTP surface and the JSON extractor that produces it.
 //!
 //! # Error policy
 //! Every error response, whatever produced it (a handler, the router's 404/405, the body limit,
@@ -8,11 +8,20 @@
 //!
 //! - 4xx messages say what was wrong with the request, precisely enough to fix it, and name the
 //!   offending JSON pointers in `details`.
-//! - 5xx messages never carry internal text: the cause is logged once (with the request id) where
-//!   it is turned into an [`ApiError`], and the client sees a fixed message.
+//! - 5xx messages never carry internal text: the client sees a fixed message.
 //! - Capabilities keep their own `thiserror` enums and convert into [`ApiError`] at the edge.
+//!
+//! # Logged once, where the answer leaves
+//! Converting an error into an answer never logs. The error carries what is worth logging as
+//! an [`ErrorLog`] ([`ApiError::with_log`]: level, message, the cause's text, and bounded
+//! context such as the action and upstream names, the upstream's status and the attempts made);
+//! the answer carries it as a response extension, and the edge of the middleware stack writes
+//! it once, inside the request's span (so with the request id), subject to the flood rule: the
+//! same line (same route, code and context) at most once per second, with the count of the
+//! ones suppressed. An error without an `ErrorLog` is the client's business and is not logged.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use axum::extract::{FromRequest, Request};
 use axum::response::{IntoResponse, Response};
@@ -26,7 +35,7 @@ use crate::telemetry::RequestId;
 /// JSON nested deeper than this is refused with 400 `bad.request` before it is parsed.
 pub const MAX_JSON_DEPTH: usize = 50;
 
-/// The error codes of SPEC §3, each with its HTTP status.
+/// The error codes of the error shape, each with its HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     /// 400: malformed request (unparsable or too deep JSON, bad query).
@@ -150,7 +159,52 @@ impl ErrorDetail {
     }
 }
 
-/// An error answer of the HTTP surface, rendered in the SPEC §3 shape.
+/// What the edge logs about a failed request (see "Logged once, where the answer leaves").
+/// Never holds a secret, a token or a payload value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorLog {
+    /// The level of the line.
+    pub level: tracing::Level,
+    /// What happened, fixed text ("upstream call failed").
+    pub message: &'static str,
+    /// The cause, as text (an error's `Display`, its chain).
+    pub error: Option<String>,
+    /// The data action (or other named operation) the request ran.
+    pub action: Option<Arc<str>>,
+    /// The upstream it called.
+    pub upstream: Option<Arc<str>>,
+    /// How the operation ended (a metric `outcome` label).
+    pub outcome: Option<&'static str>,
+    /// The upstream's last status, when it answered.
+    pub upstream_status: Option<u16>,
+    /// Attempts made to the upstream.
+    pub attempts: Option<u32>,
+}
+
+impl ErrorLog {
+    /// A line at `level` saying `message`, with no context yet.
+    pub fn new(level: tracing::Level, message: &'static str) -> Self {
+        Self {
+            level,
+            message,
+            error: None,
+            action: None,
+            upstream: None,
+            outcome: None,
+            upstream_status: None,
+            attempts: None,
+        }
+    }
+
+    /// With the cause's text.
+    #[must_use]
+    pub fn error(mut self, error: impl std::fmt::Display) -> Self {
+        self.error = Some(error.to_string());
+        self
+    }
+}
+
+/// An error answer of the HTTP surface, rendered in the error shape.
 #[derive(Debug, Clone)]
 pub struct ApiError {
     code: ErrorCode,
@@ -158,6 +212,7 @@ pub struct ApiError {
     details: Vec<ErrorDetail>,
     retry_after_s: Option<u64>,
     www_authenticate: Option<HeaderValue>,
+    log: Option<Box<ErrorLog>>,
 }
 
 impl ApiError {
@@ -169,6 +224,7 @@ impl ApiError {
             details: Vec::new(),
             retry_after_s: None,
             www_authenticate: None,
+            log: None,
         }
     }
 
@@ -228,6 +284,23 @@ impl ApiError {
     pub fn with_www_authenticate(mut self, challenge: HeaderValue) -> Self {
         self.www_authenticate = Some(challenge);
         self
+    }
+
+    /// Has the edge log this answer's cause once (see the module docs).
+    #[must_use]
+    pub fn with_log(mut self, log: ErrorLog) -> Self {
+        self.log = Some(Box::new(log));
+        self
+    }
+
+    /// What the edge will log about this answer, if anything.
+    pub fn log(&self) -> Option<&ErrorLog> {
+        self.log.as_deref()
+    }
+
+    /// What the edge will log about this answer, to add context to.
+    pub fn log_mut(&mut self) -> Option<&mut ErrorLog> {
+        self.log.as_deref_mut()
     }
 
     /// The code.
@@ -297,6 +370,9 @@ impl IntoResponse for ApiError {
         }
         if let Some(challenge) = self.www_authenticate {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if let Some(log) = self.log {
+            response.extensions_mut().insert(*log);
         }
         response
     }

@@ -57,7 +57,6 @@ impl Readiness {
     }
 }
 
-
 /// The outcome of one check, as `/readyz` shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CheckResult {

@@ -11,8 +11,8 @@ use genesys_gateway::app::{self, Application};
 use std::sync::Arc;
 
 use genesys_gateway::config::{ConfigError, Environment, LogFormat, Settings};
-use genesys_gateway::sim::{Fixtures, SimOptions, Simulator};
 use genesys_gateway::genesys::{self, GenesysEndpoints};
+use genesys_gateway::sim::{Fixtures, SimOptions, Simulator};
 use genesys_gateway::telemetry::Metrics;
 
 /// mimalloc: on the data-action hot path the system allocator cost ~10 % of the server threads'

@@ -200,7 +200,12 @@ impl std::fmt::Debug for Reloader {
             .field("path", &self.inner.path)
             .field(
                 "parts",
-                &self.inner.parts.iter().map(|p| p.name()).collect::<Vec<_>>(),
+                &self
+                    .inner
+                    .parts
+                    .iter()
+                    .map(|p| p.name())
+                    .collect::<Vec<_>>(),
             )
             .finish_non_exhaustive()
     }
@@ -312,17 +317,20 @@ impl Reloader {
         }
     }
 
-    /// The whole reload, under the lock: read, prepare every part, apply, audit.
+    /// The whole reload, under the lock: read, prepare every part, audit, apply.
+    ///
+    /// The audit record is written before the change is applied: whoever sees the new
+    /// configuration in force can already find the record of the reload that made it.
     async fn reload_whole(&self, trigger: ReloadTrigger) -> Result<ReloadReport, ReloadError> {
         let inner = &*self.inner;
         let mut running = inner.running.lock().await;
-        let result = self.reload_locked(&mut running).await;
-        let (outcome, detail) = match &result {
-            Ok(report) => {
-                let mut detail = report.parts.clone();
+        let prepared = self.prepare_all(&running).await;
+        let (outcome, detail) = match &prepared {
+            Ok(change) => {
+                let mut detail = change.report.parts.clone();
                 detail.insert(
                     "restartRequired".to_owned(),
-                    report.restart_required.clone().into(),
+                    change.report.restart_required.clone().into(),
                 );
                 ("success", Value::Object(detail))
             }
@@ -342,24 +350,31 @@ impl Reloader {
         if let Err(err) = inner.store.append_audit(&record).await {
             tracing::error!(error = %err, "cannot write the audit record of a reload");
         }
-        match &result {
-            Ok(report) => tracing::info!(
-                report = %serde_json::to_string(&report.parts).unwrap_or_default(),
-                restart_required = ?report.restart_required,
-                "configuration reloaded"
-            ),
-            Err(err) => tracing::warn!(
-                problems = err.problems.len(),
-                "configuration reload refused; the running configuration stays"
-            ),
+        match prepared {
+            Ok(change) => {
+                for part in change.parts {
+                    part.apply().await;
+                }
+                *running = change.settings;
+                tracing::info!(
+                    report = %serde_json::to_string(&change.report.parts).unwrap_or_default(),
+                    restart_required = ?change.report.restart_required,
+                    "configuration reloaded"
+                );
+                Ok(change.report)
+            }
+            Err(err) => {
+                tracing::warn!(
+                    problems = err.problems.len(),
+                    "configuration reload refused; the running configuration stays"
+                );
+                Err(err)
+            }
         }
-        result
     }
 
-    async fn reload_locked(
-        &self,
-        running: &mut Arc<Settings>,
-    ) -> Result<ReloadReport, ReloadError> {
+    /// Reads the file and prepares every part; nothing visible changes.
+    async fn prepare_all(&self, running: &Arc<Settings>) -> Result<Change, ReloadError> {
         let inner = &*self.inner;
         let path = inner.path.clone();
         let env = inner.env.clone();
@@ -393,20 +408,26 @@ impl Reloader {
             problems.dedup();
             return Err(ReloadError { problems });
         }
-
         let mut parts = Map::new();
         for change in &prepared {
             change.report(&mut parts);
         }
-        for change in prepared {
-            change.apply().await;
-        }
-        *running = next;
-        Ok(ReloadReport {
-            parts,
-            restart_required,
+        Ok(Change {
+            settings: next,
+            parts: prepared,
+            report: ReloadReport {
+                parts,
+                restart_required,
+            },
         })
     }
+}
+
+/// A reload every part accepted, not applied yet.
+struct Change {
+    settings: Arc<Settings>,
+    parts: Vec<Box<dyn Prepared>>,
+    report: ReloadReport,
 }
 
 /// Listens for SIGHUP now, and returns the task that reloads on each one until `shutdown`
@@ -602,10 +623,7 @@ mod tests {
         let (settings, set) = snapshot.await.unwrap();
         assert_eq!(settings.actions.len(), 2);
         assert_eq!(set.len(), 2);
-        assert_eq!(
-            reloading.await.unwrap().unwrap().count("actions"),
-            Some(2)
-        );
+        assert_eq!(reloading.await.unwrap().unwrap().count("actions"), Some(2));
         p.store.close().await;
     }
 

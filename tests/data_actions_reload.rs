@@ -121,7 +121,8 @@ async fn reloads_swap_the_action_set_under_load_with_no_failed_request() {
     assert!(answers.iter().any(|(_, b)| b["version"] == 2));
     assert_eq!(
         last,
-        json!({"actions": 2, "upstreams": 2, "targets": 0, "restartRequired": []})
+        json!({"actions": 2, "upstreams": 2, "targets": 0, "restartRequired": [],
+               "added": ["second"], "changed": ["lookup"], "removed": []})
     );
     assert_eq!(reports[1]["actions"], 1);
     assert_eq!(lookup(&app.client, &base).await.1["version"], 2);

@@ -8,15 +8,16 @@ use std::time::Duration;
 
 use genesys_gateway::config::Settings;
 use genesys_gateway::error::{ApiError, ErrorCode};
+use genesys_gateway::genesys::GenesysEndpoints;
 use genesys_gateway::genesys::models::{
     BulkCallbackDisconnectRequest, CallbackDisconnectIdentifier, ChannelTopic,
     CreateCallbackCommand, Page, RoutingData,
 };
 use genesys_gateway::genesys::{GenesysClient, GenesysError, GenesysReadiness};
-use genesys_gateway::ops::ReadinessCheck;
+use genesys_gateway::health::ReadinessCheck;
 use genesys_gateway::sim::{SIM_CLIENT_ID, SIM_CLIENT_SECRET, SimOptions, Simulator};
 use genesys_gateway::telemetry::{Metrics, RequestId};
-use genesys_gateway::upstream::{GenesysEndpoints, UpstreamError, Upstreams};
+use genesys_gateway::upstream::{UpstreamError, Upstreams};
 use http::StatusCode;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -47,7 +48,12 @@ impl Env {
             api_url: sim.base_url(),
             login_url: sim.base_url(),
         };
-        let upstreams = Upstreams::build(&settings, &endpoints, Arc::new(Metrics::new())).unwrap();
+        let upstreams = genesys_gateway::genesys::build_upstreams(
+            &settings,
+            &endpoints,
+            Arc::new(Metrics::new()),
+        )
+        .unwrap();
         let genesys = GenesysClient::from_upstreams(&upstreams).unwrap();
         Self {
             sim,
@@ -335,12 +341,12 @@ async fn rate_limits_and_unavailability_are_retried_per_the_genesys_policy() {
 #[tokio::test]
 async fn readiness_needs_a_token() {
     let env = Env::start().await;
-    let check = GenesysReadiness::new(env.upstreams.genesys().unwrap().clone());
+    let check = GenesysReadiness::new(env.upstreams.get("genesys").unwrap().clone());
     assert_eq!(check.name(), "genesys");
     check.check().await.unwrap();
 
     let wrong = Env::start_with_secret("wrong-secret").await;
-    let check = GenesysReadiness::new(wrong.upstreams.genesys().unwrap().clone());
+    let check = GenesysReadiness::new(wrong.upstreams.get("genesys").unwrap().clone());
     let reason = check.check().await.unwrap_err();
     assert!(reason.contains("401"), "{reason}");
     assert!(!reason.contains("wrong-secret"), "{reason}");

@@ -16,13 +16,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 
 use genesys_gateway::config::Settings;
+use genesys_gateway::genesys::GenesysEndpoints;
 use genesys_gateway::genesys::models::{CreateCallbackCommand, RoutingData};
 use genesys_gateway::genesys::{
     GenesysClient, NotificationItem, NotificationsClient, NotificationsOptions,
 };
 use genesys_gateway::sim::{SIM_CLIENT_ID, SIM_CLIENT_SECRET, SimOptions, Simulator};
 use genesys_gateway::telemetry::Metrics;
-use genesys_gateway::upstream::{GenesysEndpoints, Upstreams};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
@@ -79,7 +79,9 @@ impl Env {
             login_url: sim.base_url(),
         };
         let metrics = Arc::new(Metrics::new());
-        let upstreams = Upstreams::build(&settings, &endpoints, metrics.clone()).unwrap();
+        let upstreams =
+            genesys_gateway::genesys::build_upstreams(&settings, &endpoints, metrics.clone())
+                .unwrap();
         let genesys = GenesysClient::from_upstreams(&upstreams).unwrap();
         let mut options = NotificationsOptions::with_heartbeat_timeout(Duration::from_secs(30));
         options.reconnect_base = Duration::from_millis(50);
@@ -442,7 +444,9 @@ impl Fake {
             login_url: base,
         };
         let metrics = Arc::new(Metrics::new());
-        let upstreams = Upstreams::build(&settings, &endpoints, metrics.clone()).unwrap();
+        let upstreams =
+            genesys_gateway::genesys::build_upstreams(&settings, &endpoints, metrics.clone())
+                .unwrap();
         let genesys = GenesysClient::from_upstreams(&upstreams).unwrap();
         let mut options = NotificationsOptions::with_heartbeat_timeout(Duration::from_secs(3600));
         tune(&mut options);

@@ -90,7 +90,8 @@ async fn shutdown_stops_accepting_and_the_app_returns() {
 
 #[tokio::test]
 async fn readyz_is_503_once_shutdown_begins() {
-    use genesys_gateway::ops::{self, OpsState, Readiness};
+    use genesys_gateway::health::Readiness;
+    use genesys_gateway::ops::{self, OpsState};
     let readiness = Readiness::new(Vec::new());
     let state = OpsState {
         readiness: readiness.clone(),

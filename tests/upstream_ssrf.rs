@@ -7,7 +7,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use bytes::Bytes;
-use genesys_gateway::config::DeliverySettings;
 use genesys_gateway::upstream::{HttpClient, HttpClientOptions, NetworkPolicy, TransportError};
 use http::StatusCode;
 
@@ -26,11 +25,10 @@ fn client(policy: NetworkPolicy) -> HttpClient {
 }
 
 fn guarded(allow_private: bool, cidrs: &[&str]) -> NetworkPolicy {
-    NetworkPolicy::from_delivery(&DeliverySettings {
-        allow_private_networks: allow_private,
+    NetworkPolicy::Guarded {
+        allow_private,
         allow_cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
-        ..DeliverySettings::default()
-    })
+    }
 }
 
 fn get_request(url: &str) -> http::Request<Bytes> {

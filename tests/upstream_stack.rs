@@ -16,10 +16,11 @@ use genesys_gateway::config::{
     UpstreamSettings,
 };
 use genesys_gateway::error::{ApiError, ErrorCode};
+use genesys_gateway::genesys::GenesysEndpoints;
 use genesys_gateway::telemetry::{Metrics, RequestId};
 use genesys_gateway::upstream::{
-    BreakerState, GenesysEndpoints, LastFailure, TokenFetchFailure, Upstream, UpstreamError,
-    UpstreamRequest, Upstreams,
+    BreakerState, LastFailure, TokenFetchFailure, Upstream, UpstreamError, UpstreamRequest,
+    Upstreams,
 };
 use http::{HeaderMap, Method, StatusCode};
 use secrecy::SecretString;
@@ -282,7 +283,9 @@ fn build(upstream: UpstreamSettings) -> Built {
         api_url: "http://127.0.0.1:9".to_owned(),
         login_url: "http://127.0.0.1:9".to_owned(),
     };
-    let upstreams = Upstreams::build(&settings, &endpoints, metrics.clone()).expect("builds");
+    let upstreams =
+        genesys_gateway::genesys::build_upstreams(&settings, &endpoints, metrics.clone())
+            .expect("builds");
     Built { upstreams, metrics }
 }
 
@@ -1109,12 +1112,15 @@ async fn rebuild_keeps_unchanged_upstreams_and_replaces_changed_ones() {
         api_url: mock.base.clone(),
         login_url: mock.base.clone(),
     };
-    let first = Upstreams::build(&settings, &endpoints, Arc::new(Metrics::new())).unwrap();
+    let first =
+        genesys_gateway::genesys::build_upstreams(&settings, &endpoints, Arc::new(Metrics::new()))
+            .unwrap();
     assert_eq!(first.len(), 3, "crm, erp and the built-in genesys");
     assert_eq!(first.names(), ["crm", "erp", "genesys"]);
 
     settings.upstreams.get_mut("erp").unwrap().timeout_ms = 1234;
-    let second = first.rebuild(&settings, &endpoints).unwrap();
+    let second =
+        genesys_gateway::genesys::rebuild_upstreams(&first, &settings, &endpoints).unwrap();
     assert!(Arc::ptr_eq(
         first.get("crm").unwrap(),
         second.get("crm").unwrap()
@@ -1133,7 +1139,8 @@ async fn rebuild_keeps_unchanged_upstreams_and_replaces_changed_ones() {
     );
 
     settings.upstreams.get_mut("crm").unwrap().base_url = "ftp://nope".to_owned();
-    let problems = first.rebuild(&settings, &endpoints).unwrap_err();
+    let problems =
+        genesys_gateway::genesys::rebuild_upstreams(&first, &settings, &endpoints).unwrap_err();
     assert_eq!(problems[0].path, "upstreams.crm.base_url");
 }
 
@@ -1148,8 +1155,10 @@ async fn the_genesys_upstream_uses_the_genesys_credentials() {
         api_url: mock.base.clone(),
         login_url: mock.base.clone(),
     };
-    let upstreams = Upstreams::build(&settings, &endpoints, Arc::new(Metrics::new())).unwrap();
-    let genesys = upstreams.genesys().unwrap();
+    let upstreams =
+        genesys_gateway::genesys::build_upstreams(&settings, &endpoints, Arc::new(Metrics::new()))
+            .unwrap();
+    let genesys = upstreams.get("genesys").unwrap();
     assert_eq!(genesys.name(), "genesys");
     genesys
         .call(get("/api/v2/users/u-1"), in_secs(5))

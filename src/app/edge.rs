@@ -19,8 +19,8 @@ use tokio::sync::Notify;
 use tower::{Layer, Service, ServiceExt};
 use tracing::Instrument;
 
-use crate::error::{ApiError, ErrorCode, payload_too_large};
-use crate::telemetry::{Metrics, RequestId, X_REQUEST_ID};
+use crate::error::{ApiError, ErrorCode, ErrorLog, payload_too_large};
+use crate::telemetry::{FloodGate, Metrics, RequestId, X_REQUEST_ID};
 
 /// The edge of the one middleware stack, as one tower layer so that a request pays for one
 /// service clone and one boxed future instead of one per step (measured in BENCHMARKS.md).
@@ -43,6 +43,7 @@ pub struct EdgeLayer {
 #[derive(Debug)]
 struct EdgeShared {
     metrics: Arc<Metrics>,
+    flood: FloodGate,
     in_flight: InFlight,
     deadline: Duration,
     max_body_bytes: usize,
@@ -59,6 +60,7 @@ impl EdgeLayer {
         Self {
             shared: Arc::new(EdgeShared {
                 metrics,
+                flood: FloodGate::new(),
                 in_flight,
                 deadline,
                 max_body_bytes,
@@ -109,7 +111,8 @@ where
     }
 }
 
-/// Step 1: request id and span.
+/// Step 1: request id and span; the one log line of a failed request (its [`ErrorLog`],
+/// written inside the span, under the flood rule).
 async fn correlate<S>(shared: &EdgeShared, inner: S, mut req: Request) -> Response
 where
     S: Service<Request, Response = Response, Error = Infallible> + Send,
@@ -119,9 +122,63 @@ where
     req.extensions_mut().insert(id.clone());
     let header = id.header_value();
     let span = tracing::info_span!("request", request_id = %id, method = %req.method());
-    let mut response = id.scope(measure(shared, inner, req)).instrument(span).await;
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let mut response = id
+        .scope(async {
+            let mut response = measure(shared, inner, req).await;
+            if let Some(log) = response.extensions_mut().remove::<ErrorLog>() {
+                let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+                write_error_log(&shared.flood, route, response.status(), &log);
+            }
+            response
+        })
+        .instrument(span)
+        .await;
     response.headers_mut().insert(X_REQUEST_ID, header);
     response
+}
+
+/// Writes `log` about a request to `route` answered `status`, at most once per second per
+/// route, status and context (the flood rule), with the count of the lines suppressed.
+fn write_error_log(flood: &FloodGate, route: &str, status: http::StatusCode, log: &ErrorLog) {
+    let key = (
+        route,
+        status.as_u16(),
+        log.message,
+        log.action.as_deref(),
+        log.upstream.as_deref(),
+        log.outcome,
+        log.upstream_status,
+    );
+    let Some(suppressed) = flood.admit(&key) else {
+        return;
+    };
+    let suppressed = (suppressed > 0).then_some(suppressed);
+    macro_rules! line {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                route,
+                status = status.as_u16(),
+                action = log.action.as_deref(),
+                upstream = log.upstream.as_deref(),
+                outcome = log.outcome,
+                upstream_status = log.upstream_status,
+                attempts = log.attempts,
+                error = log.error.as_deref(),
+                suppressed,
+                "{}",
+                log.message
+            )
+        };
+    }
+    match log.level {
+        tracing::Level::ERROR => line!(tracing::Level::ERROR),
+        tracing::Level::WARN => line!(tracing::Level::WARN),
+        tracing::Level::INFO => line!(tracing::Level::INFO),
+        tracing::Level::DEBUG => line!(tracing::Level::DEBUG),
+        _ => line!(tracing::Level::TRACE),
+    }
 }
 
 /// Step 2: HTTP metrics by route template.
@@ -167,17 +224,17 @@ where
 {
     match tokio::time::timeout(shared.deadline, limit_body(shared, inner, req)).await {
         Ok(response) => response,
-        Err(_) => {
-            tracing::warn!(
-                timeout_ms = shared.deadline.as_millis() as u64,
-                "request deadline passed"
-            );
-            ApiError::new(
-                ErrorCode::RequestTimeout,
-                "The request did not complete within the gateway's deadline.",
-            )
-            .into_response()
-        }
+        Err(_) => ApiError::new(
+            ErrorCode::RequestTimeout,
+            "The request did not complete within the gateway's deadline.",
+        )
+        .with_log(
+            ErrorLog::new(tracing::Level::WARN, "request deadline passed").error(format!(
+                "no answer within server.request_timeout_ms ({} ms)",
+                shared.deadline.as_millis()
+            )),
+        )
+        .into_response(),
     }
 }
 
@@ -318,8 +375,9 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
         .map(String::as_str)
         .or_else(|| panic.downcast_ref::<&str>().copied())
         .unwrap_or("unknown panic");
-    tracing::error!(panic = message, "handler panicked");
-    ApiError::internal().into_response()
+    ApiError::internal()
+        .with_log(ErrorLog::new(tracing::Level::ERROR, "handler panicked").error(message))
+        .into_response()
 }
 
 /// Fallback for paths no route matches.

@@ -208,7 +208,7 @@ fn secrets_eq(a: &[SecretString], b: &[SecretString]) -> bool {
 mod tests {
     use super::*;
     use crate::config::{
-        CallbackQueueSettings, Environment, IngestAuthSettings, InboundAuthSettings,
+        CallbackQueueSettings, Environment, InboundAuthSettings, IngestAuthSettings,
         JwtIssuerSettings, LogFormat,
     };
 
@@ -379,7 +379,6 @@ mod tests {
         assert!(restart_required(&base, &live).is_empty());
     }
 
-
     /// A secret that changed is a change, although its `Debug` text (`[REDACTED]`) is the same.
     #[test]
     fn a_changed_secret_is_a_change() {
@@ -391,7 +390,10 @@ mod tests {
             name: "X-K".into(),
             value: "two".into(),
         };
-        assert_eq!(format!("{:?}", old.callbacks), format!("{:?}", new.callbacks));
+        assert_eq!(
+            format!("{:?}", old.callbacks),
+            format!("{:?}", new.callbacks)
+        );
         assert_eq!(restart_required(&old, &new), ["callbacks.auth"]);
         assert_ne!(old, new);
     }

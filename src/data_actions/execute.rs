@@ -22,10 +22,11 @@ use tokio::time::Instant;
 use std::sync::Arc;
 
 use super::action::DataAction;
+use super::error::ActionError;
 use super::mapping::OutputPlan;
 use super::outcome::ActionMetrics;
 use crate::error::{ApiError, ErrorCode, ErrorDetail};
-use crate::upstream::{Upstream, UpstreamRequest};
+use crate::upstream::{CallTrace, Upstream, UpstreamRequest};
 
 /// The answer of an upstream that sent no body.
 const EMPTY_OBJECT: &[u8] = b"{}";
@@ -64,44 +65,58 @@ impl BoundAction {
     }
 }
 
+/// A successful execution: the output and what the upstream call took.
+#[derive(Debug, Clone)]
+pub struct Executed {
+    /// The output object, as JSON bytes.
+    pub output: Bytes,
+    /// Attempts made and the status answered.
+    pub trace: CallTrace,
+}
+
 impl BoundAction {
     /// Runs the action on `raw_input` (JSON bytes that passed the size, type and depth checks),
     /// and returns the output as JSON bytes.
     ///
     /// # Errors
-    /// 400 `bad.request` (unparsable) or `invalid.input` (not an object, schema, mapping); 422
-    /// `output.invalid`; the upstream failures of SPEC §3 (502, 503, 504).
-    pub async fn execute(&self, raw_input: Bytes) -> Result<Bytes, ApiError> {
+    /// [`ActionError::Input`] (unparsable, not an object, schema, mapping),
+    /// [`ActionError::Output`] (422), [`ActionError::Upstream`] / [`ActionError::NotJson`]
+    /// (502, 503, 504).
+    pub async fn execute(&self, raw_input: Bytes) -> Result<Executed, ActionError> {
         let action = self.action();
         let deadline = Instant::now() + action.timeout();
 
         // Any JSON is a `Value`: only syntax can fail (depth was checked by `JsonBytes`).
-        let input: Value = serde_json::from_slice(&raw_input)
-            .map_err(|_| ApiError::bad_request("The request body is not valid JSON."))?;
+        let input: Value = serde_json::from_slice(&raw_input).map_err(|_| {
+            ActionError::Input(ApiError::bad_request("The request body is not valid JSON."))
+        })?;
         if !input.is_object() {
-            return Err(ApiError::invalid_input(
+            return Err(ActionError::Input(ApiError::invalid_input(
                 "The input must be a JSON object.",
                 vec![ErrorDetail::new(
                     "",
                     "type",
                     "The input must be a JSON object.",
                 )],
-            ));
+            )));
         }
         if let Some(schema) = action.input_schema() {
             let violations = schema.violations(&input);
             if !violations.is_empty() {
-                return Err(ApiError::invalid_input(
+                return Err(ActionError::Input(ApiError::invalid_input(
                     "The input does not satisfy the action's input schema.",
                     violations,
-                ));
+                )));
             }
         }
         let rendered = action
             .request()
             .render(&input, &raw_input)
             .map_err(|details| {
-                ApiError::invalid_input("The input lacks values the action needs.", details)
+                ActionError::Input(ApiError::invalid_input(
+                    "The input lacks values the action needs.",
+                    details,
+                ))
             })?;
         drop(input);
 
@@ -118,31 +133,41 @@ impl BoundAction {
             );
             request.body = body;
         }
-        let response = self.upstream().call(request, deadline).await?;
-        if !response.status.is_success() {
-            tracing::warn!(
-                status = response.status.as_u16(),
-                action = %action.name(),
-                "upstream answered a status that is not a success"
-            );
-            return Err(ApiError::new(
-                ErrorCode::UpstreamError,
-                format!("The upstream answered {}.", response.status.as_u16()),
-            ));
-        }
+        let mut trace = CallTrace::default();
+        // `call` answers `Ok` for a 2xx only.
+        let response = match self
+            .upstream()
+            .call_traced(request, deadline, &mut trace)
+            .await
+        {
+            Ok(response) => response,
+            Err(error) => {
+                return Err(ActionError::Upstream {
+                    upstream: self.upstream_name(),
+                    error,
+                    trace,
+                });
+            }
+        };
         let body = if response.body.iter().all(u8::is_ascii_whitespace) {
             Bytes::from_static(EMPTY_OBJECT)
         } else {
             response.body
         };
+        let not_json = || ActionError::NotJson {
+            upstream: self.upstream_name(),
+            trace,
+        };
+        let refused = |api: ApiError| ActionError::Output(api, trace);
 
-        match action.output() {
+        let output = match action.output() {
             OutputPlan::PassThrough => {
                 match action.output_schema() {
                     Some(schema) => {
-                        let answer = parse_answer(&body)?;
-                        check_object(&answer)?;
-                        check_output(schema.violations(&answer))?;
+                        let answer: Value =
+                            serde_json::from_slice(&body).map_err(|_| not_json())?;
+                        check_object(&answer).map_err(refused)?;
+                        check_output(schema.violations(&answer)).map_err(refused)?;
                     }
                     None => {
                         if serde_json::from_slice::<IgnoredAny>(&body).is_err() {
@@ -150,42 +175,38 @@ impl BoundAction {
                         }
                         // Valid JSON that starts with `{` is an object.
                         if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-                            return Err(not_an_object());
+                            return Err(refused(not_an_object()));
                         }
                     }
                 }
-                Ok(body)
+                body
             }
             OutputPlan::Mapped(plan) => {
-                let answer = parse_answer(&body)?;
+                let answer: Value = serde_json::from_slice(&body).map_err(|_| not_json())?;
                 let output = plan.apply(&answer).map_err(|details| {
-                    ApiError::new(
-                        ErrorCode::OutputInvalid,
-                        "The upstream's answer lacks values the action's output requires.",
+                    refused(
+                        ApiError::new(
+                            ErrorCode::OutputInvalid,
+                            "The upstream's answer lacks values the action's output requires.",
+                        )
+                        .with_details(details),
                     )
-                    .with_details(details)
                 })?;
                 // Only a root target (`""`) can make it something else.
-                check_object(&output)?;
+                check_object(&output).map_err(refused)?;
                 if let Some(schema) = action.output_schema() {
-                    check_output(schema.violations(&output))?;
+                    check_output(schema.violations(&output)).map_err(refused)?;
                 }
-                Ok(Bytes::from(serde_json::to_vec(&output).unwrap_or_default()))
+                Bytes::from(serde_json::to_vec(&output).unwrap_or_default())
             }
-        }
+        };
+        Ok(Executed { output, trace })
     }
-}
 
-fn parse_answer(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|_| not_json())
-}
-
-fn not_json() -> ApiError {
-    tracing::warn!("upstream answered a body that is not JSON");
-    ApiError::new(
-        ErrorCode::UpstreamError,
-        "The upstream answered a body that is not JSON.",
-    )
+    /// The name of the upstream it calls (shared, for error context).
+    pub fn upstream_name(&self) -> Arc<str> {
+        self.upstream.name_arc()
+    }
 }
 
 fn check_object(output: &Value) -> Result<(), ApiError> {
@@ -196,7 +217,7 @@ fn check_object(output: &Value) -> Result<(), ApiError> {
     }
 }
 
-/// 422: SPEC §3.2 answers "200 with the output object"; an array or a scalar is not one.
+/// 422: an action answers "200 with the output object"; an array or a scalar is not one.
 fn not_an_object() -> ApiError {
     ApiError::new(
         ErrorCode::OutputInvalid,

@@ -37,12 +37,14 @@ use serde_json::value::RawValue;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::outcome::{ActionMetrics, Outcome};
+use super::error::ActionError;
 use super::execute::BoundAction;
+use super::outcome::{ActionMetrics, Outcome, UNKNOWN_ACTION};
 use super::registry::{ActionRegistry, ActionSet};
 use crate::error::{ApiError, JsonBytes, parse_json};
 use crate::store::{AuditRecord, AuditWriter};
 use crate::telemetry::RequestId;
+use crate::upstream::CallTrace;
 
 /// The audit `kind` of an execution.
 pub const AUDIT_KIND: &str = "action.executed";
@@ -112,17 +114,32 @@ impl<'a> Execution<'a> {
     }
 
     /// Counts, audits and renders the result.
-    fn finish(mut self, result: Result<Response, ApiError>) -> Response {
-        let (outcome, response) = match result {
-            Ok(response) => (Outcome::Success, response),
-            Err(err) => (Outcome::of_error(&err), err.into_response()),
+    fn finish(mut self, result: Result<(Response, CallTrace), ActionError>) -> Response {
+        let (outcome, trace, response) = match result {
+            Ok((response, trace)) => (Outcome::Success, Some(trace), response),
+            Err(err) => {
+                let outcome = err.outcome();
+                let trace = err.trace();
+                let (action, upstream) = match self.action {
+                    Some(bound) => (
+                        Arc::from(bound.action().name().as_str()),
+                        bound.upstream_name(),
+                    ),
+                    None => (Arc::from(UNKNOWN_ACTION), Arc::from("-")),
+                };
+                (
+                    outcome,
+                    trace,
+                    err.into_api_error(&action, &upstream).into_response(),
+                )
+            }
         };
-        self.record(outcome, response.status());
+        self.record(outcome, response.status(), trace);
         self.finished = true;
         response
     }
 
-    fn record(&mut self, outcome: Outcome, status: StatusCode) {
+    fn record(&mut self, outcome: Outcome, status: StatusCode, trace: Option<CallTrace>) {
         let elapsed = self.started.elapsed();
         let metrics: &ActionMetrics = self
             .action
@@ -134,6 +151,12 @@ impl<'a> Execution<'a> {
             "durationMs".to_owned(),
             (elapsed.as_secs_f64() * 1000.0).into(),
         );
+        if let Some(trace) = trace {
+            detail.insert("attempts".to_owned(), trace.attempts.into());
+            if let Some(upstream) = trace.last_status {
+                detail.insert("upstreamStatus".to_owned(), upstream.as_u16().into());
+            }
+        }
         if let Some(id) = self.flow_request_id.take() {
             detail.insert("flowRequestId".to_owned(), id.into());
         }
@@ -153,7 +176,7 @@ impl Drop for Execution<'_> {
     fn drop(&mut self) {
         if !self.finished {
             self.finished = true;
-            self.record(Outcome::Timeout, StatusCode::GATEWAY_TIMEOUT);
+            self.record(Outcome::Timeout, StatusCode::GATEWAY_TIMEOUT, None);
         }
     }
 }
@@ -177,10 +200,6 @@ fn json_response(body: Bytes) -> Response {
         body,
     )
         .into_response()
-}
-
-fn unknown_action() -> ApiError {
-    ApiError::not_found("No data action has this name.")
 }
 
 /// Runs a data action with the flow's input object.
@@ -209,12 +228,15 @@ async fn execute_action(
     }
     let mut execution = Execution::new(&set, &state.audit, started);
     let Some(action) = action else {
-        return execution.finish(Err(unknown_action()));
+        return execution.finish(Err(ActionError::UnknownAction));
     };
     execution.action = Some(action);
     let result = async {
-        let JsonBytes(raw) = JsonBytes::from_request(req, &()).await?;
-        action.execute(raw).await.map(json_response)
+        let JsonBytes(raw) = JsonBytes::from_request(req, &())
+            .await
+            .map_err(ActionError::Input)?;
+        let executed = action.execute(raw).await?;
+        Ok((json_response(executed.output), executed.trace))
     }
     .await;
     execution.finish(result)
@@ -257,21 +279,22 @@ async fn execute_envelope(State(state): State<DataActionsState>, req: Request) -
     let mut execution = Execution::new(&set, &state.audit, started);
     let raw = match JsonBytes::from_request(req, &()).await {
         Ok(JsonBytes(raw)) => raw,
-        Err(err) => return execution.finish(Err(err)),
+        Err(err) => return execution.finish(Err(ActionError::Input(err))),
     };
     let envelope = match parse_json::<Envelope<'_>>(&raw) {
         Ok(e) => e,
-        Err(err) => return execution.finish(Err(err)),
+        Err(err) => return execution.finish(Err(ActionError::Input(err))),
     };
     execution.flow_request_id = envelope.request_id.as_deref().map(audited_flow_request_id);
     let Some(action) = set.get(&envelope.action) else {
-        return execution.finish(Err(unknown_action()));
+        return execution.finish(Err(ActionError::UnknownAction));
     };
     execution.action = Some(action);
     // The input is a view of the received bytes: no copy.
     let input = raw.slice_ref(envelope.data.get().as_bytes());
     let request_id = envelope.request_id;
-    let result = action.execute(input).await.map(|output| {
+    let result = action.execute(input).await.map(|executed| {
+        let output = executed.output;
         let id_len = request_id.as_ref().map_or(4, |id| id.len() + 2);
         let mut body = BytesMut::with_capacity(output.len() + id_len + 24);
         body.put_slice(b"{\"requestId\":");
@@ -280,7 +303,7 @@ async fn execute_envelope(State(state): State<DataActionsState>, req: Request) -
         body.put_slice(b",\"data\":");
         body.put_slice(&output);
         body.put_u8(b'}');
-        json_response(body.freeze())
+        (json_response(body.freeze()), executed.trace)
     });
     execution.finish(result)
 }

@@ -14,11 +14,13 @@
 //!   from `[[actions]]`.
 //! - [`registry`]: the [`ActionSet`] being served and the [`ActionRegistry`] that swaps it.
 //! - [`execute`]: [`BoundAction`] — an action bound to its upstream — and running it.
+//! - [`error`]: [`ActionError`], how an execution fails, and the [`Outcome`] it stands for.
 //! - [`outcome`]: execution outcomes and their pre-resolved metric handles.
 //! - [`http`]: the routes, their auth, metrics and audit.
 //! - [`publish`]: provisioning the actions into Genesys.
 
 pub mod action;
+pub mod error;
 pub mod execute;
 pub mod http;
 pub mod mapping;
@@ -29,7 +31,8 @@ pub mod registry;
 pub mod schema;
 
 pub use action::{ActionName, DataAction, DataActionBuilder};
+pub use error::ActionError;
+pub use execute::BoundAction;
 pub use http::{DataActionsState, router};
 pub use outcome::Outcome;
-pub use execute::BoundAction;
 pub use registry::{ActionChanges, ActionRegistry, ActionSet, check, compile_actions};

@@ -6,7 +6,6 @@
 
 use prometheus::{Histogram, IntCounter};
 
-use crate::error::{ApiError, ErrorCode};
 use crate::telemetry::Metrics;
 
 /// The `action` label of executions that name no known action.
@@ -61,31 +60,6 @@ impl Outcome {
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::CircuitOpen => "circuit_open",
             Self::Timeout => "timeout",
-        }
-    }
-
-    /// The outcome an error answer stands for.
-    pub fn of_error(err: &ApiError) -> Self {
-        match err.code() {
-            ErrorCode::BadRequest
-            | ErrorCode::InvalidInput
-            | ErrorCode::UnsupportedMediaType
-            | ErrorCode::PayloadTooLarge => Self::InvalidInput,
-            ErrorCode::AuthenticationRequired | ErrorCode::InvalidToken | ErrorCode::Forbidden => {
-                Self::Unauthorized
-            }
-            ErrorCode::NotFound | ErrorCode::MethodNotAllowed => Self::NotFound,
-            ErrorCode::OutputInvalid => Self::OutputInvalid,
-            ErrorCode::UpstreamUnavailable | ErrorCode::TooManyRequests | ErrorCode::Overloaded => {
-                Self::UpstreamUnavailable
-            }
-            ErrorCode::CircuitOpen => Self::CircuitOpen,
-            ErrorCode::RequestTimeout => Self::Timeout,
-            ErrorCode::UpstreamError
-            | ErrorCode::Conflict
-            | ErrorCode::IdempotencyConflict
-            | ErrorCode::CapacityExceeded
-            | ErrorCode::InternalServerError => Self::UpstreamError,
         }
     }
 

@@ -94,6 +94,7 @@ use crate::config::{
     CircuitBreakerSettings, DataActionsSettings, InboundAuthSettings, Problem, Settings,
 };
 use crate::error::{ApiError, ErrorDetail};
+use crate::genesys::GenesysEndpoints;
 use crate::genesys::models::{
     Action, ActionConfig, ActionContract, ActionRequestConfig, ActionResponseConfig, ContractInput,
     ContractOutput, CreateIntegrationRequest, Credential, CredentialRef, CredentialType, EntityRef,
@@ -102,7 +103,6 @@ use crate::genesys::models::{
 use crate::genesys::{GenesysClient, GenesysError};
 use crate::store::{AuditRecord, Store, StoreError};
 use crate::telemetry::Metrics;
-use crate::genesys::GenesysEndpoints;
 use crate::upstream::CircuitBreaker;
 
 /// Name of the integration the actions live in.

@@ -217,8 +217,7 @@ pub fn check(settings: &Settings) -> Vec<Problem> {
     let mut problems = compile_actions(settings).err().unwrap_or_default();
     let mut names = HashSet::new();
     for (i, a) in settings.actions.iter().enumerate() {
-        if a.upstream != crate::genesys::UPSTREAM && !settings.upstreams.contains_key(&a.upstream)
-        {
+        if a.upstream != crate::genesys::UPSTREAM && !settings.upstreams.contains_key(&a.upstream) {
             problems.push(Problem::new(
                 format!("actions[{i}].upstream"),
                 format!("no upstream named `{}`", a.upstream),
@@ -342,9 +341,8 @@ pub struct ActionChanges {
 impl ActionChanges {
     /// The changes from `old` to `new` (configuration order of the file each name is in).
     pub fn between(old: &[ActionSettings], new: &[ActionSettings]) -> Self {
-        let find = |list: &[ActionSettings], name: &str| {
-            list.iter().find(|a| a.name == name).cloned()
-        };
+        let find =
+            |list: &[ActionSettings], name: &str| list.iter().find(|a| a.name == name).cloned();
         let mut changes = Self::default();
         for action in new {
             match find(old, &action.name) {

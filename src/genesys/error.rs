@@ -3,7 +3,9 @@
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ApiError, ErrorCode};
+use std::sync::Arc;
+
+use crate::error::{ApiError, ErrorCode, ErrorLog};
 use crate::upstream::UpstreamError;
 
 /// Genesys' `ErrorBody`: `{message, code, status, messageParams, contextId, details[], errors[]}`.
@@ -107,34 +109,39 @@ impl From<GenesysError> for ApiError {
         match err {
             GenesysError::Api { status, body } => {
                 // A 4xx is the request's business (debug); Genesys failing is worth a warning.
-                if status.is_client_error() {
-                    tracing::debug!(
-                        status = status.as_u16(),
-                        code = body.code.as_deref().unwrap_or(""),
-                        genesys_context_id = body.context_id.as_deref().unwrap_or(""),
-                        "Genesys refused the call"
-                    );
+                let log = if status.is_client_error() {
+                    ErrorLog::new(tracing::Level::DEBUG, "Genesys refused the call")
                 } else {
-                    tracing::warn!(
-                        status = status.as_u16(),
-                        code = body.code.as_deref().unwrap_or(""),
-                        genesys_context_id = body.context_id.as_deref().unwrap_or(""),
-                        "Genesys failed the call"
-                    );
-                }
+                    ErrorLog::new(tracing::Level::WARN, "Genesys failed the call")
+                };
+                let mut log = log.error(format!(
+                    "Genesys answered {} (code {}, contextId {})",
+                    status.as_u16(),
+                    body.code.as_deref().unwrap_or("-"),
+                    body.context_id.as_deref().unwrap_or("-")
+                ));
+                log.upstream = Some(Arc::from(crate::genesys::UPSTREAM));
+                log.upstream_status = Some(status.as_u16());
                 ApiError::new(
                     ErrorCode::UpstreamError,
                     format!("Genesys answered {}.", status.as_u16()),
                 )
+                .with_log(log)
             }
-            GenesysError::Upstream(err) => err.into(),
-            GenesysError::Decode(reason) => {
-                tracing::warn!(%reason, "unexpected answer from Genesys");
-                ApiError::new(
-                    ErrorCode::UpstreamError,
-                    "Genesys gave an unexpected answer.",
-                )
+            GenesysError::Upstream(err) => {
+                let mut api: ApiError = err.into();
+                if let Some(log) = api.log_mut() {
+                    log.upstream = Some(Arc::from(crate::genesys::UPSTREAM));
+                }
+                api
             }
+            GenesysError::Decode(reason) => ApiError::new(
+                ErrorCode::UpstreamError,
+                "Genesys gave an unexpected answer.",
+            )
+            .with_log(
+                ErrorLog::new(tracing::Level::WARN, "unexpected answer from Genesys").error(reason),
+            ),
         }
     }
 }
@@ -173,16 +180,22 @@ mod tests {
 
     #[test]
     fn genesys_client_errors_log_at_debug_and_failures_at_warn() {
-        let levels = crate::telemetry::levels_logged(|| {
+        let mut levels = Vec::new();
+        let logged = crate::telemetry::levels_logged(|| {
             for status in [StatusCode::NOT_FOUND, StatusCode::SERVICE_UNAVAILABLE] {
-                let _: ApiError = GenesysError::Api {
+                let api: ApiError = GenesysError::Api {
                     status,
                     body: Box::default(),
                 }
                 .into();
+                levels.push(api.log().map(|log| log.level));
             }
         });
-        assert_eq!(levels, [tracing::Level::DEBUG, tracing::Level::WARN]);
+        assert!(logged.is_empty(), "converting an error logs nothing");
+        assert_eq!(
+            levels,
+            [Some(tracing::Level::DEBUG), Some(tracing::Level::WARN)]
+        );
     }
 
     #[test]

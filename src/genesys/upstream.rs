@@ -57,7 +57,10 @@ impl GenesysEndpoints {
 
 /// The definition of the built-in `genesys` upstream against `endpoints`, with the
 /// credentials of `g`.
-pub fn upstream_definition(g: &GenesysSettings, endpoints: &GenesysEndpoints) -> UpstreamDefinition {
+pub fn upstream_definition(
+    g: &GenesysSettings,
+    endpoints: &GenesysEndpoints,
+) -> UpstreamDefinition {
     let auth = match (&g.client_id, &g.client_secret) {
         (Some(id), Some(secret)) if !id.is_empty() => {
             UpstreamAuthSettings::Oauth2ClientCredentials {
@@ -170,5 +173,4 @@ mod tests {
         assert_eq!(e.api_url, "http://127.0.0.1:9100");
         assert_eq!(e.token_url(), "http://127.0.0.1:9101/oauth/token");
     }
-
 }

@@ -10,9 +10,11 @@
 //! Nothing here ever records a secret, a token or a payload: spans carry ids, routes and
 //! statuses only, and metric labels only bounded values (route templates, names, outcomes).
 
+mod flood;
 mod metrics;
 mod request;
 
+pub use flood::FloodGate;
 pub use metrics::{Metrics, RouteLabel};
 pub use request::{ININ_CORRELATION_ID, RequestId, X_REQUEST_ID};
 

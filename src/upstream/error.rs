@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::StatusCode;
 
 use super::guard::RefusedAddress;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, ErrorCode, ErrorLog};
 
 /// Why an upstream call failed.
 #[derive(Debug, thiserror::Error)]
@@ -170,72 +170,86 @@ fn unavailable(message: &'static str, retry_after: Option<Duration>) -> ApiError
 }
 
 impl From<UpstreamError> for ApiError {
+    /// The answer of SPEC-wide upstream failure mapping; the cause rides along as an
+    /// [`ErrorLog`] (WARN for the upstream's trouble, DEBUG for a 4xx answer, which is the
+    /// request's business) for the edge to write once.
     fn from(err: UpstreamError) -> Self {
-        if err.is_upstream_trouble() {
-            tracing::warn!(error = %err, "upstream call failed");
+        let log = if err.is_upstream_trouble() {
+            ErrorLog::new(tracing::Level::WARN, "upstream call failed")
         } else {
-            tracing::debug!(error = %err, "upstream refused the call");
+            ErrorLog::new(tracing::Level::DEBUG, "upstream refused the call")
         }
-        match err {
-            UpstreamError::Status { status, .. } => ApiError::new(
-                ErrorCode::UpstreamError,
-                format!("The upstream answered {}.", status.as_u16()),
-            ),
-            UpstreamError::Unavailable { retry_after, .. } => {
-                unavailable("The upstream is unavailable; retry later.", retry_after)
-            }
-            UpstreamError::CircuitOpen { retry_after } => ApiError::new(
-                ErrorCode::CircuitOpen,
-                "The upstream's circuit breaker is open; retry later.",
-            )
-            .with_retry_after(retry_after_secs(retry_after)),
-            UpstreamError::Timeout => ApiError::new(
-                ErrorCode::RequestTimeout,
-                "The upstream did not answer within the deadline.",
-            ),
-            UpstreamError::TokenFetch {
-                failure,
-                retry_after,
-                ..
-            } if failure.is_transient() => unavailable(
-                "The upstream's token endpoint is unavailable; retry later.",
-                retry_after,
-            ),
-            UpstreamError::TokenFetch {
-                failure: TokenFetchFailure::Status(s),
-                ..
-            } if matches!(s.as_u16(), 400 | 401 | 403) => ApiError::new(
-                ErrorCode::UpstreamError,
-                "The upstream's token endpoint refused the gateway's credentials.",
-            ),
-            UpstreamError::TokenFetch {
-                failure: TokenFetchFailure::Status(s),
-                ..
-            } => ApiError::new(
-                ErrorCode::UpstreamError,
-                format!("The upstream's token endpoint answered {}.", s.as_u16()),
-            ),
-            UpstreamError::TokenFetch {
-                failure: TokenFetchFailure::Refused,
-                ..
-            } => ApiError::new(
-                ErrorCode::UpstreamError,
-                "The token endpoint's address is not allowed.",
-            ),
-            UpstreamError::TokenFetch { .. } => ApiError::new(
-                ErrorCode::UpstreamError,
-                "The upstream's token endpoint gave no usable token.",
-            ),
-            UpstreamError::Refused(_) => ApiError::new(
-                ErrorCode::UpstreamError,
-                "The destination address is not allowed.",
-            ),
-            UpstreamError::ResponseTooLarge { .. } => ApiError::new(
-                ErrorCode::UpstreamError,
-                "The upstream's answer is too large.",
-            ),
-            UpstreamError::InvalidRequest(_) => ApiError::internal(),
+        .error(&err);
+        let upstream_status = err.status().map(|s| s.as_u16());
+        let mut api = api_error(err).with_log(log);
+        if let Some(log) = api.log_mut() {
+            log.upstream_status = upstream_status;
         }
+        api
+    }
+}
+
+/// The answer for an upstream failure (without its log).
+fn api_error(err: UpstreamError) -> ApiError {
+    match err {
+        UpstreamError::Status { status, .. } => ApiError::new(
+            ErrorCode::UpstreamError,
+            format!("The upstream answered {}.", status.as_u16()),
+        ),
+        UpstreamError::Unavailable { retry_after, .. } => {
+            unavailable("The upstream is unavailable; retry later.", retry_after)
+        }
+        UpstreamError::CircuitOpen { retry_after } => ApiError::new(
+            ErrorCode::CircuitOpen,
+            "The upstream's circuit breaker is open; retry later.",
+        )
+        .with_retry_after(retry_after_secs(retry_after)),
+        UpstreamError::Timeout => ApiError::new(
+            ErrorCode::RequestTimeout,
+            "The upstream did not answer within the deadline.",
+        ),
+        UpstreamError::TokenFetch {
+            failure,
+            retry_after,
+            ..
+        } if failure.is_transient() => unavailable(
+            "The upstream's token endpoint is unavailable; retry later.",
+            retry_after,
+        ),
+        UpstreamError::TokenFetch {
+            failure: TokenFetchFailure::Status(s),
+            ..
+        } if matches!(s.as_u16(), 400 | 401 | 403) => ApiError::new(
+            ErrorCode::UpstreamError,
+            "The upstream's token endpoint refused the gateway's credentials.",
+        ),
+        UpstreamError::TokenFetch {
+            failure: TokenFetchFailure::Status(s),
+            ..
+        } => ApiError::new(
+            ErrorCode::UpstreamError,
+            format!("The upstream's token endpoint answered {}.", s.as_u16()),
+        ),
+        UpstreamError::TokenFetch {
+            failure: TokenFetchFailure::Refused,
+            ..
+        } => ApiError::new(
+            ErrorCode::UpstreamError,
+            "The token endpoint's address is not allowed.",
+        ),
+        UpstreamError::TokenFetch { .. } => ApiError::new(
+            ErrorCode::UpstreamError,
+            "The upstream's token endpoint gave no usable token.",
+        ),
+        UpstreamError::Refused(_) => ApiError::new(
+            ErrorCode::UpstreamError,
+            "The destination address is not allowed.",
+        ),
+        UpstreamError::ResponseTooLarge { .. } => ApiError::new(
+            ErrorCode::UpstreamError,
+            "The upstream's answer is too large.",
+        ),
+        UpstreamError::InvalidRequest(_) => ApiError::internal(),
     }
 }
 
@@ -250,24 +264,32 @@ mod tests {
             retry_after: None,
             body: Bytes::new(),
         };
-        let levels = crate::telemetry::levels_logged(|| {
-            let _: ApiError = status(404).into();
-            let _: ApiError = status(409).into();
+        let level = |err: UpstreamError| {
+            let api: ApiError = err.into();
+            api.log().map(|log| log.level)
+        };
+        let mut levels = Vec::new();
+        let logged = crate::telemetry::levels_logged(|| {
+            levels.push(level(status(404)));
+            levels.push(level(status(409)));
         });
-        assert_eq!(levels, [tracing::Level::DEBUG, tracing::Level::DEBUG]);
-        let levels = crate::telemetry::levels_logged(|| {
-            let _: ApiError = status(500).into();
-            let _: ApiError = UpstreamError::Unavailable {
+        assert!(logged.is_empty(), "converting an error logs nothing");
+        assert_eq!(levels, [Some(tracing::Level::DEBUG); 2]);
+        let mut levels = Vec::new();
+        let logged = crate::telemetry::levels_logged(|| {
+            levels.push(level(status(500)));
+            levels.push(level(UpstreamError::Unavailable {
                 retry_after: None,
                 last: LastFailure::Connect,
-            }
-            .into();
-            let _: ApiError = UpstreamError::CircuitOpen {
+            }));
+            levels.push(level(UpstreamError::CircuitOpen {
                 retry_after: Duration::from_secs(1),
-            }
-            .into();
+            }));
         });
-        assert_eq!(levels, [tracing::Level::WARN; 3]);
+        assert!(logged.is_empty(), "converting an error logs nothing");
+        assert_eq!(levels, [Some(tracing::Level::WARN); 3]);
+        let api: ApiError = status(502).into();
+        assert_eq!(api.log().unwrap().upstream_status, Some(502));
     }
 
     #[test]

@@ -73,11 +73,11 @@ use tokio::time::Instant;
 
 pub use auth::{ClientCredentials, TokenSource};
 pub use breaker::{BreakerState, CircuitBreaker, Permit, Rejected};
-pub use error::{LastFailure, TokenFetchFailure, UpstreamError};
-pub use guard::{NetworkPolicy, RefusedAddress, is_internal};
 pub use classify::{
     BreakerEffect, RetryableStatuses, Verdict, classify_answer, classify_transport,
 };
+pub use error::{LastFailure, TokenFetchFailure, UpstreamError};
+pub use guard::{NetworkPolicy, RefusedAddress, is_internal};
 pub use retry::{RetryReason, backoff, retry_after, schedule};
 pub use set::{Definitions, KeyPaths, UpstreamDefinition, UpstreamRegistry, Upstreams};
 pub use transport::{
@@ -365,6 +365,11 @@ impl Upstream {
         &self.name
     }
 
+    /// The upstream's name, shared.
+    pub fn name_arc(&self) -> Arc<str> {
+        self.name.clone()
+    }
+
     /// The base URL every path is appended to (no trailing slash).
     pub fn base_url(&self) -> &str {
         &self.base.raw
@@ -415,6 +420,21 @@ impl Upstream {
         req: UpstreamRequest,
         deadline: Instant,
     ) -> Result<UpstreamResponse, UpstreamError> {
+        self.call_traced(req, deadline, &mut CallTrace::default())
+            .await
+    }
+
+    /// [`Self::call`], recording in `trace` how many attempts it made and the last status the
+    /// upstream answered (for logs, audit records and the action test).
+    ///
+    /// # Errors
+    /// As [`Self::call`].
+    pub async fn call_traced(
+        &self,
+        req: UpstreamRequest,
+        deadline: Instant,
+        trace: &mut CallTrace,
+    ) -> Result<UpstreamResponse, UpstreamError> {
         let UpstreamRequest {
             method,
             path_and_query,
@@ -454,6 +474,7 @@ impl Upstream {
                 .map_err(|r| UpstreamError::CircuitOpen {
                     retry_after: r.remaining,
                 })?;
+            trace.attempts = attempt;
             let sequel = if attempt < self.retry.max_attempts || (oauth && !replayed_unauthorized) {
                 Sequel::Possible
             } else {
@@ -469,7 +490,16 @@ impl Upstream {
                 )
                 .await
             {
-                Step::Done(result) => return result,
+                Step::Done(result) => {
+                    match &result {
+                        Ok(response) => trace.last_status = Some(response.status),
+                        Err(UpstreamError::Status { status, .. }) => {
+                            trace.last_status = Some(*status);
+                        }
+                        Err(_) => {}
+                    }
+                    return result;
+                }
                 Step::Replay => {
                     // Not an attempt: the same attempt again with a fresh token.
                     replayed_unauthorized = true;
@@ -478,6 +508,9 @@ impl Upstream {
                 }
                 Step::Retry(failure) => failure,
             };
+            if let LastFailure::Status(status) = failure.last {
+                trace.last_status = Some(status);
+            }
             let now = Instant::now();
             let wait = self.next_wait(&failure, attempt, retry_unsure, now, deadline)?;
             self.metrics.retry(failure.reason);
@@ -678,6 +711,15 @@ impl Upstream {
         }
         Ok(wait)
     }
+}
+
+/// What one call did besides its result (see [`Upstream::call_traced`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallTrace {
+    /// Attempts made (a token endpoint failure counts as one; the replay after a 401 does not).
+    pub attempts: u32,
+    /// The last status the upstream answered, if it answered at all.
+    pub last_status: Option<StatusCode>,
 }
 
 /// Whether another attempt may follow the one about to be made.

@@ -3,9 +3,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderMap, Method, StatusCode, header};
 use crate::backoff::{Backoff, Jitter};
 use crate::config::RetrySettings;
+use http::{HeaderMap, Method, StatusCode, header};
 
 /// Why an attempt is retried (the `reason` label of `gateway_upstream_retries_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
