@@ -16,6 +16,7 @@
 //! - [`store`]: SQLite / PostgreSQL state and the audit log.
 //! - [`upstream`]: the outbound HTTP stack (auth injection, retry, breaker, SSRF guard).
 //! - [`genesys`]: the typed Genesys Cloud client.
+//! - [`json`]: JSON mechanisms shared by capabilities (compiled schemas).
 //! - [`data_actions`]: the actions Genesys flows call.
 //! - [`admin`]: the operator API.
 //! - [`sim`]: the Genesys Cloud simulator.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod data_actions;
 pub mod error;
 pub mod genesys;
+pub mod json;
 pub mod ops;
 pub mod runtime;
 pub mod sim;
