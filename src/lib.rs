@@ -18,6 +18,7 @@
 //! - [`genesys`]: the typed Genesys Cloud client.
 //! - [`json`]: JSON mechanisms shared by capabilities (compiled schemas).
 //! - [`data_actions`]: the actions Genesys flows call.
+//! - [`ingest`]: business events from legacy systems: validation, mapping, idempotency.
 //! - [`admin`]: the operator API.
 //! - [`sim`]: the Genesys Cloud simulator.
 //!
@@ -30,6 +31,7 @@ pub mod config;
 pub mod data_actions;
 pub mod error;
 pub mod genesys;
+pub mod ingest;
 pub mod json;
 pub mod ops;
 pub mod runtime;
