@@ -147,20 +147,16 @@ mod tests {
 
     #[test]
     fn derived_keys_are_sha256_of_issuer_and_transaction() {
-        // sha256("legacy-ordering:TX-1")
         let key = IdempotencyKey::derive("legacy-ordering", "TX-1");
-        let expected = format!("{:x}", Sha256::digest(b"legacy-ordering:TX-1"));
-        assert_eq!(key.as_str(), expected);
+        // printf 'legacy-ordering:TX-1' | sha256sum
+        assert_eq!(
+            key.as_str(),
+            "deab47951b32ba0c747ab75bec0566b7f0c2a70be35c057fb2188aa1ffa16e97"
+        );
         assert_eq!(key.as_str().len(), 64);
         assert!(key.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(key, IdempotencyKey::derive("other-issuer", "TX-1"));
         assert_ne!(key, IdempotencyKey::derive("legacy-ordering", "TX-2"));
-        // The separator keeps `a:b` + `c` apart from `a` + `b:c`... by construction both hash
-        // the same text, which is what the contract asks for.
-        assert_eq!(
-            IdempotencyKey::derive("a:b", "c"),
-            IdempotencyKey::derive("a", "b:c")
-        );
     }
 
     #[test]
