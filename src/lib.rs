@@ -16,7 +16,9 @@
 //! - [`store`]: SQLite / PostgreSQL state and the audit log.
 //! - [`upstream`]: the outbound HTTP stack (auth injection, retry, breaker, SSRF guard).
 //! - [`genesys`]: the typed Genesys Cloud client.
+//! - [`json`]: JSON mechanisms shared by capabilities (compiled schemas).
 //! - [`data_actions`]: the actions Genesys flows call.
+//! - [`ingest`]: business events from legacy systems: validation, mapping, idempotency.
 //! - [`admin`]: the operator API.
 //! - [`sim`]: the Genesys Cloud simulator.
 //!
@@ -31,6 +33,8 @@ pub mod data_actions;
 pub mod error;
 pub mod genesys;
 pub mod health;
+pub mod ingest;
+pub mod json;
 pub mod ops;
 pub mod reload;
 pub mod runtime;

@@ -12,8 +12,8 @@ use http::Method;
 use serde_json::Value;
 
 use super::mapping::{OutputPlan, RequestPlan, RequestSpec, key_path};
-use super::schema::Schema;
 use crate::config::{ActionSettings, ConfigSource, MappingSource, Problem};
+use crate::json::Schema;
 
 /// Genesys' own limit on a data action's duration, and so the largest action deadline.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);

@@ -9,7 +9,6 @@
 //! # Layout
 //! - [`pointer`](mod@pointer): RFC 6901 JSON pointers, parsed once.
 //! - [`mapping`]: the mapping language and its compiled plans.
-//! - [`schema`]: compiled JSON Schemas and their violations as error details.
 //! - [`action`]: [`DataAction`] and its builder — the one way an action is made, from code or
 //!   from `[[actions]]`.
 //! - [`registry`]: the [`ActionSet`] being served and the [`ActionRegistry`] that swaps it.
@@ -28,7 +27,6 @@ pub mod outcome;
 pub mod pointer;
 pub mod publish;
 pub mod registry;
-pub mod schema;
 
 pub use action::{ActionName, DataAction, DataActionBuilder};
 pub use error::ActionError;

@@ -1,4 +1,5 @@
-//! JSON Schemas of actions' inputs and outputs, compiled once when the action is built.
+//! Compiled JSON Schemas: data actions' inputs and outputs, ingested events. Each is compiled
+//! once, when the configuration is loaded, never per request.
 //!
 //! A schema is given inline or as a file relative to the config folder. It must be
 //! self-contained: `$ref`s to other files or URLs are not resolved (the gateway never fetches a
@@ -7,7 +8,7 @@
 //! Violations become `details` entries of the error body: `fieldName` is the JSON pointer of the
 //! offending value, `errorCode` the schema keyword, `message` a description that never quotes
 //! the offending value. A `required` violation is reported at the pointer of the **missing
-//! property** (`/orderId`), not at its parent (SPEC §5), and an unexpected property at its own
+//! property** (`/orderId`), not at its parent, and an unexpected property at its own
 //! pointer.
 //!
 //! At most [`MAX_VIOLATIONS`] are listed. The validator builds all of an instance's errors
