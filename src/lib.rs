@@ -17,6 +17,7 @@
 //! - [`upstream`]: the outbound HTTP stack (auth injection, retry, breaker, SSRF guard).
 //! - [`genesys`]: the typed Genesys Cloud client.
 //! - [`data_actions`]: the actions Genesys flows call.
+//! - [`callbacks`]: callback reservations — requests, queue calendars, statuses, events.
 //! - [`admin`]: the operator API.
 //! - [`sim`]: the Genesys Cloud simulator.
 //!
@@ -25,6 +26,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod callbacks;
 pub mod config;
 pub mod data_actions;
 pub mod error;
