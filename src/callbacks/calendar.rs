@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, NaiveDateTime, Offset, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDateTime, Offset, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 
 use super::reservation::Slot;
@@ -199,6 +199,10 @@ impl CallbackQueue {
     /// Whether the slot lies inside one open-hours entry on one day (the rule is in the module
     /// docs).
     pub fn is_open_during(&self, slot: &Slot) -> bool {
+        if slot.duration() > LONGEST_DAY {
+            // No day's window lasts this long, whatever the zone does: refuse without walking it.
+            return false;
+        }
         let (lowest, highest) = wall_clock_span(self.timezone, slot.start(), slot.end());
         let day = lowest.date();
         self.open_hours.iter().any(|hours| {
@@ -207,10 +211,14 @@ impl CallbackQueue {
                 Some(end) => day.and_time(end),
                 None => day.and_time(chrono::NaiveTime::MIN) + TimeDelta::days(1),
             };
-            hours.includes(chrono::Datelike::weekday(&day)) && opens <= lowest && highest <= closes
+            hours.includes(day.weekday()) && opens <= lowest && highest <= closes
         })
     }
 }
+
+/// Comfortably longer than any one local day lasts in real time (24 h plus a backward clock
+/// change), which bounds the work for an absurdly long slot.
+const LONGEST_DAY: TimeDelta = TimeDelta::hours(48);
 
 /// A slot is examined in pieces this long. Under the present and future rules of every zone in
 /// the tz database an offset changes at most once within a piece this long (transitions are
@@ -437,6 +445,13 @@ mod tests {
         let q = compiled("America/New_York", &["sun 08:00-20:00"]);
         assert!(q.is_open_during(&slot("2027-11-07T13:00:00Z", "2027-11-07T14:00:00Z")));
         assert!(!q.is_open_during(&slot("2027-11-07T12:30:00Z", "2027-11-07T13:30:00Z")));
+    }
+
+    #[test]
+    fn a_slot_longer_than_any_day_is_never_open() {
+        let q = compiled("UTC", &["mon-sun 00:00-24:00"]);
+        assert!(q.is_open_during(&slot("2027-03-15T00:00:00Z", "2027-03-16T00:00:00Z")));
+        assert!(!q.is_open_during(&slot("2027-03-15T00:00:00Z", "2127-03-16T00:00:00Z")));
     }
 
     #[test]

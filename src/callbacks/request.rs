@@ -37,18 +37,12 @@ pub const FIELDS: [&str; 8] = [
     "data",
 ];
 
-/// The slot count beyond which the items are not examined one by one (the request is refused
-/// for its length anyway).
-pub(super) const MAX_SLOTS: usize = 10;
-
-/// The key count of `data` beyond which its entries are not examined one by one.
-pub(super) const MAX_DATA_KEYS: usize = 50;
-
 /// A reservation request as the caller sent it, of the right shape but not yet checked against
 /// the rules and the queue's calendar (see [`CallbackQueues::validate`](super::CallbackQueues::validate)).
 ///
-/// Serializes to the body the endpoint takes, so clients and tests can build one.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Serializes to the body the endpoint takes, so clients and tests can build one. `Debug` leaves
+/// out the customer's data (number, name, reason, `data` values).
+#[derive(Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReservationRequest {
     /// The number to call, as written (separators are stripped when it is validated).
@@ -67,6 +61,18 @@ pub struct ReservationRequest {
     pub concurrency_limit: Option<i64>,
     /// Custom attributes passed to Genesys (absent is the same as empty).
     pub data: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for ReservationRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReservationRequest")
+            .field("queue_id", &self.queue_id)
+            .field("time_slots", &self.time_slots)
+            .field("channel_preferences", &self.channel_preferences)
+            .field("concurrency_limit", &self.concurrency_limit)
+            .field("data_keys", &self.data.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 /// One acceptable slot as requested: `{"start", "end"}`, RFC 3339 with an offset.
@@ -198,14 +204,13 @@ pub(super) struct Draft {
     pub(super) callback_user_name: Option<String>,
     pub(super) queue_id: Option<String>,
     pub(super) reason: Option<String>,
-    /// How many slots were sent (`time_slots` is empty when there are more than [`MAX_SLOTS`]).
-    pub(super) slot_count: usize,
     /// Each slot, `None` where it has the wrong shape.
     pub(super) time_slots: Option<Vec<Option<SlotRequest>>>,
     pub(super) channel_preferences: Option<ChannelPreferences>,
     pub(super) concurrency_limit: Option<i64>,
-    /// How many keys `data` has (`data` is empty when there are more than [`MAX_DATA_KEYS`]).
+    /// How many keys `data` has, string-valued or not.
     pub(super) data_count: usize,
+    /// The string-valued entries of `data`.
     pub(super) data: Option<BTreeMap<String, String>>,
 }
 
@@ -237,16 +242,11 @@ impl Draft {
         }
         match take("timeSlots") {
             Some(Value::Array(items)) => {
-                draft.slot_count = items.len();
-                let slots = if items.len() > MAX_SLOTS {
-                    Vec::new()
-                } else {
-                    items
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, item)| slot(item, i, details))
-                        .collect()
-                };
+                let slots = items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, item)| slot(item, i, details))
+                    .collect();
                 draft.time_slots = Some(slots);
             }
             Some(_) => details.push("/timeSlots", code::TYPE, "must be an array of slots"),
@@ -266,12 +266,10 @@ impl Draft {
                 Value::Object(entries) => {
                     draft.data_count = entries.len();
                     let mut data = BTreeMap::new();
-                    if entries.len() <= MAX_DATA_KEYS {
-                        for (key, value) in entries {
-                            let at = format!("/data/{}", escape_pointer(&key));
-                            if let Some(value) = string(value, &at, details) {
-                                data.insert(key, value);
-                            }
+                    for (key, value) in entries {
+                        let at = format!("/data/{}", escape_pointer(&key));
+                        if let Some(value) = string(value, &at, details) {
+                            data.insert(key, value);
                         }
                     }
                     draft.data = Some(data);
@@ -305,20 +303,11 @@ impl From<&ReservationRequest> for Draft {
             callback_user_name: request.callback_user_name.clone(),
             queue_id: Some(request.queue_id.clone()),
             reason: request.reason.clone(),
-            slot_count: request.time_slots.len(),
-            time_slots: Some(if request.time_slots.len() > MAX_SLOTS {
-                Vec::new()
-            } else {
-                request.time_slots.iter().copied().map(Some).collect()
-            }),
+            time_slots: Some(request.time_slots.iter().copied().map(Some).collect()),
             channel_preferences: request.channel_preferences,
             concurrency_limit: request.concurrency_limit,
             data_count: request.data.len(),
-            data: Some(if request.data.len() > MAX_DATA_KEYS {
-                BTreeMap::new()
-            } else {
-                request.data.clone()
-            }),
+            data: Some(request.data.clone()),
         }
     }
 }
@@ -344,8 +333,7 @@ fn integer(value: &Value) -> Option<i64> {
     } else if n.as_u64().is_some() {
         Some(i64::MAX)
     } else {
-        // Saturating: the value is only compared with the range.
-        #[allow(clippy::cast_possible_truncation)]
+        // `as` saturates: the value is only compared with the range.
         n.as_f64()
             .filter(|f| f.is_finite() && f.fract() == 0.0)
             .map(|f| f as i64)

@@ -194,7 +194,10 @@ pub struct ChannelPreferences {
 /// (never shown to anyone); the first published state has `version` 1, and every later change
 /// adds 1. `seq` is the global, strictly increasing sequence number the store gives each
 /// committed change (gaps allowed).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// `Debug` leaves out the customer's data (name, reason, `data` values) and masks the number,
+/// so a logged reservation does not carry them.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Reservation {
     /// The reservation's id.
@@ -284,6 +287,24 @@ impl Reservation {
         self.version += 1;
         self.updated_at = now;
         Ok(ReservationEventType::for_change(Some(previous), next))
+    }
+}
+
+impl fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reservation")
+            .field("id", &self.id)
+            .field("status", &self.status)
+            .field("version", &self.version)
+            .field("seq", &self.seq)
+            .field("queue_id", &self.queue_id)
+            .field("callback_number", &self.callback_number)
+            .field("slot", &self.slot)
+            .field("conversation_id", &self.conversation_id)
+            .field("data_keys", &self.data.keys().collect::<Vec<_>>())
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .finish_non_exhaustive()
     }
 }
 
@@ -428,6 +449,20 @@ mod tests {
         );
         let back: Reservation = serde_json::from_value(wire).unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn debug_leaves_out_the_customer_data() {
+        let mut r = reservation();
+        r.reason = Some("my secret reason".to_owned());
+        let shown = format!("{r:?}");
+        assert!(
+            shown.contains("Scheduled") && shown.contains("q-1"),
+            "{shown}"
+        );
+        for hidden in ["Jane", "my secret reason", "\"v\"", "4155550199"] {
+            assert!(!shown.contains(hidden), "{hidden} in {shown}");
+        }
     }
 
     #[test]

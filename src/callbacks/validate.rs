@@ -22,7 +22,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use super::calendar::{CallbackQueue, CallbackQueues};
 use super::error::CallbacksError;
 use super::number::CallbackNumber;
-use super::request::{Draft, MAX_DATA_KEYS, MAX_SLOTS, ReservationRequest, SlotRequest};
+use super::request::{Draft, ReservationRequest, SlotRequest};
 use super::reservation::{Channel, ChannelPreferences, Slot};
 use crate::error::{ErrorDetail, escape_pointer};
 
@@ -74,24 +74,24 @@ pub mod code {
 pub const MAX_NAME_CHARS: usize = 200;
 /// Longest `reason`, in characters.
 pub const MAX_REASON_CHARS: usize = 1000;
-/// Most keys in `data`.
-pub const MAX_DATA_ENTRIES: usize = MAX_DATA_KEYS;
+/// Most keys in `data` (beyond it, the entries' own rules are not checked).
+pub const MAX_DATA_ENTRIES: usize = 50;
 /// Longest `data` key, in characters (keys are 1 character at least).
 pub const MAX_DATA_KEY_CHARS: usize = 100;
 /// Longest `data` value, in characters (values may be empty).
 pub const MAX_DATA_VALUE_CHARS: usize = 1000;
 /// The `data` key the gateway adds on the way to Genesys; callers may not set it.
 pub const RESERVED_DATA_KEY: &str = "gatewayReservationId";
-/// Most slots in one request.
-pub const MAX_TIME_SLOTS: usize = MAX_SLOTS;
+/// Most slots in one request (beyond it, the slots' own rules are not checked).
+pub const MAX_TIME_SLOTS: usize = 10;
 /// The range of `concurrencyLimit`.
 pub const CONCURRENCY_LIMIT: std::ops::RangeInclusive<i64> = 1..=50;
 /// At most this many details are answered (the rest of a pathological body is not listed).
 pub const MAX_DETAILS: usize = 100;
 
 /// A reservation request that follows every rule: what the capacity step and the Genesys call
-/// need, normalised.
-#[derive(Debug, Clone, PartialEq)]
+/// need, normalised. `Debug` leaves out the customer's data and masks the number.
+#[derive(Clone, PartialEq)]
 pub struct ValidReservationRequest {
     callback_number: CallbackNumber,
     callback_user_name: Option<String>,
@@ -151,6 +151,18 @@ impl ValidReservationRequest {
     /// The custom attributes (never holding [`RESERVED_DATA_KEY`]).
     pub fn data(&self) -> &BTreeMap<String, String> {
         &self.data
+    }
+}
+
+impl std::fmt::Debug for ValidReservationRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValidReservationRequest")
+            .field("callback_number", &self.callback_number)
+            .field("queue_id", &self.queue_id)
+            .field("slots", &self.slots)
+            .field("limit", &self.limit)
+            .field("data_keys", &self.data.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
     }
 }
 
@@ -234,7 +246,7 @@ impl CallbackQueues {
         let slots = draft
             .time_slots
             .as_ref()
-            .and_then(|slots| slot_rules(draft.slot_count, slots, queue, now, details));
+            .and_then(|slots| slot_rules(slots, queue, now, details));
         if let Some(preferences) = &draft.channel_preferences {
             channel_rules(preferences, details);
         }
@@ -297,12 +309,12 @@ fn text_length(text: &str, at: &str, max: usize, details: &mut Details) {
 
 /// The slot rules; `Some` with the slots (in UTC, in the order given) when all of them hold.
 fn slot_rules(
-    count: usize,
     slots: &[Option<SlotRequest>],
     queue: Option<&CallbackQueue>,
     now: DateTime<Utc>,
     details: &mut Details,
 ) -> Option<Vec<Slot>> {
+    let count = slots.len();
     if count == 0 {
         details.push("/timeSlots", code::MIN_ITEMS, "must list at least one slot");
         return None;
@@ -594,6 +606,9 @@ mod tests {
         let mut bad = request.clone();
         bad.callback_number = "+0123".to_owned();
         bad.time_slots = vec![request.time_slots[0]; 11];
+        let from_json = ReservationRequest::from_value(serde_json::to_value(&bad).unwrap())
+            .expect("the shape is right; the count is a rule");
+        assert_eq!(from_json.time_slots.len(), 11);
         let details = queues().validate(&bad, utc(NOW)).unwrap_err();
         let found: Vec<_> = details
             .iter()
@@ -918,12 +933,14 @@ mod tests {
             ])
         );
         let mut b = body("support", &[OPEN]);
-        let many: serde_json::Map<_, _> = (0..51).map(|i| (format!("k{i}"), json!(i))).collect();
+        let mut many: serde_json::Map<_, _> =
+            (0..50).map(|i| (format!("k{i}"), json!("v"))).collect();
+        many.insert(RESERVED_DATA_KEY.to_owned(), json!("x"));
         b["data"] = Value::Object(many);
         assert_eq!(
             check(&b).unwrap_err(),
             problems(&[("/data", "maxProperties")]),
-            "entries beyond the bound are not examined"
+            "beyond the bound, the entries' own rules are not checked"
         );
         let mut b = body("support", &[OPEN]);
         let fifty: serde_json::Map<_, _> = (0..50).map(|i| (format!("k{i}"), json!("v"))).collect();
