@@ -19,6 +19,7 @@
 //! - [`json`]: JSON mechanisms shared by capabilities (compiled schemas).
 //! - [`data_actions`]: the actions Genesys flows call.
 //! - [`ingest`]: business events from legacy systems: validation, mapping, idempotency.
+//! - [`callbacks`]: callback reservations — requests, queue calendars, statuses, events.
 //! - [`admin`]: the operator API.
 //! - [`sim`]: the Genesys Cloud simulator.
 //!
@@ -28,6 +29,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod backoff;
+pub mod callbacks;
 pub mod config;
 pub mod data_actions;
 pub mod error;
