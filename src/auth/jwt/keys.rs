@@ -216,10 +216,9 @@ fn usable(key: &DecodingKey, kind: KeyKind) -> bool {
 
 /// Bits of a big-endian unsigned integer.
 fn bit_length(bytes: &[u8]) -> usize {
-    let significant = bytes.iter().skip_while(|b| **b == 0).collect::<Vec<_>>();
-    match significant.first() {
+    match bytes.iter().position(|b| *b != 0) {
         None => 0,
-        Some(first) => significant.len() * 8 - first.leading_zeros() as usize,
+        Some(first) => (bytes.len() - first) * 8 - bytes[first].leading_zeros() as usize,
     }
 }
 
