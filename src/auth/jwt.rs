@@ -28,8 +28,10 @@
 //! token's `kid` is ignored), or from a `jwks_url` (see [`JwtVerifier::spawn_refresh`]): fetched
 //! at start and every 10 minutes in the background, refetched when a token names an unknown
 //! `kid` — at most once per 30 s counted from the last fetch of any kind — and kept as it was
-//! when a fetch fails. A token with a `kid` is checked with the key of that `kid` only. JWKS
-//! keys meant for encryption, symmetric (`oct`) keys and RSA keys under 2048 bits are never used.
+//! when a fetch fails. A token with a `kid` is checked with the JWKS key of that `kid` only, a
+//! token without one with every JWKS key that fits its algorithm. JWKS keys meant for
+//! encryption, symmetric (`oct`) keys and RSA keys under 2048 bits are never used; a key file
+//! holding a private key, a certificate or such a key is a configuration error.
 //!
 //! # Cache
 //! A verified token is remembered, keyed by the SHA-256 of its text (the token itself is never
