@@ -5,6 +5,10 @@
 //! Every comparison of a shared secret is constant-time ([`subtle`]); credentials never reach
 //! logs or error bodies. A missing (or empty) credential is 401 `authentication.required`, a
 //! wrong one 401 `invalid.token`; both carry `WWW-Authenticate` for the scheme (SPEC §5).
+//!
+//! The ingest surface's bearer JWTs are verified by [`jwt::JwtVerifier`].
+
+pub mod jwt;
 
 use std::sync::Arc;
 

@@ -1,0 +1,3 @@
+//! Black-box tests of the event ingest surface, one module per part of it.
+
+mod jwt;
