@@ -43,7 +43,9 @@ use crate::data_actions::{ActionRegistry, ActionSet, DataAction, DataActionsStat
 use crate::genesys::GenesysReadiness;
 use crate::ops::{self, OpsState, Readiness, ReadinessCheck};
 use crate::sim::{SimOptions, Simulator};
-use crate::store::{AuditRetention, AuditWriter, Store, StoreOptions};
+use crate::store::{
+    AuditRetention, AuditWriter, CommitOptions, GroupCommitter, Store, StoreOptions,
+};
 use crate::telemetry::Metrics;
 use crate::upstream::{GenesysEndpoints, Upstreams};
 use crate::{admin, data_actions, runtime};
@@ -61,6 +63,8 @@ pub struct Application {
     audit: AuditWriter,
     audit_stop: CancellationToken,
     audit_task: tokio::task::JoinHandle<()>,
+    commit_stop: CancellationToken,
+    commit_tasks: TaskTracker,
     simulator: Option<Simulator>,
     reloader: Reloader,
     in_flight: InFlight,
@@ -163,11 +167,20 @@ impl Application {
         let pruner = AuditRetention::from_days(settings.store.audit_retention_days)
             .map(|retention| store.spawn_audit_pruner(retention, shutdown.clone()));
 
+        // Stopped last, after the audit writer, so that everything handed to it is committed.
+        let commit_stop = CancellationToken::new();
+        let commit_tasks = TaskTracker::new();
+        let committer = GroupCommitter::spawn(
+            store.clone(),
+            CommitOptions::default(),
+            commit_stop.clone(),
+            &commit_tasks,
+        );
         // Stopped only after the server threads have drained, so that records of requests
         // still in flight at shutdown are written.
         let audit_stop = CancellationToken::new();
         let (audit, audit_task) =
-            AuditWriter::spawn(store.clone(), metrics.clone(), audit_stop.clone());
+            AuditWriter::spawn(committer, metrics.clone(), audit_stop.clone());
 
         let mut checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(StoreCheck(store.clone()))];
         if !settings.genesys.simulate
@@ -251,6 +264,8 @@ impl Application {
             audit,
             audit_stop,
             audit_task,
+            commit_stop,
+            commit_tasks,
             simulator,
             reloader,
             in_flight,
@@ -297,6 +312,8 @@ impl Application {
             audit,
             audit_stop,
             audit_task,
+            commit_stop,
+            commit_tasks,
             simulator,
             in_flight,
             pruner,
@@ -392,6 +409,9 @@ impl Application {
         if let Err(err) = audit_task.await {
             tracing::error!(error = %err, "audit writer failed");
         }
+        commit_stop.cancel();
+        commit_tasks.close();
+        commit_tasks.wait().await;
         if let Some(pruner) = pruner {
             // Stopped by `shutdown`; it checks the token between batches.
             let _ = pruner.await;
