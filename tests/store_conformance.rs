@@ -1159,7 +1159,10 @@ mod cases {
     }
 
     /// A unit that violates a unique key fails alone, with an error that says so; the other
-    /// units of its batch (before and after it) commit.
+    /// units of its batch (before and after it) commit. A unit that swallows its failed
+    /// statement: on SQLite the statement alone failed and the rest of the unit commits; on
+    /// PostgreSQL the failure aborted the transaction, so the unit fails (alone) instead of
+    /// taking the batch down or being reported written.
     pub async fn committer_fails_a_unique_violation_alone(db: &TestDb) {
         db.execute_directly(
             "CREATE UNIQUE INDEX test_unique_subject ON audit_log (subject) \
@@ -1170,10 +1173,22 @@ mod cases {
         let handle = &committer.handle;
         let (release, gate) = hold(handle).await;
         let mut receipts = Vec::new();
-        for subject in ["before", "dup", "dup", "after"] {
+        for subject in ["before", "dup", "dup"] {
             let unit = append_unit(0, "test.unique", subject);
             receipts.push(handle.enqueue(unit).await.expect("queued"));
         }
+        let swallows = CommitFn::new(|tx: &mut Transaction| {
+            Box::pin(async move {
+                let refused = tx.append_audit(&record(0, "test.unique", "dup")).await;
+                assert!(refused.is_err(), "a duplicate");
+                tx.append_audit(&record(0, "test.unique", "swallowed"))
+                    .await?;
+                Ok("swallowed".to_owned())
+            }) as BoxFuture<'_, _>
+        });
+        receipts.push(handle.enqueue(swallows).await.expect("queued"));
+        let unit = append_unit(0, "test.unique", "after");
+        receipts.push(handle.enqueue(unit).await.expect("queued"));
         drop(release);
         gate.await.expect("gate");
         let answers: Vec<Result<String, CommitError>> =
@@ -1184,16 +1199,27 @@ mod cases {
             Err(CommitError::Write(err)) => assert!(err.is_unique_violation(), "{err:?}"),
             other => panic!("expected a unique violation, got {other:?}"),
         }
-        assert_eq!(answers[3].as_ref().expect("after"), "after");
-        assert_eq!(
-            subjects(&all_entries(&db.store).await),
-            ["after", "dup", "before"]
-        );
+        assert_eq!(answers[4].as_ref().expect("after"), "after");
+        let entries = all_entries(&db.store).await;
+        let mut written = subjects(&entries);
+        written.sort_unstable();
         let stats = handle.stats();
-        assert_eq!((stats.units_committed, stats.units_failed), (4, 1));
+        if db.store.kind() == StoreKind::Sqlite {
+            assert_eq!(answers[3].as_ref().expect("swallowed"), "swallowed");
+            assert_eq!(written, ["after", "before", "dup", "swallowed"]);
+            assert_eq!((stats.units_committed, stats.units_failed), (5, 1));
+        } else {
+            assert!(
+                matches!(&answers[3], Err(CommitError::Write(_))),
+                "{:?}",
+                answers[3]
+            );
+            assert_eq!(written, ["after", "before", "dup"]);
+            assert_eq!((stats.units_committed, stats.units_failed), (4, 2));
+        }
         assert_eq!(
             stats.batches_committed, 2,
-            "the gate, then the four together"
+            "the gate, then the rest together"
         );
         committer.stop().await;
     }

@@ -77,13 +77,15 @@ use super::{Store, StoreError, StoreKind, Transaction, with_tx};
 /// docs).
 pub const POSTGRES_MAX_BATCH: usize = 64;
 
-/// Opens the savepoint of one unit.
-const SAVEPOINT: &[&str] = &["SAVEPOINT unit"];
-/// Keeps what the unit wrote.
-const RELEASE: &[&str] = &["RELEASE SAVEPOINT unit"];
-/// Discards what the unit wrote (and leaves a PostgreSQL transaction usable again after a
-/// failed statement).
-const ROLLBACK: &[&str] = &["ROLLBACK TO SAVEPOINT unit", "RELEASE SAVEPOINT unit"];
+/// Opens the savepoint of the batch's first unit.
+const SAVEPOINT: &str = "SAVEPOINT unit";
+/// Keeps what a unit wrote and opens the savepoint of the next one, in one round trip.
+const RELEASE_AND_NEXT: &str = "RELEASE SAVEPOINT unit; SAVEPOINT unit";
+/// Keeps what the batch's last unit wrote.
+const RELEASE: &str = "RELEASE SAVEPOINT unit";
+/// Discards what a unit wrote (and makes a PostgreSQL transaction usable again after a failed
+/// statement). The savepoint stays open, ready for the next unit.
+const ROLLBACK: &str = "ROLLBACK TO SAVEPOINT unit";
 
 /// A unit of work for the [`GroupCommitter`]: writes its rows through the batch's transaction
 /// and returns a value, which its producer receives once the transaction committed.
@@ -500,24 +502,36 @@ impl CommitterTask {
     /// Runs every unit of `batch` in its savepoint of one transaction and commits it. Pushes
     /// each unit's own failure (or `None`) onto `own_errors`, in order, for the units it ran.
     ///
+    /// One savepoint name serves every unit: each unit starts with it open; a unit that
+    /// succeeded releases it and opens the next one in one round trip, a unit that failed is
+    /// rolled back to it, which leaves it open. So a unit costs one round trip besides its
+    /// own statements.
+    ///
     /// # Errors
-    /// When the transaction cannot begin, a savepoint cannot be opened or undone, or the
-    /// commit fails: the transaction is rolled back then.
+    /// When the transaction cannot begin, a savepoint cannot be opened or rolled back to, or
+    /// the commit fails: the transaction is rolled back then.
     async fn write(
         &self,
         batch: &mut [Box<dyn Queued>],
         own_errors: &mut Vec<Option<CommitError>>,
     ) -> Result<(), StoreError> {
         let mut tx = self.store.begin().await?;
-        for unit in batch.iter_mut() {
-            execute(&mut tx, SAVEPOINT).await?;
+        execute(&mut tx, SAVEPOINT).await?;
+        let last = batch.len().saturating_sub(1);
+        for (index, unit) in batch.iter_mut().enumerate() {
             let written = match AssertUnwindSafe(unit.write(&mut tx)).catch_unwind().await {
-                Ok(Ok(())) => match execute(&mut tx, RELEASE).await {
-                    Ok(()) => Ok(()),
-                    // The unit left its savepoint unusable (e.g. it swallowed a failed
-                    // statement on PostgreSQL): its writes cannot be trusted.
-                    Err(err) => Err(CommitError::Write(err)),
-                },
+                Ok(Ok(())) => {
+                    let keep = if index == last {
+                        RELEASE
+                    } else {
+                        RELEASE_AND_NEXT
+                    };
+                    // A failed release means the unit left its savepoint unusable (e.g. it
+                    // swallowed a failed statement on PostgreSQL): its writes cannot be
+                    // trusted. (Should the release succeed and the next savepoint fail, the
+                    // rollback below fails too, and with it the whole batch.)
+                    execute(&mut tx, keep).await.map_err(CommitError::Write)
+                }
                 Ok(Err(err)) => Err(CommitError::Write(err)),
                 Err(_) => {
                     tracing::error!("a unit of the group committer panicked; rolled back");
@@ -532,17 +546,17 @@ impl CommitterTask {
                 }
             }
         }
+        // A savepoint still open (the last unit failed) is committed empty with the rest.
         tx.commit().await
     }
 }
 
-/// Runs the statements of `sql` (without parameters) as part of `tx`, one after the other.
-async fn execute(tx: &mut Transaction, sql: &[&'static str]) -> Result<(), StoreError> {
-    for statement in sql {
-        with_tx!(tx, |conn| {
-            sqlx::query(statement).execute(conn).await?;
-        });
-    }
+/// Runs `sql` (one or more statements without parameters, in one round trip: PostgreSQL's
+/// simple query protocol, SQLite's statement list) as part of `tx`.
+async fn execute(tx: &mut Transaction, sql: &'static str) -> Result<(), StoreError> {
+    with_tx!(tx, |conn| {
+        sqlx::Executor::execute(conn, sql).await?;
+    });
     Ok(())
 }
 
@@ -599,7 +613,7 @@ mod tests {
     }
 
     /// Runs `sql` in a transaction of its own (test tables).
-    async fn setup(store: &Store, sql: &'static [&'static str]) {
+    async fn setup(store: &Store, sql: &'static str) {
         let mut tx = store.begin().await.expect("begin");
         execute(&mut tx, sql).await.expect("setup");
         tx.commit().await.expect("commit");
@@ -709,11 +723,7 @@ mod tests {
     #[tokio::test]
     async fn a_failing_or_panicking_unit_is_rolled_back_alone() {
         let (store, _dir) = sqlite().await;
-        setup(
-            &store,
-            &["CREATE TABLE test_keys (k TEXT PRIMARY KEY) STRICT"],
-        )
-        .await;
+        setup(&store, "CREATE TABLE test_keys (k TEXT PRIMARY KEY) STRICT").await;
         let running = Running::spawn(&store, CommitOptions::default());
         let committer = &running.committer;
         let insert_key = |key: &'static str| {
@@ -800,18 +810,16 @@ mod tests {
         let (store, _dir) = sqlite().await;
         setup(
             &store,
-            &[
-                "CREATE TABLE test_parent (id INTEGER PRIMARY KEY) STRICT",
-                "CREATE TABLE test_child (parent INTEGER NOT NULL \
-                 REFERENCES test_parent (id) DEFERRABLE INITIALLY DEFERRED) STRICT",
-            ],
+            "CREATE TABLE test_parent (id INTEGER PRIMARY KEY) STRICT; \
+             CREATE TABLE test_child (parent INTEGER NOT NULL \
+             REFERENCES test_parent (id) DEFERRABLE INITIALLY DEFERRED) STRICT",
         )
         .await;
         let running = Running::spawn(&store, CommitOptions::default());
         let committer = &running.committer;
         let orphan = CommitFn::new(|tx: &mut Transaction| {
             Box::pin(
-                async move { execute(tx, &["INSERT INTO test_child (parent) VALUES (42)"]).await },
+                async move { execute(tx, "INSERT INTO test_child (parent) VALUES (42)").await },
             ) as BoxFuture<'_, _>
         });
         let (release, gate) = hold(committer).await;

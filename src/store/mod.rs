@@ -61,8 +61,8 @@
 //!   producer waits one commit and under load the commits per second stay what the disk
 //!   allows while the rows per commit grow. Its queue is bounded (producers wait for room under
 //!   their own deadline) and a stopped committer refuses at once. The [`AuditWriter`] writes
-//!   its batches of data-action audit records as units of it; event ingest writes each
-//!   accepted event as one. On PostgreSQL it runs on the background pool, with at most 64
+//!   its batches of data-action audit records as units of it; event ingest is to hand it
+//!   each accepted event as one. On PostgreSQL it runs on the background pool, with at most 64
 //!   units per transaction (see the `commit` module docs).
 //! - Shutdown order: producers first (request handlers drain, then the [`AuditWriter`] writes
 //!   what it holds through the committer), the [`GroupCommitter`] last (it commits what was
