@@ -46,7 +46,9 @@ use crate::health::{Readiness, ReadinessCheck};
 use crate::ops::{self, OpsState};
 use crate::reload::{PrepareSettings, Prepared, Reloadable, Reloader, Staging};
 use crate::sim::{SimOptions, Simulator};
-use crate::store::{AuditRetention, AuditWriter, Store, StoreOptions};
+use crate::store::{
+    AuditRetention, AuditWriter, CommitOptions, GroupCommitter, Store, StoreOptions,
+};
 use crate::telemetry::Metrics;
 use crate::upstream::UpstreamRegistry;
 use crate::{admin, data_actions, genesys};
@@ -66,6 +68,11 @@ pub struct Application {
     /// Every background task of the process, drained in one place at shutdown.
     tasks: TaskTracker,
     audit: AuditWriter,
+    /// Cancelled after every other task ended: the group committer commits what is queued and
+    /// stops (the audit writer writes through it).
+    commit_stop: CancellationToken,
+    /// The group committer's task.
+    commit_tasks: TaskTracker,
     simulator: Option<Simulator>,
     reloader: Reloader,
     in_flight: InFlight,
@@ -241,10 +248,18 @@ impl Application {
         if let Some(retention) = AuditRetention::from_days(settings.store.audit_retention_days) {
             tasks.spawn(store.audit_pruner(retention, shutdown.clone()));
         }
+        // Stopped last, after every task that writes through it.
+        let commit_stop = CancellationToken::new();
+        let commit_tasks = TaskTracker::new();
+        let committer = GroupCommitter::spawn(
+            store.clone(),
+            CommitOptions::default(),
+            commit_stop.clone(),
+            &commit_tasks,
+        );
         // Stopped only after the server threads have drained, so that records of requests
         // still in flight at shutdown are written.
-        let audit =
-            AuditWriter::spawn_on(store.clone(), metrics.clone(), writers_stop.clone(), &tasks);
+        let audit = AuditWriter::spawn_on(committer, metrics.clone(), writers_stop.clone(), &tasks);
 
         let mut checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(StoreCheck(store.clone()))];
         if !settings.genesys.simulate
@@ -333,6 +348,8 @@ impl Application {
             writers_stop,
             tasks,
             audit,
+            commit_stop,
+            commit_tasks,
             simulator,
             reloader,
             in_flight,
@@ -386,6 +403,8 @@ impl Application {
             writers_stop,
             tasks,
             audit,
+            commit_stop,
+            commit_tasks,
             simulator,
             in_flight,
             reloader: _,
@@ -486,6 +505,15 @@ impl Application {
                 tasks = tasks.len(),
                 "background tasks still running at the end of the shutdown: abandoned"
             );
+        }
+        // Last: the committer commits what the writers handed it.
+        commit_stop.cancel();
+        commit_tasks.close();
+        if tokio::time::timeout(TASKS_FLUSH_TIME, commit_tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the group committer did not finish in time: abandoned");
         }
         store.close().await;
         if let Some(simulator) = simulator {

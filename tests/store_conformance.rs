@@ -14,15 +14,20 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
+use futures_util::FutureExt as _;
+use futures_util::future::BoxFuture;
 use genesys_gateway::runtime::set_worker_index;
 use genesys_gateway::store::{
-    AuditEntry, AuditFilter, AuditRecord, AuditRetention, AuditWriter, PageRequest, Store,
-    StoreError, StoreKind, StoreOptions,
+    AuditEntry, AuditFilter, AuditRecord, AuditRetention, AuditWriter, CommitError, CommitFn,
+    CommitOptions, CommitWork, GroupCommitter, PageRequest, Receipt, Store, StoreError, StoreKind,
+    StoreOptions, Transaction,
 };
 use genesys_gateway::telemetry::Metrics;
 use secrecy::SecretString;
 use sqlx::Connection;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 const PG_ENV: &str = "GATEWAY_TEST_DATABASE_URL";
 const SQLITE_URL: &str = "sqlite://data/gw.db";
@@ -87,6 +92,62 @@ impl TestDb {
         Store::connect_with(&self.url, self.dir.path(), options)
             .await
             .expect("connect with options")
+    }
+
+    /// Runs `sql` on a connection of its own, beside the store (schema only tests need).
+    async fn execute_directly(&self, sql: &str) {
+        use secrecy::ExposeSecret;
+        match self.store.kind() {
+            StoreKind::Sqlite => {
+                let file = self.dir.path().join("data").join("gw.db");
+                let mut conn =
+                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", file.display()))
+                        .await
+                        .expect("open the file");
+                sqlx::query(sql).execute(&mut conn).await.expect(sql);
+                conn.close().await.ok();
+            }
+            StoreKind::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(self.url.expose_secret())
+                    .await
+                    .expect("connect");
+                sqlx::query(sql).execute(&mut conn).await.expect(sql);
+                conn.close().await.ok();
+            }
+        }
+    }
+}
+
+/// A group committer on a test's store, with what stops it.
+struct Committer {
+    handle: GroupCommitter,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Committer {
+    fn spawn(store: &Store) -> Self {
+        Self::spawn_with(store, CommitOptions::default())
+    }
+
+    fn spawn_with(store: &Store, options: CommitOptions) -> Self {
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let handle = GroupCommitter::spawn(store.clone(), options, shutdown.clone(), &tasks);
+        Self {
+            handle,
+            shutdown,
+            tasks,
+        }
+    }
+
+    /// Cancels it and waits until it has ended.
+    async fn stop(&self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        tokio::time::timeout(PATIENCE, self.tasks.wait())
+            .await
+            .expect("the committer ends when told to");
     }
 }
 
@@ -206,6 +267,11 @@ conformance!(
     writer_makes_records_visible_by_its_periodic_flush,
     writer_flushes_what_is_queued_on_shutdown,
     writer_drops_and_counts_when_its_queue_is_full,
+    committer_shares_commits_among_concurrent_units,
+    committer_fails_a_unique_violation_alone,
+    committer_answers_only_after_the_commit,
+    committer_commits_what_was_queued_at_shutdown_then_refuses_at_once,
+    audit_flood_never_blocks_while_the_committer_is_jammed,
     prune_deletes_the_oldest_records_in_bounded_steps,
     pruner_deletes_what_is_past_retention_and_keeps_running,
     server_threads_keep_working_when_one_runtime_ends,
@@ -270,6 +336,37 @@ async fn wait_for_entries(store: &Store, done: impl Fn(&[AuditEntry]) -> bool) -
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A unit appending `record(offset_ms, kind, subject)`; its output is the subject.
+fn append_unit(offset_ms: i64, kind: &str, subject: &str) -> impl CommitWork<Output = String> {
+    let record = record(offset_ms, kind, subject);
+    CommitFn::new(move |tx: &mut Transaction| {
+        Box::pin(async move {
+            tx.append_audit(&record).await?;
+            Ok(record.subject.clone().unwrap_or_default())
+        }) as BoxFuture<'_, _>
+    })
+}
+
+/// Queues a unit that holds its batch open, and waits until the committer runs it: units
+/// queued until the returned sender fires (or is dropped) are all taken into the next batch.
+async fn hold(committer: &GroupCommitter) -> (oneshot::Sender<()>, Receipt<()>) {
+    let (started_tx, started) = oneshot::channel::<()>();
+    let (release, release_rx) = oneshot::channel::<()>();
+    let gate = CommitFn::new(move |_tx: &mut Transaction| {
+        Box::pin(async move {
+            let _ = started_tx.send(());
+            let _ = release_rx.await;
+            Ok(())
+        }) as BoxFuture<'_, _>
+    });
+    let receipt = committer.enqueue(gate).await.expect("gate queued");
+    tokio::time::timeout(PATIENCE, started)
+        .await
+        .expect("the gate's batch starts")
+        .expect("gate started");
+    (release, receipt)
 }
 
 /// A record of `kind` at `at`, its subject naming it.
@@ -954,8 +1051,9 @@ mod cases {
     pub async fn writer_makes_records_visible_by_its_periodic_flush(db: &TestDb) {
         let metrics = Arc::new(Metrics::new());
         let shutdown = CancellationToken::new();
+        let committer = Committer::spawn(&db.store);
         let (writer, join) =
-            AuditWriter::spawn(db.store.clone(), metrics.clone(), shutdown.clone());
+            AuditWriter::spawn(committer.handle.clone(), metrics.clone(), shutdown.clone());
 
         let from_other_thread = writer.clone();
         std::thread::spawn(move || {
@@ -973,13 +1071,15 @@ mod cases {
         assert_eq!(metrics.audit_records_dropped_total.get(), 0);
         shutdown.cancel();
         join.await.expect("writer task");
+        committer.stop().await;
     }
 
     pub async fn writer_flushes_what_is_queued_on_shutdown(db: &TestDb) {
         let metrics = Arc::new(Metrics::new());
         let shutdown = CancellationToken::new();
+        let committer = Committer::spawn(&db.store);
         let (writer, join) =
-            AuditWriter::spawn(db.store.clone(), metrics.clone(), shutdown.clone());
+            AuditWriter::spawn(committer.handle.clone(), metrics.clone(), shutdown.clone());
         tokio::time::sleep(Duration::from_millis(20)).await;
         // Queued between two ticks (and more than one batch), then shut down at once.
         for i in 0..1200 {
@@ -994,13 +1094,17 @@ mod cases {
         writer.record(record(5000, "action.executed", "late"));
         assert_eq!(metrics.audit_records_dropped_total.get(), 1);
         assert_eq!(all_entries(&db.store).await.len(), 1200);
+        // Three batches of at most 500 records, each one unit.
+        committer.stop().await;
+        assert_eq!(committer.handle.stats().units_committed, 3);
     }
 
     pub async fn writer_drops_and_counts_when_its_queue_is_full(db: &TestDb) {
         let metrics = Arc::new(Metrics::new());
         let shutdown = CancellationToken::new();
+        let committer = Committer::spawn(&db.store);
         let (writer, join) = AuditWriter::spawn_with_capacity(
-            db.store.clone(),
+            committer.handle.clone(),
             metrics.clone(),
             shutdown.clone(),
             4,
@@ -1022,6 +1126,249 @@ mod cases {
             subjects(&all_entries(&db.store).await),
             ["w3", "w2", "w1", "w0"]
         );
+        committer.stop().await;
+    }
+
+    /// 200 producers at once, each with one single-row unit: every one committed, in far
+    /// fewer transactions than units.
+    pub async fn committer_shares_commits_among_concurrent_units(db: &TestDb) {
+        const UNITS: usize = 200;
+        let committer = Committer::spawn(&db.store);
+        let answers = futures_util::future::join_all((0..UNITS).map(|i| {
+            let handle = &committer.handle;
+            async move {
+                handle
+                    .submit(append_unit(i as i64, "test.group", &format!("g{i}")))
+                    .await
+            }
+        }))
+        .await;
+        for (i, answer) in answers.into_iter().enumerate() {
+            assert_eq!(answer.expect("committed"), format!("g{i}"));
+        }
+        assert_eq!(all_entries(&db.store).await.len(), UNITS);
+        let stats = committer.handle.stats();
+        assert_eq!(stats.units_committed, UNITS as u64);
+        assert_eq!((stats.units_failed, stats.batches_failed), (0, 0));
+        assert!(
+            stats.batches_committed * 10 <= UNITS as u64,
+            "{UNITS} units took {} commits",
+            stats.batches_committed
+        );
+        committer.stop().await;
+    }
+
+    /// A unit that violates a unique key fails alone, with an error that says so; the other
+    /// units of its batch (before and after it) commit. A unit that swallows its failed
+    /// statement: on SQLite the statement alone failed and the rest of the unit commits; on
+    /// PostgreSQL the failure aborted the transaction, so the unit fails (alone) instead of
+    /// taking the batch down or being reported written.
+    pub async fn committer_fails_a_unique_violation_alone(db: &TestDb) {
+        db.execute_directly(
+            "CREATE UNIQUE INDEX test_unique_subject ON audit_log (subject) \
+             WHERE kind = 'test.unique'",
+        )
+        .await;
+        let committer = Committer::spawn(&db.store);
+        let handle = &committer.handle;
+        let (release, gate) = hold(handle).await;
+        let mut receipts = Vec::new();
+        for subject in ["before", "dup", "dup"] {
+            let unit = append_unit(0, "test.unique", subject);
+            receipts.push(handle.enqueue(unit).await.expect("queued"));
+        }
+        let swallows = CommitFn::new(|tx: &mut Transaction| {
+            Box::pin(async move {
+                let refused = tx.append_audit(&record(0, "test.unique", "dup")).await;
+                assert!(refused.is_err(), "a duplicate");
+                tx.append_audit(&record(0, "test.unique", "swallowed"))
+                    .await?;
+                Ok("swallowed".to_owned())
+            }) as BoxFuture<'_, _>
+        });
+        receipts.push(handle.enqueue(swallows).await.expect("queued"));
+        let unit = append_unit(0, "test.unique", "after");
+        receipts.push(handle.enqueue(unit).await.expect("queued"));
+        drop(release);
+        gate.await.expect("gate");
+        let answers: Vec<Result<String, CommitError>> =
+            futures_util::future::join_all(receipts).await;
+        assert_eq!(answers[0].as_ref().expect("before"), "before");
+        assert_eq!(answers[1].as_ref().expect("first dup"), "dup");
+        match &answers[2] {
+            Err(CommitError::Write(err)) => assert!(err.is_unique_violation(), "{err:?}"),
+            other => panic!("expected a unique violation, got {other:?}"),
+        }
+        assert_eq!(answers[4].as_ref().expect("after"), "after");
+        let entries = all_entries(&db.store).await;
+        let mut written = subjects(&entries);
+        written.sort_unstable();
+        let stats = handle.stats();
+        if db.store.kind() == StoreKind::Sqlite {
+            assert_eq!(answers[3].as_ref().expect("swallowed"), "swallowed");
+            assert_eq!(written, ["after", "before", "dup", "swallowed"]);
+            assert_eq!((stats.units_committed, stats.units_failed), (5, 1));
+        } else {
+            assert!(
+                matches!(&answers[3], Err(CommitError::Write(_))),
+                "{:?}",
+                answers[3]
+            );
+            assert_eq!(written, ["after", "before", "dup"]);
+            assert_eq!((stats.units_committed, stats.units_failed), (4, 2));
+        }
+        assert_eq!(
+            stats.batches_committed, 2,
+            "the gate, then the rest together"
+        );
+        committer.stop().await;
+    }
+
+    /// By the time a producer sees its answer, its row is readable through other
+    /// connections (another store on the same database).
+    pub async fn committer_answers_only_after_the_commit(db: &TestDb) {
+        const UNITS: usize = 50;
+        let committer = Committer::spawn(&db.store);
+        let other = db.connect_again().await;
+        let filter = AuditFilter {
+            kind: Some("test.visible".to_owned()),
+            ..AuditFilter::default()
+        };
+        let unseen = futures_util::future::join_all((0..UNITS).map(|i| {
+            let (handle, other, filter) = (&committer.handle, &other, &filter);
+            async move {
+                let subject = format!("v{i}");
+                handle
+                    .submit(append_unit(i as i64, "test.visible", &subject))
+                    .await
+                    .expect("committed");
+                let listed = other
+                    .query_audit(filter, &PageRequest::first(1000))
+                    .await
+                    .expect("query");
+                let seen = listed
+                    .entities
+                    .iter()
+                    .any(|e| e.subject.as_deref() == Some(&subject));
+                (!seen).then_some(subject)
+            }
+        }))
+        .await;
+        let unseen: Vec<String> = unseen.into_iter().flatten().collect();
+        assert!(unseen.is_empty(), "answered before readable: {unseen:?}");
+        other.close().await;
+        committer.stop().await;
+    }
+
+    pub async fn committer_commits_what_was_queued_at_shutdown_then_refuses_at_once(db: &TestDb) {
+        let committer = Committer::spawn(&db.store);
+        let handle = committer.handle.clone();
+        let (release, gate) = hold(&handle).await;
+        let mut receipts = Vec::new();
+        for i in 0..20 {
+            let unit = append_unit(i, "test.shutdown", &format!("q{i}"));
+            receipts.push(handle.enqueue(unit).await.expect("queued"));
+        }
+        committer.shutdown.cancel();
+        // Refused at once (a single poll), even while the committer is still busy.
+        let late = handle
+            .submit(append_unit(99, "test.shutdown", "late"))
+            .now_or_never();
+        assert!(matches!(late, Some(Err(CommitError::Stopped))), "{late:?}");
+        drop(release);
+        gate.await.expect("gate");
+        for receipt in receipts {
+            receipt.await.expect("committed during the shutdown");
+        }
+        committer.stop().await;
+        assert_eq!(all_entries(&db.store).await.len(), 20);
+        let after = handle
+            .submit(append_unit(99, "test.shutdown", "after"))
+            .now_or_never();
+        assert!(
+            matches!(after, Some(Err(CommitError::Stopped))),
+            "{after:?}"
+        );
+        assert_eq!(all_entries(&db.store).await.len(), 20);
+    }
+
+    /// The committer is jammed (a batch held open, its queue full): the audit writer's task
+    /// waits for room with one batch, its own queue fills, and recording still never waits:
+    /// what does not fit is dropped and counted. Once the committer moves again, everything
+    /// kept is written.
+    pub async fn audit_flood_never_blocks_while_the_committer_is_jammed(db: &TestDb) {
+        const CAPACITY: usize = 1000;
+        const FLOOD: usize = 20_000;
+        let committer = Committer::spawn_with(
+            &db.store,
+            CommitOptions {
+                queue_capacity: 1,
+                ..CommitOptions::default()
+            },
+        );
+        let handle = &committer.handle;
+        let (release, gate) = hold(handle).await;
+        let filler = handle
+            .try_enqueue(append_unit(0, "test.filler", "filler"))
+            .expect("room for one");
+        assert!(matches!(
+            handle.try_enqueue(append_unit(0, "test.filler", "no room")),
+            Err(CommitError::Full)
+        ));
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = CancellationToken::new();
+        let (writer, join) = AuditWriter::spawn_with_capacity(
+            handle.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+            CAPACITY,
+        );
+        let started = Instant::now();
+        for i in 0..FLOOD {
+            writer.record(record(i as i64, "action.executed", &format!("f{i}")));
+            if i % 100 == 99 {
+                // Let the writer task run: it takes a batch and waits for the committer.
+                tokio::task::yield_now().await;
+            }
+        }
+        let flood_took = started.elapsed();
+        assert!(
+            flood_took < Duration::from_secs(2),
+            "{FLOOD} records took {flood_took:?} to record"
+        );
+        let dropped = metrics.audit_records_dropped_total.get();
+        // Kept at most: the writer's queue and the one batch waiting for the committer.
+        let kept_at_most = (CAPACITY + AuditWriter::MAX_BATCH) as u64;
+        assert!(
+            dropped >= FLOOD as u64 - kept_at_most,
+            "dropped {dropped} of {FLOOD}"
+        );
+
+        drop(release);
+        gate.await.expect("gate");
+        filler.await.expect("filler");
+        shutdown.cancel();
+        tokio::time::timeout(PATIENCE, join)
+            .await
+            .expect("the writer ends")
+            .expect("writer task");
+        let written = walk(
+            &db.store,
+            &AuditFilter {
+                kind: Some("action.executed".to_owned()),
+                ..AuditFilter::default()
+            },
+            1000,
+        )
+        .await
+        .len() as u64;
+        assert_eq!(
+            written + metrics.audit_records_dropped_total.get(),
+            FLOOD as u64,
+            "every record written or counted as dropped"
+        );
+        assert!(written > 0);
+        committer.stop().await;
     }
 }
 

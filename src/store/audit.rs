@@ -6,8 +6,9 @@
 //!   exactly when the change does;
 //! - **data-action executions** change no state and sit on the hot path: they hand their record
 //!   to the [`AuditWriter`], which never blocks the caller and writes batches off the request
-//!   path (visible within ≈ 50 ms; lost at most in a crash or when its queue overflows, which
-//!   is counted in `gateway_audit_records_dropped_total`).
+//!   path, each batch one unit of the [`GroupCommitter`] (visible within ≈ 50 ms plus one
+//!   commit; lost at most in a crash or when its queue overflows, which is counted in
+//!   `gateway_audit_records_dropped_total`).
 //!
 //! One way out: [`Store::query_audit`], newest first, filtered by `since` and `kind`, keyset
 //! paginated (see the `page` module).
@@ -35,7 +36,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::page::Cursor;
-use super::{Page, PageRequest, Store, StoreError, Transaction, with_pool, with_tx};
+use super::{
+    CommitError, CommitWork, GroupCommitter, Page, PageRequest, Store, StoreError, Transaction,
+    with_pool, with_tx,
+};
 use crate::telemetry::Metrics;
 
 /// One audit record to write (SPEC §3.6). `detail` must never hold secrets, tokens or payload
@@ -560,11 +564,16 @@ async fn prune_pass(
 /// queue (dropping it, counted in `gateway_audit_records_dropped_total`, when the queue is
 /// full) and does not even wake the writer task, except once per [`AuditWriter::MAX_BATCH`]
 /// records. The task writes what is queued every [`AuditWriter::FLUSH_INTERVAL`], or as soon
-/// as [`AuditWriter::MAX_BATCH`] records are waiting, with one multi-row insert per batch.
+/// as [`AuditWriter::MAX_BATCH`] records are waiting, with one multi-row insert per batch,
+/// handed to the [`GroupCommitter`] as one unit (so it shares its commit with whatever else
+/// is queued there) and awaited; a batch that fails is tried again after a short pause, three
+/// attempts in all, then dropped, logged and counted. The queue keeps filling meanwhile, so
+/// a slow or stuck store makes records drop, never callers wait.
 ///
 /// When `shutdown` is cancelled (or every `AuditWriter` is dropped) the task stops taking
 /// records, writes what is queued and ends; records offered later are dropped and counted.
-/// Cancel it once request handlers have drained, so that their records are kept.
+/// Cancel it once request handlers have drained, so that their records are kept, and before
+/// the committer's own shutdown, so that its last batches are committed.
 ///
 /// Cheap to clone and to call from any thread or runtime.
 #[derive(Clone)]
@@ -607,20 +616,22 @@ impl AuditWriter {
     pub const MAX_BATCH: usize = 500;
     /// Attempts per batch while running (then the batch is dropped, logged and counted).
     const ATTEMPTS: u32 = 3;
+    /// The pause before a failed batch is tried again.
+    const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
     /// Starts the writer task on `tasks` (on the current runtime) with
-    /// [`Self::DEFAULT_CAPACITY`]; it stops when `shutdown` is cancelled, after writing what
-    /// is queued.
+    /// [`Self::DEFAULT_CAPACITY`], writing through `committer`; it stops when `shutdown` is
+    /// cancelled, after writing what is queued.
     ///
     /// # Panics
     /// Outside a tokio runtime.
     pub fn spawn_on(
-        store: Store,
+        committer: GroupCommitter,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
         tasks: &tokio_util::task::TaskTracker,
     ) -> Self {
-        let (writer, task) = Self::spawn(store, metrics, shutdown);
+        let (writer, task) = Self::spawn(committer, metrics, shutdown);
         tasks.spawn(async move {
             if let Err(err) = task.await {
                 tracing::error!(error = %err, "audit writer failed");
@@ -629,30 +640,31 @@ impl AuditWriter {
         writer
     }
 
-    /// Starts the writer task on the current runtime with [`Self::DEFAULT_CAPACITY`].
+    /// Starts the writer task on the current runtime with [`Self::DEFAULT_CAPACITY`], writing
+    /// through `committer`.
     ///
     /// # Panics
     /// Outside a tokio runtime.
     pub fn spawn(
-        store: Store,
+        committer: GroupCommitter,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> (Self, JoinHandle<()>) {
-        Self::spawn_with_capacity(store, metrics, shutdown, Self::DEFAULT_CAPACITY)
+        Self::spawn_with_capacity(committer, metrics, shutdown, Self::DEFAULT_CAPACITY)
     }
 
     /// Starts the writer task on the current runtime with a queue of `capacity` records (at
-    /// least 1).
+    /// least 1), writing through `committer`.
     ///
     /// # Panics
     /// Outside a tokio runtime.
     pub fn spawn_with_capacity(
-        store: Store,
+        committer: GroupCommitter,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
         capacity: usize,
     ) -> (Self, JoinHandle<()>) {
-        Self::spawn_with_sink(store, metrics, shutdown, capacity)
+        Self::spawn_with_sink(committer, metrics, shutdown, capacity)
     }
 
     /// [`Self::spawn_with_capacity`] writing to any [`BatchSink`] (unit tests record what
@@ -701,21 +713,33 @@ impl AuditWriter {
     }
 }
 
-/// Where the writer task puts its batches: the [`Store`] (a recording sink in unit tests).
+/// Where the writer task puts its batches: the [`GroupCommitter`] (a recording sink in unit
+/// tests).
 trait BatchSink: Send + 'static {
-    /// Writes `records` all or none.
+    /// Writes `records` all or none, durably.
     fn write_batch(
         &self,
-        records: &[AuditRecord],
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+        records: Arc<[AuditRecord]>,
+    ) -> impl Future<Output = Result<(), CommitError>> + Send;
 }
 
-impl BatchSink for Store {
+impl BatchSink for GroupCommitter {
     fn write_batch(
         &self,
-        records: &[AuditRecord],
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.append_audit_batch(records)
+        records: Arc<[AuditRecord]>,
+    ) -> impl Future<Output = Result<(), CommitError>> + Send {
+        self.submit(AuditBatch(records))
+    }
+}
+
+/// One batch of the [`AuditWriter`] as a unit of the [`GroupCommitter`].
+struct AuditBatch(Arc<[AuditRecord]>);
+
+impl CommitWork for AuditBatch {
+    type Output = ();
+
+    async fn write(self, tx: &mut Transaction) -> Result<(), StoreError> {
+        tx.append_audit_batch(&self.0).await
     }
 }
 
@@ -779,27 +803,25 @@ impl<S: BatchSink> WriterTask<S> {
         }
     }
 
-    /// Writes the batch, retrying with a short backoff; drops it (logged, counted) when every
-    /// attempt failed.
+    /// Writes the batch (and empties it), trying again after [`AuditWriter::RETRY_PAUSE`];
+    /// drops it (logged, counted) when every attempt failed or the committer has stopped.
     async fn write_batch(&mut self, attempts: u32) {
+        let records: Arc<[AuditRecord]> = self.batch.drain(..).collect();
         for attempt in 1..=attempts {
-            match self.sink.write_batch(&self.batch).await {
-                Ok(()) => {
-                    self.batch.clear();
-                    return;
-                }
-                Err(err) if attempt < attempts => {
-                    tracing::warn!(error = %err, records = self.batch.len(), attempt,
+            match self.sink.write_batch(records.clone()).await {
+                Ok(()) => return,
+                Err(err) if attempt < attempts && !matches!(err, CommitError::Stopped) => {
+                    tracing::warn!(error = %err, records = records.len(), attempt,
                         "audit batch not written yet; retrying");
-                    tokio::time::sleep(Duration::from_millis(100) * attempt).await;
+                    tokio::time::sleep(AuditWriter::RETRY_PAUSE).await;
                 }
                 Err(err) => {
-                    tracing::error!(error = %err, records = self.batch.len(),
+                    tracing::error!(error = %err, records = records.len(),
                         "audit batch lost: the store refused it");
                     self.metrics
                         .audit_records_dropped_total
-                        .inc_by(self.batch.len() as u64);
-                    self.batch.clear();
+                        .inc_by(records.len() as u64);
+                    return;
                 }
             }
         }
@@ -879,8 +901,8 @@ mod tests {
     impl BatchSink for RecordingSink {
         fn write_batch(
             &self,
-            records: &[AuditRecord],
-        ) -> impl Future<Output = Result<(), StoreError>> + Send {
+            records: Arc<[AuditRecord]>,
+        ) -> impl Future<Output = Result<(), CommitError>> + Send {
             let _ = self.handed.send(Handed {
                 at: tokio::time::Instant::now(),
                 subjects: records.iter().filter_map(|r| r.subject.clone()).collect(),
@@ -890,7 +912,9 @@ mod tests {
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
                 .is_ok();
             std::future::ready(if failed {
-                Err(StoreError::Database(sqlx::Error::PoolTimedOut))
+                Err(CommitError::Write(StoreError::Database(
+                    sqlx::Error::PoolTimedOut,
+                )))
             } else {
                 Ok(())
             })
