@@ -398,7 +398,7 @@ fn check_config_cli_exits_64_with_every_problem() {
         "{stderr}"
     );
     assert!(
-        stderr.contains(&format!("{prefix}actions[0].upstream: ")),
+        stderr.contains(&format!("{prefix}actions[0] (x).upstream: ")),
         "{stderr}"
     );
 }
@@ -568,8 +568,8 @@ input_schema = { type = 12 }
     let stderr = String::from_utf8_lossy(&out.stderr);
     for path in [
         "server.max_concurrent_requests",
-        "actions[0].input_schema",
-        "actions[0].path",
+        "actions[0] (a).input_schema",
+        "actions[0] (a).path",
         "upstreams.crm.auth",
     ] {
         assert!(
@@ -610,7 +610,7 @@ output_schema = "schemas/missing.json"
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("actions[0].output_schema"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("actions[0] (a).output_schema"));
 }
 
 #[test]
