@@ -78,8 +78,15 @@ pub(super) fn parse(text: &str, env: &Environment, source: ConfigSource) -> Load
     let mut table: Table = match toml::from_str(text) {
         Ok(table) => table,
         Err(err) => {
-            // Only the parser's message: its rendering quotes the line, which may hold a secret.
-            let mut problem = Problem::new("", format!("not valid TOML: {}", err.message().trim()));
+            // Only the parser's message, on one line: its rendering quotes the line of the file,
+            // which may hold a secret.
+            let message: Vec<&str> = err
+                .message()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let mut problem = Problem::new("", format!("not valid TOML: {}", message.join("; ")));
             if let Some(span) = err.span() {
                 problem = problem.at(Location::of_offset(text, span.start));
             }
@@ -161,7 +168,12 @@ fn deserialize_all(mut table: Table, source: ConfigSource) -> (Settings, Finding
     section(take("store"), "store", &mut s.store, &mut found);
     section(take("genesys"), "genesys", &mut s.genesys, &mut found);
     section(take("admin"), "admin", &mut s.admin, &mut found);
-    array(take("jwt_issuers"), "jwt_issuers", &mut s.jwt_issuers, &mut found);
+    array(
+        take("jwt_issuers"),
+        "jwt_issuers",
+        &mut s.jwt_issuers,
+        &mut found,
+    );
     match take("upstreams") {
         None => {}
         Some(Value::Table(entries)) => {
@@ -268,15 +280,29 @@ fn deserialize<T: DeserializeOwned>(
         let repaired = if let Some(field) = quoted_after(message, "missing field `") {
             let mut target = at.clone();
             target.push(Step::Key(field.to_owned()));
-            if field == "type" && matches!(value_at(&value, &at), Some(Value::Table(_))) {
+            if let Some(Value::Table(table)) = value_at(&value, &at)
+                && field == "type"
+            {
                 // An enum's tag: without it nothing below can be read, so the table goes.
                 if !repair.touched(&target) && !repair.touched(&at) {
-                    found.report(Problem::new(render(path, &at), message));
+                    let typo = table.keys().find(|k| nearest(k, &["type"]).is_some());
+                    let problem = match typo {
+                        Some(typo) => {
+                            let mut shown = at.clone();
+                            shown.push(Step::Key(typo.clone()));
+                            Problem::new(render(path, &shown), unknown_key_message(typo, &["type"]))
+                        }
+                        None => Problem::new(render(path, &at), message),
+                    };
+                    found.push(problem, render(path, &at));
                 }
                 repair.replace(&mut value, at)
             } else {
                 if !repair.touched(&target) {
-                    found.push(Problem::new(render(path, &at), message), render(path, &target));
+                    found.push(
+                        Problem::new(render(path, &at), message),
+                        render(path, &target),
+                    );
                 }
                 repair.stand_in(&mut value, target)
             }
@@ -298,6 +324,9 @@ fn deserialize<T: DeserializeOwned>(
             // are reported at the enum's key path): try the next one.
             repair.stand_in(&mut value, stand_in)
         } else {
+            if let Some(key) = culprit::<T>(&value, &at, message) {
+                at.push(Step::Key(key));
+            }
             let mut shown = at.clone();
             let text = if let Some(variant) = quoted_after(message, "unknown variant `") {
                 if matches!(value_at(&value, &at), Some(Value::Table(t)) if t.contains_key("type"))
@@ -376,7 +405,7 @@ impl Repair {
             Some(Some(tried)) => tried + 1,
             _ => 0,
         };
-        let Some(candidate) = stand_in(next) else {
+        let Some(candidate) = stand_in(value, &at, next) else {
             let Some((_, parent)) = at.split_last() else {
                 return false;
             };
@@ -394,8 +423,21 @@ impl Repair {
     }
 }
 
-/// Stand-in number `n`, in the order they are tried.
-fn stand_in(n: usize) -> Option<Value> {
+/// Stand-in number `n` for the value at `at`, in the order they are tried. In an array, the
+/// first is a copy of the first element: serde reads in order, so that one was read fine.
+fn stand_in(value: &Value, at: &[Step], n: usize) -> Option<Value> {
+    let sibling = match at.split_last() {
+        Some((Step::Index(i), parent)) if *i > 0 => match value_at(value, parent) {
+            Some(Value::Array(items)) => items.first().cloned(),
+            _ => None,
+        },
+        _ => None,
+    };
+    let n = match (&sibling, n) {
+        (Some(first), 0) => return Some(first.clone()),
+        (Some(_), n) => n - 1,
+        (None, n) => n,
+    };
     Some(match n {
         0 => Value::String(String::new()),
         1 => Value::Integer(0),
@@ -404,6 +446,36 @@ fn stand_in(n: usize) -> Option<Value> {
         4 => Value::Table(Table::new()),
         _ => return None,
     })
+}
+
+/// Inside an internally tagged enum (`auth = { type = "basic", … }`) serde reports every error
+/// at the enum's key path. The key at fault is the one whose absence changes the error.
+fn culprit<T: DeserializeOwned>(value: &Value, at: &[Step], message: &str) -> Option<String> {
+    let Some(Value::Table(table)) = value_at(value, at) else {
+        return None;
+    };
+    if !table.contains_key("type") || message.starts_with("unknown variant `") {
+        return None;
+    }
+    table
+        .keys()
+        .filter(|k| k.as_str() != "type")
+        .find(|key| {
+            let mut without = value.clone();
+            let mut steps = at.to_vec();
+            steps.push(Step::Key((*key).clone()));
+            remove_at(&mut without, &steps);
+            match serde_path_to_error::deserialize::<_, T>(without) {
+                Ok(_) => true,
+                Err(err) => {
+                    steps.pop();
+                    let inner = err.inner().to_string();
+                    self::steps(err.path()) != steps
+                        || inner.lines().next().unwrap_or("").trim() != message
+                }
+            }
+        })
+        .cloned()
 }
 
 fn steps(path: &serde_path_to_error::Path) -> Vec<Step> {
@@ -429,19 +501,23 @@ fn render(path: &str, steps: &[Step]) -> String {
 }
 
 fn value_at<'a>(value: &'a Value, steps: &[Step]) -> Option<&'a Value> {
-    steps.iter().try_fold(value, |node, step| match (step, node) {
-        (Step::Key(k), Value::Table(t)) => t.get(k),
-        (Step::Index(i), Value::Array(a)) => a.get(*i),
-        _ => None,
-    })
+    steps
+        .iter()
+        .try_fold(value, |node, step| match (step, node) {
+            (Step::Key(k), Value::Table(t)) => t.get(k),
+            (Step::Index(i), Value::Array(a)) => a.get(*i),
+            _ => None,
+        })
 }
 
 fn value_at_mut<'a>(value: &'a mut Value, steps: &[Step]) -> Option<&'a mut Value> {
-    steps.iter().try_fold(value, |node, step| match (step, node) {
-        (Step::Key(k), Value::Table(t)) => t.get_mut(k),
-        (Step::Index(i), Value::Array(a)) => a.get_mut(*i),
-        _ => None,
-    })
+    steps
+        .iter()
+        .try_fold(value, |node, step| match (step, node) {
+            (Step::Key(k), Value::Table(t)) => t.get_mut(k),
+            (Step::Index(i), Value::Array(a)) => a.get_mut(*i),
+            _ => None,
+        })
 }
 
 /// Removes the table key at `steps`; false when there is none (or it is an array element,
@@ -656,9 +732,9 @@ fn parent_path(path: &str) -> Option<&str> {
 /// Whether `path` is `covered` or a key path below it.
 pub(super) fn is_at_or_below(path: &str, covered: &str) -> bool {
     !covered.is_empty()
-        && path.strip_prefix(covered).is_some_and(|rest| {
-            rest.is_empty() || rest.starts_with('.') || rest.starts_with('[')
-        })
+        && path
+            .strip_prefix(covered)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
 }
 
 /// Where a problem at `path` goes in file order: problems about the file first, then at the
@@ -846,6 +922,119 @@ fn parse_scalar(raw: &str) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offsets_become_lines_and_columns_in_characters() {
+        let text = "ab\ncafé x\n";
+        let at = |offset| {
+            let l = Location::of_offset(text, offset);
+            (l.line, l.column)
+        };
+        assert_eq!(at(0), (1, 1));
+        assert_eq!(at(2), (1, 3));
+        assert_eq!(at(3), (2, 1));
+        assert_eq!(at(9), (2, 6), "é is one column");
+        assert_eq!(at(8), (2, 5), "inside a character: its start");
+        assert_eq!(at(99), (3, 1), "past the end: the end");
+    }
+
+    #[test]
+    fn the_nearest_key_is_suggested_only_when_close() {
+        let known = [
+            "listen",
+            "request_timeout_ms",
+            "timeout_ms",
+            "max_body_bytes",
+        ];
+        assert_eq!(
+            nearest("request_timeot_ms", &known),
+            Some("request_timeout_ms")
+        );
+        assert_eq!(nearest("Listen", &known), Some("listen"));
+        assert_eq!(
+            nearest("lsiten", &known),
+            Some("listen"),
+            "a swap is one edit"
+        );
+        assert_eq!(
+            nearest("timeout", &known),
+            Some("timeout_ms"),
+            "a unit left out"
+        );
+        assert_eq!(
+            nearest("body", &known),
+            None,
+            "only a unit suffix may be left out"
+        );
+        assert_eq!(nearest("colour", &known), None);
+        assert_eq!(nearest("x", &known), None);
+        assert_eq!(
+            nearest("max", &["max_batch", "max_queue_depth"]),
+            None,
+            "two keys extend it"
+        );
+    }
+
+    #[test]
+    fn serde_messages_are_read_and_cleaned() {
+        let m = "unknown field `colour`, expected one of `listen`, `io_threads`";
+        assert_eq!(quoted_after(m, "unknown field `"), Some("colour"));
+        assert_eq!(expected_names(m), ["listen", "io_threads"]);
+        assert_eq!(
+            expected_names("unknown variant `x`, expected `text` or `json`"),
+            ["text", "json"]
+        );
+        assert!(expected_names("unknown field `x`, there are no fields").is_empty());
+        assert_eq!(
+            quoted_after("missing field `path`", "missing field `"),
+            Some("path")
+        );
+        assert_eq!(
+            clean_message("invalid type: string \"s3cr3t\", expected u64"),
+            "invalid type: string, expected a non-negative integer"
+        );
+        assert_eq!(
+            clean_message("invalid type: map, expected struct ServerSettings"),
+            "invalid type: table, expected a table"
+        );
+        assert_eq!(
+            clean_message("invalid value: integer `-5`, expected u32"),
+            "invalid value, expected a non-negative integer"
+        );
+    }
+
+    #[test]
+    fn key_paths_nest_and_rank_in_file_order() {
+        assert_eq!(parent_path("a.b.c"), Some("a.b"));
+        assert_eq!(parent_path("a.b[2]"), Some("a.b"));
+        assert_eq!(parent_path("a.\"x.y\""), Some("a"));
+        assert_eq!(parent_path("a"), None);
+        assert!(is_at_or_below("actions[1].path", "actions[1]"));
+        assert!(is_at_or_below("actions[1]", "actions[1]"));
+        assert!(!is_at_or_below("actions[10].path", "actions[1]"));
+        assert!(!is_at_or_below("server.listen", ""));
+
+        let table: Table = toml::from_str(
+            "[genesys]\nsimulate = true\n[server]\nlisten = \"x\"\n[[actions]]\nname = \"a\"\n",
+        )
+        .unwrap();
+        let order = key_order(&table);
+        let rank = |p| file_rank(&order, p);
+        assert!(rank("") < rank("genesys.simulate"));
+        assert!(rank("genesys.simulate") < rank("server"));
+        // A key the file does not have ranks with the table it would be in.
+        assert_eq!(rank("server.max_body_bytes"), rank("server"));
+        assert!(rank("server.max_body_bytes") < rank("server.listen"));
+        assert!(rank("actions[0].timeout_ms") < rank("actions[0].name"));
+        assert!(
+            rank("actions[0].name") < rank("ingest.max_batch"),
+            "absent sections last"
+        );
+        assert!(
+            rank("ingest.max_batch") < rank("callbacks.queues"),
+            "in section order"
+        );
+    }
 
     #[test]
     fn expands_variables_and_defaults() {

@@ -17,7 +17,7 @@ mod load;
 mod sections;
 mod validate;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -427,17 +427,23 @@ impl ConfigReport {
         self.settings.is_some() && self.problems.is_empty()
     }
 
-    /// Adds problems found by other checks of [`ConfigReport::settings`]. A problem already
-    /// reported (same key path and message) or under a key the loader reported is left out;
-    /// the rest take their place in file order.
+    /// Adds the problems one more check of [`ConfigReport::settings`] found. Left out are a
+    /// problem already reported, one at a key path an earlier check reported on (two checks of
+    /// one key say the same thing in other words) and one at or under a key the loader
+    /// reported (the settings hold a stand-in there). The rest take their place in file order.
     pub fn add(&mut self, problems: impl IntoIterator<Item = Problem>) {
         self.insert(problems, Covered::Drop);
     }
 
     fn insert(&mut self, problems: impl IntoIterator<Item = Problem>, covered: Covered) {
+        let before: HashSet<String> = self.problems.iter().map(|p| p.path.clone()).collect();
         for p in problems {
             let consequence = covered == Covered::Drop
-                && self.covered.iter().any(|c| load::is_at_or_below(&p.path, c));
+                && (before.contains(&p.path)
+                    || self
+                        .covered
+                        .iter()
+                        .any(|c| load::is_at_or_below(&p.path, c)));
             if !consequence && !self.problems.contains(&p) {
                 self.problems.push(p);
             }
