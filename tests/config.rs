@@ -1330,3 +1330,123 @@ mod reference {
         );
     }
 }
+
+// ---- Whatever the damage, a report -----------------------------------------------------------
+
+mod damage {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use genesys_gateway::config::{Environment, Settings};
+    use genesys_gateway::telemetry::Metrics;
+    use genesys_gateway::upstream::{GenesysEndpoints, Upstreams};
+    use proptest::prelude::*;
+    use toml::{Table, Value};
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Key(String),
+        Index(usize),
+    }
+
+    fn every_path(value: &Value, at: &mut Vec<Step>, out: &mut Vec<Vec<Step>>) {
+        match value {
+            Value::Table(t) => {
+                for (k, v) in t {
+                    at.push(Step::Key(k.clone()));
+                    out.push(at.clone());
+                    every_path(v, at, out);
+                    at.pop();
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    at.push(Step::Index(i));
+                    out.push(at.clone());
+                    every_path(v, at, out);
+                    at.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Replaces (or, with `None`, removes) the value at `path`.
+    fn edit(doc: &mut Value, path: &[Step], new: Option<Value>) {
+        let Some((last, parents)) = path.split_last() else {
+            return;
+        };
+        let mut node = doc;
+        for step in parents {
+            node = match (step, node) {
+                (Step::Key(k), Value::Table(t)) => t.get_mut(k).unwrap(),
+                (Step::Index(i), Value::Array(a)) => &mut a[*i],
+                _ => unreachable!(),
+            };
+        }
+        match (last, node, new) {
+            (Step::Key(k), Value::Table(t), Some(v)) => {
+                t.insert(k.clone(), v);
+            }
+            (Step::Key(k), Value::Table(t), None) => {
+                t.remove(k);
+            }
+            (Step::Index(i), Value::Array(a), Some(v)) => a[*i] = v,
+            (Step::Index(i), Value::Array(a), None) => {
+                a.remove(*i);
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    fn damage(kind: u8) -> Option<Value> {
+        Some(match kind {
+            0 => Value::String(String::new()),
+            1 => Value::String("zzzz".into()),
+            2 => Value::Integer(-7),
+            3 => Value::Boolean(true),
+            4 => Value::Array(vec![Value::Integer(1)]),
+            5 => Value::Table(Table::from_iter([("zzzz".to_owned(), Value::Integer(1))])),
+            _ => return None,
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn damage_to_a_valid_file_is_reported_each_problem_once(
+            edits in prop::collection::vec((any::<prop::sample::Index>(), 0u8..7), 1..4)
+        ) {
+            let text = std::fs::read_to_string("config/gateway.toml").unwrap();
+            let mut doc = Value::Table(toml::from_str(&text).unwrap());
+            for (index, kind) in edits {
+                let mut paths = Vec::new();
+                every_path(&doc, &mut Vec::new(), &mut paths);
+                let path = index.get(&paths).clone();
+                edit(&mut doc, &path, damage(kind));
+            }
+            let text = toml::to_string(&doc).unwrap();
+            let mut report = Settings::report_from_toml(
+                &text,
+                Path::new("gw.toml"),
+                Path::new("config"),
+                &Environment::default(),
+            );
+            // What check-config runs on what was read, stand-ins included.
+            let settings = report.settings().expect("still TOML").clone();
+            let mut found = genesys_gateway::data_actions::check(&settings);
+            let genesys = GenesysEndpoints::from_settings(&settings.genesys);
+            if let Err(p) = Upstreams::build(&settings, &genesys, Arc::new(Metrics::new())) {
+                found.extend(p);
+            }
+            report.add(found);
+            let problems = report.problems();
+            for (i, p) in problems.iter().enumerate() {
+                prop_assert!(!p.message.is_empty());
+                prop_assert!(!p.message.contains('\n'), "{:?}", p);
+                prop_assert!(!problems[..i].contains(p), "twice: {:?}", p);
+            }
+        }
+    }
+}

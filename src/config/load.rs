@@ -454,7 +454,10 @@ fn culprit<T: DeserializeOwned>(value: &Value, at: &[Step], message: &str) -> Op
     let Some(Value::Table(table)) = value_at(value, at) else {
         return None;
     };
-    if !table.contains_key("type") || message.starts_with("unknown variant `") {
+    let about_a_value = ["invalid type: ", "invalid value: ", "invalid length "]
+        .iter()
+        .any(|prefix| message.starts_with(prefix));
+    if !table.contains_key("type") || !about_a_value {
         return None;
     }
     table

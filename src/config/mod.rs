@@ -453,15 +453,6 @@ impl ConfigReport {
             .sort_by_cached_key(|p| load::file_rank(order, &p.path));
     }
 
-    /// The error to report, or `None` when the configuration is valid.
-    pub fn error(&self) -> Option<ConfigError> {
-        (!self.is_valid()).then(|| ConfigError {
-            file: self.file.clone(),
-            problems: self.problems.clone(),
-            action_names: self.action_names.clone(),
-        })
-    }
-
     /// The settings when there is no problem.
     ///
     /// # Errors
