@@ -1,5 +1,7 @@
-//! Configuration loading (SPEC §2): key paths, several problems at once, interpolation,
-//! environment overrides, secrets kept out of `Debug` and messages, and the `check-config` CLI.
+//! Configuration loading: key paths, every problem of a file at once and each once, syntax
+//! positions, suggestions, interpolation, environment overrides, secrets kept out of `Debug` and
+//! messages, the `check-config` CLI, and a reference (`docs/configuration.md`) that documents
+//! every key.
 
 use std::path::Path;
 use std::process::Command;
