@@ -223,7 +223,7 @@ impl Application {
 
         // Built before the store is opened: a problem in what the file describes fails here,
         // before anything is started.
-        let config_error = |problems| ConfigError::new(&settings.source.file, problems);
+        let config_error = |problems| ConfigError::for_settings(&settings, problems);
         let endpoints = GenesysEndpoints::from_settings(&settings.genesys);
         let upstreams = genesys::build_upstreams(&settings, &endpoints, metrics.clone())
             .map_err(config_error)?;

@@ -174,26 +174,28 @@ fn load(config: Option<PathBuf>, env: &Environment) -> Result<Settings, ExitCode
     })
 }
 
+/// `check-config`: every problem of the file, whatever its kind, each once, in file order:
+/// the loader's and the rules', then what `serve` would find building the upstreams and the
+/// actions (without binding or opening anything).
 fn check_config(config: Option<PathBuf>, env: &Environment) -> ExitCode {
     let path = Settings::locate(config.as_deref(), env);
-    let (settings, mut problems) = Settings::load_report(&path, env);
-    if let Some(settings) = &settings {
-        // What `serve` builds from the file, checked the same way (without binding anything).
-        problems.extend(genesys_gateway::data_actions::check(settings));
+    let mut report = Settings::load_report(&path, env);
+    if let Some(settings) = report.settings() {
+        let mut found = genesys_gateway::data_actions::check(settings);
         let genesys = GenesysEndpoints::from_settings(&settings.genesys);
-        if let Err(found) = genesys::build_upstreams(settings, &genesys, Arc::new(Metrics::new())) {
-            problems.extend(found);
+        if let Err(problems) = genesys::build_upstreams(settings, &genesys, Arc::new(Metrics::new())) {
+            found.extend(problems);
         }
-        problems.dedup();
+        report.add(found);
     }
-    match settings {
-        Some(settings) if problems.is_empty() => {
+    match report.into_result() {
+        Ok(settings) => {
             println!("{}: configuration is valid", settings.source.file.display());
             print!("{}", settings.summary());
             ExitCode::SUCCESS
         }
-        _ => {
-            eprintln!("{}", ConfigError::new(&path, problems));
+        Err(err) => {
+            eprintln!("{err}");
             ExitCode::from(EXIT_CONFIG)
         }
     }
@@ -246,10 +248,7 @@ fn publish_actions(config: Option<PathBuf>, dry_run: bool, env: &Environment) ->
     };
     let problems = genesys_gateway::data_actions::check(&settings);
     if !problems.is_empty() {
-        eprintln!(
-            "{}",
-            genesys_gateway::config::ConfigError::new(&settings.source.file, problems)
-        );
+        eprintln!("{}", ConfigError::for_settings(&settings, problems));
         return ExitCode::from(EXIT_CONFIG);
     }
     // The report goes to stdout; logs go to stderr.
@@ -316,10 +315,7 @@ fn publish_actions(config: Option<PathBuf>, dry_run: bool, env: &Environment) ->
                 ExitCode::SUCCESS
             }
             Err(PublishError::Config(problems)) => {
-                eprintln!(
-                    "{}",
-                    genesys_gateway::config::ConfigError::new(&settings.source.file, problems)
-                );
+                eprintln!("{}", ConfigError::for_settings(&settings, problems));
                 ExitCode::from(EXIT_CONFIG)
             }
             Err(err) => {

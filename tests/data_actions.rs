@@ -863,10 +863,10 @@ fn check_config_reports_every_action_problem_with_its_key_path() {
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(": actions[0].input_schema: cannot read"),
+        stderr.contains(": actions[0] (a).input_schema: cannot read"),
         "{stderr}"
     );
-    assert!(stderr.contains(": actions[0].params.id: "), "{stderr}");
+    assert!(stderr.contains(": actions[0] (a).params.id: "), "{stderr}");
 }
 
 /// The `action.executed` audit records, once at least `n` are visible (written off the request
@@ -1270,8 +1270,9 @@ fn an_action_deadline_beyond_the_server_deadline_is_a_config_problem() {
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr
-            .contains(": actions[0].timeout_ms: must not exceed server.request_timeout_ms (30000)"),
+        stderr.contains(
+            ": actions[0] (slow).timeout_ms: must not exceed server.request_timeout_ms (30000)"
+        ),
         "{stderr}"
     );
 }

@@ -1,12 +1,24 @@
-//! Reading a TOML document into [`Settings`]: interpolation, environment overrides and
-//! section-by-section deserialization that reports every broken section with its key path.
+//! Reading a TOML document into [`Settings`]: syntax errors with their line and column,
+//! interpolation, environment overrides, and a deserialization that recovers from every mistake
+//! it meets, so that the whole file is reported in one pass.
+//!
+//! serde stops at the first error of a value. So each section (each array element, each
+//! upstream) is deserialized in a loop: the error is recorded with its key path, the value is
+//! repaired where the error points, and deserialization is tried again. An unknown key is taken
+//! out; a value of the wrong type is taken out (its default applies) or replaced by a stand-in
+//! of a type the field takes (`""`, `0`, `false`, `[]`, `{}`, the first that fits); a missing
+//! key gets such a stand-in. Every repaired key path is *covered*: the rules and the
+//! capabilities' checks see a default or a stand-in there, and what they would say about it is
+//! a consequence of the problem already reported, not news.
+
+use std::collections::HashMap;
 
 use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 
-use super::{ConfigSource, Environment, Problem, Settings};
+use super::{ConfigSource, Environment, Location, Problem, Settings};
 
-/// Top-level keys of the file, in the order problems are reported.
+/// Top-level keys of the file.
 const SECTIONS: &[&str] = &[
     "server",
     "telemetry",
@@ -26,175 +38,176 @@ const SECTIONS: &[&str] = &[
 /// Environment override prefix: `GATEWAY_<SECTION>__<KEY>`.
 const OVERRIDE_PREFIX: &str = "GATEWAY_";
 
-pub(super) fn parse(
-    text: &str,
-    env: &Environment,
-    source: ConfigSource,
-) -> Result<Settings, Vec<Problem>> {
-    let mut table: Table = toml::from_str(text).map_err(|err| {
-        vec![Problem::new(
-            "",
-            format!("not valid TOML: {}", err.message().trim()),
-        )]
-    })?;
-    let mut problems = Vec::new();
+/// At most this many repairs of one value (each costs one more deserialization of it).
+const MAX_REPAIRS: usize = 1000;
+
+/// What the loader read and what it found wrong.
+pub(super) struct Loaded {
+    /// `None` when the text is not TOML.
+    pub(super) settings: Option<Settings>,
+    pub(super) problems: Vec<Problem>,
+    /// Key paths the problems are about (see the module docs).
+    pub(super) covered: Vec<String>,
+    /// The position of every key path of the document, in file order.
+    pub(super) order: HashMap<String, usize>,
+    /// `[[actions]]` names by index, `""` where an entry has none.
+    pub(super) action_names: Vec<String>,
+}
+
+/// Problems and the key paths they cover.
+#[derive(Default)]
+struct Findings {
+    problems: Vec<Problem>,
+    covered: Vec<String>,
+}
+
+impl Findings {
+    fn push(&mut self, problem: Problem, covers: String) {
+        self.problems.push(problem);
+        self.covered.push(covers);
+    }
+
+    /// A problem covering its own key path.
+    fn report(&mut self, problem: Problem) {
+        let covers = problem.path.clone();
+        self.push(problem, covers);
+    }
+}
+
+pub(super) fn parse(text: &str, env: &Environment, source: ConfigSource) -> Loaded {
+    let mut table: Table = match toml::from_str(text) {
+        Ok(table) => table,
+        Err(err) => {
+            // Only the parser's message, on one line: its rendering quotes the line of the file,
+            // which may hold a secret.
+            let message: Vec<&str> = err
+                .message()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let mut problem = Problem::new("", format!("not valid TOML: {}", message.join("; ")));
+            if let Some(span) = err.span() {
+                problem = problem.at(Location::of_offset(text, span.start));
+            }
+            return Loaded {
+                settings: None,
+                problems: vec![problem],
+                covered: Vec::new(),
+                order: HashMap::new(),
+                action_names: Vec::new(),
+            };
+        }
+    };
+    let mut found = Findings::default();
     // Interpolate first: values that come from GATEWAY_* overrides are taken literally (a secret
     // containing `${` must not be expanded, nor echoed in an error).
     for (key, value) in table.iter_mut() {
-        interpolate(value, key, env, &mut problems);
+        interpolate(value, &key_path("", key), env, &mut found);
     }
-    let overrides = apply_overrides(&mut table, env, &mut problems);
-    let pristine = (!overrides.is_empty()).then(|| table.clone());
-    let result = deserialize_all(table, source.clone(), problems.clone());
-    let Some(mut table) = pristine else {
-        return result;
-    };
-    let Err(found) = &result else {
-        return result;
-    };
-    // An override's type was guessed from its text (`12345` → integer). Where the guess made a
-    // field fail to deserialize, take the text as a string and try once more.
-    let mut retyped = false;
-    for o in &overrides {
-        let failed = found
-            .iter()
-            .any(|p| p.path == o.path && p.message.starts_with("invalid type"));
-        if failed
-            && o.guessed
-            && let Some(node) = table_at(&mut table, &o.segments[..o.segments.len() - 1])
-        {
-            node.insert(
-                o.segments[o.segments.len() - 1].clone(),
-                Value::String(o.raw.clone()),
-            );
-            retyped = true;
+    let overrides = apply_overrides(&mut table, env, &mut found);
+    let order = key_order(&table);
+    let action_names = action_names(&table);
+    let pristine = overrides.iter().any(|o| o.guessed).then(|| table.clone());
+    let (mut settings, mut read) = deserialize_all(table, source.clone());
+    if let Some(mut table) = pristine {
+        // An override's type was guessed from its text (`12345` → integer). Where the guess made
+        // a field fail to deserialize, take the text as a string and read once more.
+        let mut retyped = false;
+        for o in overrides.iter().filter(|o| o.guessed) {
+            let failed = read
+                .problems
+                .iter()
+                .any(|p| p.path == o.path && p.message.starts_with("invalid type"));
+            if failed
+                && let Some((leaf, parents)) = o.segments.split_last()
+                && let Some(node) = table_at(&mut table, parents)
+            {
+                node.insert(leaf.clone(), Value::String(o.raw.clone()));
+                retyped = true;
+            }
+        }
+        if retyped {
+            (settings, read) = deserialize_all(table, source);
         }
     }
-    let result = if retyped {
-        deserialize_all(table, source, problems)
-    } else {
-        result
-    };
-    result.map_err(|problems| {
-        problems
-            .into_iter()
-            .map(|mut p| {
-                if let Some(o) = overrides.iter().find(|o| o.path == p.path) {
-                    p.message = format!("{} (set by {})", p.message, o.variable);
-                }
-                p
-            })
-            .collect()
-    })
+    for p in &mut read.problems {
+        if let Some(o) = overrides.iter().find(|o| o.path == p.path) {
+            p.message = format!("{} (set by {})", p.message, o.variable);
+        }
+    }
+    found.problems.append(&mut read.problems);
+    found.covered.append(&mut read.covered);
+    Loaded {
+        settings: Some(settings),
+        problems: found.problems,
+        covered: found.covered,
+        order,
+        action_names,
+    }
 }
 
-fn deserialize_all(
-    mut table: Table,
-    source: ConfigSource,
-    mut problems: Vec<Problem>,
-) -> Result<Settings, Vec<Problem>> {
+fn deserialize_all(mut table: Table, source: ConfigSource) -> (Settings, Findings) {
+    let mut found = Findings::default();
     for key in table.keys() {
         if !SECTIONS.contains(&key.as_str()) {
-            problems.push(Problem::new(key.clone(), "unknown key"));
+            found.report(Problem::new(
+                key_path("", key),
+                unknown_key_message(key, SECTIONS),
+            ));
         }
     }
 
-    let mut settings = Settings {
+    let mut s = Settings {
         source,
         ..Settings::default()
     };
     let mut take = |name: &str| table.remove(name);
-    section(
-        take("server"),
-        "server",
-        &mut settings.server,
-        &mut problems,
-    );
-    section(
-        take("telemetry"),
-        "telemetry",
-        &mut settings.telemetry,
-        &mut problems,
-    );
-    section(take("store"), "store", &mut settings.store, &mut problems);
-    section(
-        take("genesys"),
-        "genesys",
-        &mut settings.genesys,
-        &mut problems,
-    );
-    section(take("admin"), "admin", &mut settings.admin, &mut problems);
+    section(take("server"), "server", &mut s.server, &mut found);
+    section(take("telemetry"), "telemetry", &mut s.telemetry, &mut found);
+    section(take("store"), "store", &mut s.store, &mut found);
+    section(take("genesys"), "genesys", &mut s.genesys, &mut found);
+    section(take("admin"), "admin", &mut s.admin, &mut found);
     array(
         take("jwt_issuers"),
         "jwt_issuers",
-        &mut settings.jwt_issuers,
-        &mut problems,
+        &mut s.jwt_issuers,
+        &mut found,
     );
-    if let Some(upstreams) = take("upstreams") {
-        match upstreams {
-            Value::Table(entries) => {
-                for (name, value) in entries {
-                    let path = format!("upstreams.{name}");
-                    if let Some(upstream) = deserialize(value, &path, &mut problems) {
-                        settings.upstreams.insert(name, upstream);
-                    }
+    match take("upstreams") {
+        None => {}
+        Some(Value::Table(entries)) => {
+            for (name, value) in entries {
+                let path = key_path("upstreams", &name);
+                if let Some(upstream) = deserialize(value, &path, &mut found) {
+                    s.upstreams.insert(name, upstream);
                 }
             }
-            other => problems.push(type_problem("upstreams", "a table", &other)),
         }
+        Some(other) => found.report(type_problem("upstreams", "a table", &other)),
     }
     section(
         take("data_actions"),
         "data_actions",
-        &mut settings.data_actions,
-        &mut problems,
+        &mut s.data_actions,
+        &mut found,
     );
-    array(
-        take("actions"),
-        "actions",
-        &mut settings.actions,
-        &mut problems,
-    );
-    section(
-        take("ingest"),
-        "ingest",
-        &mut settings.ingest,
-        &mut problems,
-    );
-    section(
-        take("delivery"),
-        "delivery",
-        &mut settings.delivery,
-        &mut problems,
-    );
-    array(
-        take("targets"),
-        "targets",
-        &mut settings.targets,
-        &mut problems,
-    );
-    section(
-        take("callbacks"),
-        "callbacks",
-        &mut settings.callbacks,
-        &mut problems,
-    );
-
-    if problems.is_empty() {
-        Ok(settings)
-    } else {
-        Err(problems)
-    }
+    array(take("actions"), "actions", &mut s.actions, &mut found);
+    section(take("ingest"), "ingest", &mut s.ingest, &mut found);
+    section(take("delivery"), "delivery", &mut s.delivery, &mut found);
+    array(take("targets"), "targets", &mut s.targets, &mut found);
+    section(take("callbacks"), "callbacks", &mut s.callbacks, &mut found);
+    (s, found)
 }
 
 fn section<T: DeserializeOwned>(
     value: Option<Value>,
     path: &str,
     slot: &mut T,
-    problems: &mut Vec<Problem>,
+    found: &mut Findings,
 ) {
     if let Some(value) = value
-        && let Some(parsed) = deserialize(value, path, problems)
+        && let Some(parsed) = deserialize(value, path, found)
     {
         *slot = parsed;
     }
@@ -204,18 +217,31 @@ fn array<T: DeserializeOwned>(
     value: Option<Value>,
     path: &str,
     slot: &mut Vec<T>,
-    problems: &mut Vec<Problem>,
+    found: &mut Findings,
 ) {
     match value {
         None => {}
         Some(Value::Array(items)) => {
+            // Settings index = file index: past an entry that could not be read at all, the
+            // entries are still read (for their own problems) but not kept, and the rules do
+            // not speak about them.
+            let count = items.len();
+            let mut aligned = true;
             for (i, item) in items.into_iter().enumerate() {
-                if let Some(parsed) = deserialize(item, &format!("{path}[{i}]"), problems) {
-                    slot.push(parsed);
+                match deserialize(item, &format!("{path}[{i}]"), found) {
+                    Some(parsed) if aligned => slot.push(parsed),
+                    Some(_) => {}
+                    None if aligned => {
+                        aligned = false;
+                        found
+                            .covered
+                            .extend((i..count).map(|j| format!("{path}[{j}]")));
+                    }
+                    None => {}
                 }
             }
         }
-        Some(other) => problems.push(type_problem(path, "an array of tables", &other)),
+        Some(other) => found.report(type_problem(path, "an array of tables", &other)),
     }
 }
 
@@ -226,107 +252,416 @@ fn type_problem(path: &str, expected: &str, found: &Value) -> Problem {
     )
 }
 
-/// Deserializes one value. serde stops at the first error, so on an error the offending key is
-/// taken out and the value tried again, until it deserializes or nothing more can be taken out:
-/// every independent mistake in a section is reported in one pass.
-fn deserialize<T: DeserializeOwned>(
-    mut value: Value,
-    path: &str,
-    problems: &mut Vec<Problem>,
-) -> Option<T> {
-    use serde_path_to_error::Segment;
-    let mut removed: Vec<String> = Vec::new();
-    let mut failed = false;
-    for _ in 0..64 {
-        let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
-            Ok(parsed) => return (!failed).then_some(parsed),
-            Err(err) => err,
-        };
-        let mut full = path.to_owned();
-        let mut keys: Vec<KeyRef> = Vec::new();
-        for segment in err.path().iter() {
-            match segment {
-                Segment::Seq { index } => {
-                    full.push_str(&format!("[{index}]"));
-                    keys.push(KeyRef::Index(*index));
-                }
-                Segment::Map { key } => {
-                    push_key(&mut full, key);
-                    keys.push(KeyRef::Key(key.clone()));
-                }
-                Segment::Enum { variant } => push_key(&mut full, variant),
-                Segment::Unknown => {}
-            }
-        }
-        let message = clean_message(&err.inner().to_string());
-        if let Some(field) = missing_field(&message) {
-            let mut missing = full.clone();
-            push_key(&mut missing, field);
-            // A field we took out ourselves is not missing from the file.
-            if !removed.contains(&missing) {
-                problems.push(Problem::new(full, message));
-            }
-            return None;
-        }
-        if let Some(field) = unknown_field(&message) {
-            // serde_path_to_error already ends the path with the field; plain serde does not.
-            let mut with_field = String::new();
-            push_key(&mut with_field, field);
-            if !full.ends_with(&with_field) {
-                push_key(&mut full, field);
-                keys.push(KeyRef::Key(field.to_owned()));
-            }
-            problems.push(Problem::new(full.clone(), "unknown key"));
-        } else {
-            problems.push(Problem::new(full.clone(), message));
-        }
-        failed = true;
-        if keys.is_empty() || !remove_at(&mut value, &keys) {
-            return None;
-        }
-        removed.push(full);
-    }
-    None
-}
-
-enum KeyRef {
+/// One step of a key path below the value being deserialized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
     Key(String),
     Index(usize),
 }
 
-/// Removes the value at `keys` below `value`; false when there is nothing there to remove (or it
-/// is an array element, which cannot be removed without shifting its siblings' paths).
-fn remove_at(value: &mut Value, keys: &[KeyRef]) -> bool {
-    let Some((last, parents)) = keys.split_last() else {
+/// Deserializes `value` (at key path `path`), recording every problem in it and repairing it
+/// until it deserializes (see the module docs). `None` only when it cannot be repaired (the
+/// key path is then covered whole).
+fn deserialize<T: DeserializeOwned>(
+    mut value: Value,
+    path: &str,
+    found: &mut Findings,
+) -> Option<T> {
+    let mut repair = Repair::default();
+    for _ in 0..MAX_REPAIRS {
+        let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(parsed) => return Some(parsed),
+            Err(err) => err,
+        };
+        let mut at = steps(err.path());
+        let text = err.inner().to_string();
+        // The TOML deserializer may append "\nin `key`" context lines; the key path says it.
+        let message = text.lines().next().unwrap_or("").trim();
+        let repaired = if let Some(field) = quoted_after(message, "missing field `") {
+            let mut target = at.clone();
+            target.push(Step::Key(field.to_owned()));
+            if let Some(Value::Table(table)) = value_at(&value, &at)
+                && field == "type"
+            {
+                // An enum's tag: without it nothing below can be read, so the table goes.
+                if !repair.touched(&target) && !repair.touched(&at) {
+                    let typo = table.keys().find(|k| nearest(k, &["type"]).is_some());
+                    let problem = match typo {
+                        Some(typo) => {
+                            let mut shown = at.clone();
+                            shown.push(Step::Key(typo.clone()));
+                            Problem::new(render(path, &shown), unknown_key_message(typo, &["type"]))
+                        }
+                        None => Problem::new(render(path, &at), message),
+                    };
+                    found.push(problem, render(path, &at));
+                }
+                repair.replace(&mut value, at)
+            } else {
+                if !repair.touched(&target) {
+                    found.push(
+                        Problem::new(render(path, &at), message),
+                        render(path, &target),
+                    );
+                }
+                repair.stand_in(&mut value, target)
+            }
+        } else if let Some(field) = quoted_after(message, "unknown field `") {
+            // serde_path_to_error already ends the path with the field, except inside an
+            // internally tagged enum.
+            if at.last() != Some(&Step::Key(field.to_owned())) {
+                at.push(Step::Key(field.to_owned()));
+            }
+            if !repair.touched(&at) {
+                found.report(Problem::new(
+                    render(path, &at),
+                    unknown_key_message(field, &expected_names(message)),
+                ));
+            }
+            repair.remove(&mut value, at)
+        } else if let Some(stand_in) = repair.rejected_stand_in(&at) {
+            // The stand-in put in last does not fit (inside an internally tagged enum, errors
+            // are reported at the enum's key path): try the next one.
+            repair.stand_in(&mut value, stand_in)
+        } else {
+            if let Some(key) = culprit::<T>(&value, &at, message) {
+                at.push(Step::Key(key));
+            }
+            let mut shown = at.clone();
+            let text = if let Some(variant) = quoted_after(message, "unknown variant `") {
+                if matches!(value_at(&value, &at), Some(Value::Table(t)) if t.contains_key("type"))
+                {
+                    shown.push(Step::Key("type".to_owned()));
+                }
+                unknown_variant_message(variant, &expected_names(message))
+            } else {
+                clean_message(message)
+            };
+            if !repair.touched(&shown) && !repair.touched(&at) {
+                found.push(Problem::new(render(path, &shown), text), render(path, &at));
+            }
+            repair.replace(&mut value, at)
+        };
+        if !repaired {
+            break;
+        }
+    }
+    found.covered.push(path.to_owned());
+    None
+}
+
+/// The repairs made to one value so far.
+#[derive(Default)]
+struct Repair {
+    /// Key paths taken out (`None`) or given a stand-in (the index of the one put in last).
+    touched: Vec<(Vec<Step>, Option<usize>)>,
+    /// The stand-in put in by the last repair.
+    last_stand_in: Option<Vec<Step>>,
+}
+
+impl Repair {
+    /// Whether `at` is at or below a key path repaired already: its problem is ours.
+    fn touched(&self, at: &[Step]) -> bool {
+        self.touched.iter().any(|(t, _)| at.starts_with(t))
+    }
+
+    /// The stand-in put in by the last repair, when an error at `at` is about it.
+    fn rejected_stand_in(&self, at: &[Step]) -> Option<Vec<Step>> {
+        self.last_stand_in
+            .as_ref()
+            .filter(|s| s.starts_with(at))
+            .cloned()
+    }
+
+    /// Takes the key at `at` out (its default applies), or puts a stand-in there when it
+    /// cannot be taken out.
+    fn remove(&mut self, value: &mut Value, at: Vec<Step>) -> bool {
+        if remove_at(value, &at) {
+            self.last_stand_in = None;
+            self.touched.push((at, None));
+            true
+        } else {
+            self.stand_in(value, at)
+        }
+    }
+
+    /// The value at `at` is wrong: take it out, or replace it with a stand-in.
+    fn replace(&mut self, value: &mut Value, at: Vec<Step>) -> bool {
+        let stood_in = self
+            .touched
+            .iter()
+            .any(|(t, stand_in)| *t == at && stand_in.is_some());
+        if stood_in {
+            self.stand_in(value, at)
+        } else {
+            self.remove(value, at)
+        }
+    }
+
+    /// Puts the next stand-in at `at`; when none fits, repairs the table or array around it.
+    fn stand_in(&mut self, value: &mut Value, at: Vec<Step>) -> bool {
+        let position = self.touched.iter().position(|(t, _)| *t == at);
+        let next = match position.map(|i| &self.touched[i].1) {
+            Some(Some(tried)) => tried + 1,
+            _ => 0,
+        };
+        let Some(candidate) = stand_in(value, &at, next) else {
+            let Some((_, parent)) = at.split_last() else {
+                return false;
+            };
+            return self.replace(value, parent.to_vec());
+        };
+        if !put_at(value, &at, candidate) {
+            return false;
+        }
+        match position {
+            Some(i) => self.touched[i].1 = Some(next),
+            None => self.touched.push((at.clone(), Some(next))),
+        }
+        self.last_stand_in = Some(at);
+        true
+    }
+}
+
+/// Stand-in number `n` for the value at `at`, in the order they are tried. In an array, the
+/// first is a copy of the first element: serde reads in order, so that one was read fine.
+fn stand_in(value: &Value, at: &[Step], n: usize) -> Option<Value> {
+    let sibling = match at.split_last() {
+        Some((Step::Index(i), parent)) if *i > 0 => match value_at(value, parent) {
+            Some(Value::Array(items)) => items.first().cloned(),
+            _ => None,
+        },
+        _ => None,
+    };
+    let n = match (&sibling, n) {
+        (Some(first), 0) => return Some(first.clone()),
+        (Some(_), n) => n - 1,
+        (None, n) => n,
+    };
+    Some(match n {
+        0 => Value::String(String::new()),
+        1 => Value::Integer(0),
+        2 => Value::Boolean(false),
+        3 => Value::Array(Vec::new()),
+        4 => Value::Table(Table::new()),
+        _ => return None,
+    })
+}
+
+/// Inside an internally tagged enum (`auth = { type = "basic", … }`) serde reports every error
+/// at the enum's key path. The key at fault is the one whose absence changes the error.
+fn culprit<T: DeserializeOwned>(value: &Value, at: &[Step], message: &str) -> Option<String> {
+    let Some(Value::Table(table)) = value_at(value, at) else {
+        return None;
+    };
+    let about_a_value = ["invalid type: ", "invalid value: ", "invalid length "]
+        .iter()
+        .any(|prefix| message.starts_with(prefix));
+    if !table.contains_key("type") || !about_a_value {
+        return None;
+    }
+    table
+        .keys()
+        .filter(|k| k.as_str() != "type")
+        .find(|key| {
+            let mut without = value.clone();
+            let mut steps = at.to_vec();
+            steps.push(Step::Key((*key).clone()));
+            remove_at(&mut without, &steps);
+            match serde_path_to_error::deserialize::<_, T>(without) {
+                Ok(_) => true,
+                Err(err) => {
+                    steps.pop();
+                    let inner = err.inner().to_string();
+                    self::steps(err.path()) != steps
+                        || inner.lines().next().unwrap_or("").trim() != message
+                }
+            }
+        })
+        .cloned()
+}
+
+fn steps(path: &serde_path_to_error::Path) -> Vec<Step> {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .filter_map(|segment| match segment {
+            Segment::Seq { index } => Some(Step::Index(*index)),
+            Segment::Map { key } => Some(Step::Key(key.clone())),
+            Segment::Enum { .. } | Segment::Unknown => None,
+        })
+        .collect()
+}
+
+fn render(path: &str, steps: &[Step]) -> String {
+    let mut out = path.to_owned();
+    for step in steps {
+        match step {
+            Step::Key(key) => out = key_path(&out, key),
+            Step::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+fn value_at<'a>(value: &'a Value, steps: &[Step]) -> Option<&'a Value> {
+    steps
+        .iter()
+        .try_fold(value, |node, step| match (step, node) {
+            (Step::Key(k), Value::Table(t)) => t.get(k),
+            (Step::Index(i), Value::Array(a)) => a.get(*i),
+            _ => None,
+        })
+}
+
+fn value_at_mut<'a>(value: &'a mut Value, steps: &[Step]) -> Option<&'a mut Value> {
+    steps
+        .iter()
+        .try_fold(value, |node, step| match (step, node) {
+            (Step::Key(k), Value::Table(t)) => t.get_mut(k),
+            (Step::Index(i), Value::Array(a)) => a.get_mut(*i),
+            _ => None,
+        })
+}
+
+/// Removes the table key at `steps`; false when there is none (or it is an array element,
+/// which cannot be removed without shifting its siblings' key paths).
+fn remove_at(value: &mut Value, steps: &[Step]) -> bool {
+    let Some((Step::Key(last), parents)) = steps.split_last() else {
         return false;
     };
-    let mut node = value;
-    for key in parents {
-        node = match (key, node) {
-            (KeyRef::Key(k), Value::Table(t)) => match t.get_mut(k) {
-                Some(child) => child,
-                None => return false,
-            },
-            (KeyRef::Index(i), Value::Array(a)) => match a.get_mut(*i) {
-                Some(child) => child,
-                None => return false,
-            },
-            _ => return false,
-        };
-    }
-    match (last, node) {
-        (KeyRef::Key(k), Value::Table(t)) => t.remove(k).is_some(),
+    match value_at_mut(value, parents) {
+        Some(Value::Table(t)) => t.remove(last).is_some(),
         _ => false,
     }
 }
 
-fn missing_field(message: &str) -> Option<&str> {
-    message
-        .strip_prefix("missing field `")
-        .and_then(|rest| rest.split('`').next())
+/// Sets the value at `steps` (a table key or an existing array element).
+fn put_at(value: &mut Value, steps: &[Step], new: Value) -> bool {
+    let Some((last, parents)) = steps.split_last() else {
+        *value = new;
+        return true;
+    };
+    match (last, value_at_mut(value, parents)) {
+        (Step::Key(k), Some(Value::Table(t))) => {
+            t.insert(k.clone(), new);
+            true
+        }
+        (Step::Index(i), Some(Value::Array(a))) if *i < a.len() => {
+            a[*i] = new;
+            true
+        }
+        _ => false,
+    }
 }
 
-fn push_key(path: &mut String, key: &str) {
+/// The text between `prefix` and the next backtick, when `message` starts with `prefix`.
+fn quoted_after<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = message.strip_prefix(prefix)?;
+    let end = rest
+        .find("`, ")
+        .or_else(|| rest.strip_suffix('`').map(str::len))?;
+    Some(&rest[..end])
+}
+
+/// The names serde says it expected: "…, expected one of `a`, `b`" / "expected `a` or `b`".
+fn expected_names(message: &str) -> Vec<&str> {
+    match message.split_once("`, expected ") {
+        Some((_, list)) => list.split('`').skip(1).step_by(2).collect(),
+        None => Vec::new(),
+    }
+}
+
+fn unknown_key_message(key: &str, known: &[&str]) -> String {
+    match nearest(key, known) {
+        Some(near) => format!("unknown key, did you mean {near}?"),
+        None if known.is_empty() => "unknown key; this table takes no keys".to_owned(),
+        None => format!("unknown key; known keys: {}", known.join(", ")),
+    }
+}
+
+fn unknown_variant_message(variant: &str, known: &[&str]) -> String {
+    let one_of = format!("must be one of {}", known.join(", "));
+    match nearest(variant, known) {
+        _ if known.is_empty() => "unknown variant".to_owned(),
+        Some(near) => format!("{one_of} (did you mean {near}?)"),
+        None => one_of,
+    }
+}
+
+/// The known name `unknown` is most likely a typo of: a small edit away (a character left out,
+/// added, changed or two swapped; more for longer names), or the only one that is `unknown`
+/// with a unit suffix (`timeout` → `timeout_ms`).
+fn nearest<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
+    let typed = unknown.to_ascii_lowercase();
+    let allowed = match typed.chars().count() {
+        0..=4 => 1,
+        5..=8 => 2,
+        _ => 3,
+    };
+    let close = known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(&typed, k), *k))
+        .filter(|(distance, _)| *distance <= allowed)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, k)| k);
+    close.or_else(|| {
+        let prefix = format!("{typed}_");
+        let mut extended = known.iter().filter(|k| k.starts_with(&prefix));
+        match (extended.next(), extended.next()) {
+            (Some(only), None) => Some(*only),
+            _ => None,
+        }
+    })
+}
+
+/// serde's message in the words of a config file, without the value it found (so that a secret
+/// of the wrong type is not echoed).
+fn clean_message(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("invalid type: ")
+        && let Some((found, expected)) = rest.split_once(", expected ")
+    {
+        // "invalid type: string \"abc\", expected u64" → "invalid type: string, expected …"
+        return format!(
+            "invalid type: {}, expected {}",
+            found_kind(found),
+            expected_kind(expected)
+        );
+    }
+    if message.starts_with("invalid value: ")
+        && let Some((_, expected)) = message.split_once(", expected ")
+    {
+        return format!("invalid value, expected {}", expected_kind(expected));
+    }
+    if message.starts_with("data did not match any variant of untagged enum") {
+        return "not one of the accepted forms (see the configuration reference)".to_owned();
+    }
+    message.to_owned()
+}
+
+fn found_kind(found: &str) -> &str {
+    match found.split_whitespace().next().unwrap_or(found) {
+        "map" => "table",
+        "sequence" => "array",
+        "floating" => "float",
+        kind => kind,
+    }
+}
+
+fn expected_kind(expected: &str) -> String {
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a non-negative integer".to_owned(),
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "an integer".to_owned(),
+        "a sequence" => "an array".to_owned(),
+        "a map" => "a table".to_owned(),
+        e if e.starts_with("struct ") => "a table".to_owned(),
+        e if e.starts_with("internally tagged enum") => "a table with a `type` key".to_owned(),
+        e => e.to_owned(),
+    }
+}
+
+/// `parent.key`, quoting keys that are not plain (`output."/a/b"`).
+fn key_path(parent: &str, key: &str) -> String {
+    let mut path = parent.to_owned();
     if !path.is_empty() {
         path.push('.');
     }
@@ -339,52 +674,111 @@ fn push_key(path: &mut String, key: &str) {
     } else {
         path.push_str(&format!("\"{}\"", key.replace('"', "\\\"")));
     }
+    path
 }
 
-fn unknown_field(message: &str) -> Option<&str> {
-    let rest = message.strip_prefix("unknown field `")?;
-    rest.split('`').next()
-}
-
-/// Drops the value echo TOML/serde sometimes put in messages, so secrets never reach them.
-fn clean_message(message: &str) -> String {
-    // The TOML deserializer appends "\nin `key`" context lines; the key path already says it.
-    let message = message.lines().next().unwrap_or("").trim();
-    if let Some(rest) = message.strip_prefix("invalid type: ") {
-        // "invalid type: string \"abc\", expected u64" → "invalid type: string, expected u64"
-        if let Some((found, expected)) = rest.split_once(", expected ") {
-            let kind = found.split_whitespace().next().unwrap_or(found);
-            return format!("invalid type: {kind}, expected {expected}");
+/// The position of every key path of `table` in a walk of the file in order.
+fn key_order(table: &Table) -> HashMap<String, usize> {
+    fn walk(value: &Value, path: String, order: &mut HashMap<String, usize>) {
+        let n = order.len();
+        order.entry(path.clone()).or_insert(n);
+        match value {
+            Value::Table(t) => {
+                for (key, child) in t {
+                    walk(child, key_path(&path, key), order);
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    walk(child, format!("{path}[{i}]"), order);
+                }
+            }
+            _ => {}
         }
     }
-    if message.starts_with("invalid value: ")
-        && let Some((_, expected)) = message.split_once(", expected ")
-    {
-        return format!("invalid value, expected {expected}");
+    let mut order = HashMap::new();
+    for (key, value) in table {
+        walk(value, key_path("", key), &mut order);
     }
-    if message.starts_with("data did not match any variant of untagged enum") {
-        return "not one of the accepted forms (see the configuration reference)".to_owned();
+    order
+}
+
+fn action_names(table: &Table) -> Vec<String> {
+    let Some(Value::Array(actions)) = table.get("actions") else {
+        return Vec::new();
+    };
+    actions
+        .iter()
+        .map(|a| match a.get("name") {
+            Some(Value::String(name)) => name.clone(),
+            _ => String::new(),
+        })
+        .collect()
+}
+
+/// The key path `path` is in (`a.b` for `a.b.c`, `a.b` for `a.b[2]`, `a` for `a."x.y"`).
+fn parent_path(path: &str) -> Option<&str> {
+    if path.ends_with(']') {
+        return path.rfind('[').map(|i| &path[..i]);
     }
-    message.to_owned()
+    if let Some(quoted) = path.strip_suffix('"') {
+        // The opening quote is the last `"` not escaped.
+        let bytes = quoted.as_bytes();
+        let open = (0..bytes.len())
+            .rev()
+            .find(|&i| bytes[i] == b'"' && (i == 0 || bytes[i - 1] != b'\\'))?;
+        return open.checked_sub(1).map(|dot| &path[..dot]);
+    }
+    path.rfind('.').map(|i| &path[..i])
+}
+
+/// Whether `path` is `covered` or a key path below it.
+pub(super) fn is_at_or_below(path: &str, covered: &str) -> bool {
+    !covered.is_empty()
+        && path
+            .strip_prefix(covered)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+}
+
+/// Where a problem at `path` goes in file order: problems about the file first, then at the
+/// position of the key (or of the nearest enclosing key in the file), then those of sections
+/// the file does not have, in section order.
+pub(super) fn file_rank(order: &HashMap<String, usize>, path: &str) -> (u8, usize) {
+    if path.is_empty() {
+        return (0, 0);
+    }
+    let mut at = Some(path);
+    while let Some(p) = at {
+        if let Some(&n) = order.get(p) {
+            return (1, n);
+        }
+        at = parent_path(p);
+    }
+    let section = path.split(['.', '[']).next().unwrap_or(path);
+    (
+        2,
+        SECTIONS
+            .iter()
+            .position(|s| *s == section)
+            .unwrap_or(SECTIONS.len()),
+    )
 }
 
 /// Replaces `${VAR}` and `${VAR:-default}` in every string below `value`.
-fn interpolate(value: &mut Value, path: &str, env: &Environment, problems: &mut Vec<Problem>) {
+fn interpolate(value: &mut Value, path: &str, env: &Environment, found: &mut Findings) {
     match value {
         Value::String(s) if s.contains("${") => match expand(s, env) {
             Ok(expanded) => *s = expanded,
-            Err(message) => problems.push(Problem::new(path, message)),
+            Err(message) => found.report(Problem::new(path, message)),
         },
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                interpolate(item, &format!("{path}[{i}]"), env, problems);
+                interpolate(item, &format!("{path}[{i}]"), env, found);
             }
         }
         Value::Table(table) => {
             for (key, item) in table.iter_mut() {
-                let mut child = path.to_owned();
-                push_key(&mut child, key);
-                interpolate(item, &child, env, problems);
+                interpolate(item, &key_path(path, key), env, found);
             }
         }
         _ => {}
@@ -443,11 +837,7 @@ struct Override {
 
 /// Applies `GATEWAY_<SECTION>__<KEY>[__<KEY>…]` variables. The new value keeps the type of the
 /// value it replaces; a new key is parsed as a TOML value when it is one, else taken as a string.
-fn apply_overrides(
-    table: &mut Table,
-    env: &Environment,
-    problems: &mut Vec<Problem>,
-) -> Vec<Override> {
+fn apply_overrides(table: &mut Table, env: &Environment, found: &mut Findings) -> Vec<Override> {
     let mut applied = Vec::new();
     let mut overrides: Vec<(&str, &str)> = env
         .iter()
@@ -464,14 +854,17 @@ fn apply_overrides(
         }
         let path = segments.join(".");
         if !SECTIONS.contains(&segments[0].as_str()) {
-            problems.push(Problem::new(
+            let hint = nearest(&segments[0], SECTIONS)
+                .map(|s| format!(", did you mean {}?", s.to_ascii_uppercase()))
+                .unwrap_or_default();
+            found.report(Problem::new(
                 path,
-                format!("{key} overrides an unknown section"),
+                format!("{key} overrides an unknown section{hint}"),
             ));
             continue;
         }
         let Some(node) = table_at(table, &segments[..segments.len() - 1]) else {
-            problems.push(Problem::new(
+            found.report(Problem::new(
                 path.clone(),
                 format!("{key} cannot override inside a value that is not a table"),
             ));
@@ -484,7 +877,7 @@ fn apply_overrides(
             Some(existing) => match parse_scalar(raw) {
                 Some(v) if v.same_type(existing) => v,
                 _ => {
-                    problems.push(Problem::new(
+                    found.report(Problem::new(
                         path,
                         format!("{key} must be of type {}", existing.type_str()),
                     ));
@@ -532,6 +925,119 @@ fn parse_scalar(raw: &str) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offsets_become_lines_and_columns_in_characters() {
+        let text = "ab\ncafé x\n";
+        let at = |offset| {
+            let l = Location::of_offset(text, offset);
+            (l.line, l.column)
+        };
+        assert_eq!(at(0), (1, 1));
+        assert_eq!(at(2), (1, 3));
+        assert_eq!(at(3), (2, 1));
+        assert_eq!(at(9), (2, 6), "é is one column");
+        assert_eq!(at(8), (2, 5), "inside a character: its start");
+        assert_eq!(at(99), (3, 1), "past the end: the end");
+    }
+
+    #[test]
+    fn the_nearest_key_is_suggested_only_when_close() {
+        let known = [
+            "listen",
+            "request_timeout_ms",
+            "timeout_ms",
+            "max_body_bytes",
+        ];
+        assert_eq!(
+            nearest("request_timeot_ms", &known),
+            Some("request_timeout_ms")
+        );
+        assert_eq!(nearest("Listen", &known), Some("listen"));
+        assert_eq!(
+            nearest("lsiten", &known),
+            Some("listen"),
+            "a swap is one edit"
+        );
+        assert_eq!(
+            nearest("timeout", &known),
+            Some("timeout_ms"),
+            "a unit left out"
+        );
+        assert_eq!(
+            nearest("body", &known),
+            None,
+            "only a unit suffix may be left out"
+        );
+        assert_eq!(nearest("colour", &known), None);
+        assert_eq!(nearest("x", &known), None);
+        assert_eq!(
+            nearest("max", &["max_batch", "max_queue_depth"]),
+            None,
+            "two keys extend it"
+        );
+    }
+
+    #[test]
+    fn serde_messages_are_read_and_cleaned() {
+        let m = "unknown field `colour`, expected one of `listen`, `io_threads`";
+        assert_eq!(quoted_after(m, "unknown field `"), Some("colour"));
+        assert_eq!(expected_names(m), ["listen", "io_threads"]);
+        assert_eq!(
+            expected_names("unknown variant `x`, expected `text` or `json`"),
+            ["text", "json"]
+        );
+        assert!(expected_names("unknown field `x`, there are no fields").is_empty());
+        assert_eq!(
+            quoted_after("missing field `path`", "missing field `"),
+            Some("path")
+        );
+        assert_eq!(
+            clean_message("invalid type: string \"s3cr3t\", expected u64"),
+            "invalid type: string, expected a non-negative integer"
+        );
+        assert_eq!(
+            clean_message("invalid type: map, expected struct ServerSettings"),
+            "invalid type: table, expected a table"
+        );
+        assert_eq!(
+            clean_message("invalid value: integer `-5`, expected u32"),
+            "invalid value, expected a non-negative integer"
+        );
+    }
+
+    #[test]
+    fn key_paths_nest_and_rank_in_file_order() {
+        assert_eq!(parent_path("a.b.c"), Some("a.b"));
+        assert_eq!(parent_path("a.b[2]"), Some("a.b"));
+        assert_eq!(parent_path("a.\"x.y\""), Some("a"));
+        assert_eq!(parent_path("a"), None);
+        assert!(is_at_or_below("actions[1].path", "actions[1]"));
+        assert!(is_at_or_below("actions[1]", "actions[1]"));
+        assert!(!is_at_or_below("actions[10].path", "actions[1]"));
+        assert!(!is_at_or_below("server.listen", ""));
+
+        let table: Table = toml::from_str(
+            "[genesys]\nsimulate = true\n[server]\nlisten = \"x\"\n[[actions]]\nname = \"a\"\n",
+        )
+        .unwrap();
+        let order = key_order(&table);
+        let rank = |p| file_rank(&order, p);
+        assert!(rank("") < rank("genesys.simulate"));
+        assert!(rank("genesys.simulate") < rank("server"));
+        // A key the file does not have ranks with the table it would be in.
+        assert_eq!(rank("server.max_body_bytes"), rank("server"));
+        assert!(rank("server.max_body_bytes") < rank("server.listen"));
+        assert!(rank("actions[0].timeout_ms") < rank("actions[0].name"));
+        assert!(
+            rank("actions[0].name") < rank("ingest.max_batch"),
+            "absent sections last"
+        );
+        assert!(
+            rank("ingest.max_batch") < rank("callbacks.queues"),
+            "in section order"
+        );
+    }
 
     #[test]
     fn expands_variables_and_defaults() {

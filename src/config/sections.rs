@@ -1,4 +1,4 @@
-//! The typed shape of every configuration section of SPEC §2.
+//! The typed shape of every configuration section.
 //!
 //! These types only describe and deserialize; cross-field rules live in `validate.rs`.
 //! Every secret is a [`SecretString`], so `Debug` output and logs show `[REDACTED]`.

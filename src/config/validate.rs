@@ -1,4 +1,5 @@
-//! Cross-field rules of SPEC §2, each reported with the key path it is about.
+//! The rules a configuration must follow beyond its types (ranges, formats, references between
+//! sections), each reported with the key path it is about.
 //!
 //! Rules that need a capability's own compiler (JSON Schemas, mapping plans, PEM keys) are
 //! checked where those are built, with the same key paths, so `check-config` reports them too.
@@ -9,11 +10,11 @@ use chrono::{NaiveTime, Weekday};
 use secrecy::ExposeSecret;
 
 use super::{
-    InboundAuthSettings, IngestAuthSettings, Problem, Settings, TargetAuthSettings,
-    UpstreamAuthSettings,
+    GENESYS_UPSTREAM, InboundAuthSettings, IngestAuthSettings, Problem, Settings,
+    TargetAuthSettings, UpstreamAuthSettings,
 };
 
-/// Genesys Cloud region domains (SPEC §0).
+/// Genesys Cloud region domains.
 pub const REGIONS: &[&str] = &[
     "mypurecloud.com",
     "mypurecloud.ie",
@@ -310,11 +311,7 @@ fn actions(s: &Settings, p: &mut Vec<Problem>) {
     let mut names = HashSet::new();
     for (i, a) in s.actions.iter().enumerate() {
         let at = |k: &str| format!("actions[{i}].{k}");
-        let name_ok = (1..=64).contains(&a.name.len())
-            && a.name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if !name_ok {
+        if !is_action_name(&a.name) {
             p.push(Problem::new(at("name"), "must match [A-Za-z0-9_-]{1,64}"));
         } else if !names.insert(a.name.as_str()) {
             p.push(Problem::new(
@@ -322,10 +319,10 @@ fn actions(s: &Settings, p: &mut Vec<Problem>) {
                 format!("`{}` is used twice", a.name),
             ));
         }
-        if a.upstream != "genesys" && !s.upstreams.contains_key(&a.upstream) {
+        if a.upstream != GENESYS_UPSTREAM && !s.upstreams.contains_key(&a.upstream) {
             p.push(Problem::new(
                 at("upstream"),
-                format!("no upstream named `{}`", a.upstream),
+                no_upstream_named(&a.upstream, s.upstream_names()),
             ));
         }
         if !HTTP_METHODS.contains(&a.method.as_str()) {
@@ -357,9 +354,13 @@ fn ingest(s: &Settings, p: &mut Vec<Problem>) {
         }
         for (j, name) in issuers.iter().enumerate() {
             if !s.jwt_issuers.iter().any(|iss| &iss.name == name) {
+                let known = s.jwt_issuers.iter().map(|iss| iss.name.as_str());
                 p.push(Problem::new(
                     format!("ingest.auth.issuers[{j}]"),
-                    format!("no [[jwt_issuers]] entry named `{name}`"),
+                    format!(
+                        "no [[jwt_issuers]] entry named `{name}` ({})",
+                        listing("jwt_issuers", known)
+                    ),
                 ));
             }
         }
@@ -572,6 +573,45 @@ fn day(s: &str) -> Option<Weekday> {
         "sun" => Weekday::Sun,
         _ => return None,
     })
+}
+
+/// Whether `name` is a valid action name: `[A-Za-z0-9_-]{1,64}`.
+pub(super) fn is_action_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The message of an action's `upstream` that names no upstream, listing those that exist
+/// (`genesys` first): ``no upstream named `simdirr` (upstreams: genesys, crm)``; an empty name is
+/// `is required`. Every check of that reference uses it, so that the problem is reported once.
+pub fn no_upstream_named<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> String {
+    if name.is_empty() {
+        return "is required".to_owned();
+    }
+    let mut known: Vec<&str> = known.into_iter().collect();
+    known.sort_unstable_by_key(|n| (*n != GENESYS_UPSTREAM, *n));
+    known.dedup();
+    format!(
+        "no upstream named `{name}` ({})",
+        listing("upstreams", known)
+    )
+}
+
+/// `what: a, b, c` (at most 20 names), or that there is none.
+fn listing<'a>(what: &str, names: impl IntoIterator<Item = &'a str>) -> String {
+    const SHOWN: usize = 20;
+    let names: Vec<&str> = names.into_iter().filter(|n| !n.is_empty()).collect();
+    match names.len() {
+        0 => format!("{what}: none configured"),
+        n if n > SHOWN => format!(
+            "{what}: {} and {} more",
+            names[..SHOWN].join(", "),
+            n - SHOWN
+        ),
+        _ => format!("{what}: {}", names.join(", ")),
+    }
 }
 
 fn positive(p: &mut Vec<Problem>, path: &str, value: u64) {

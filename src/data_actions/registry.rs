@@ -112,7 +112,7 @@ impl ActionSet {
             let Some(upstream) = upstreams.get(action.upstream()) else {
                 problems.push(Problem::new(
                     format!("actions[{i}].upstream"),
-                    format!("no upstream named `{}`", action.upstream()),
+                    crate::config::no_upstream_named(action.upstream(), upstreams.names()),
                 ));
                 continue;
             };
@@ -220,7 +220,7 @@ pub fn check(settings: &Settings) -> Vec<Problem> {
         if a.upstream != crate::genesys::UPSTREAM && !settings.upstreams.contains_key(&a.upstream) {
             problems.push(Problem::new(
                 format!("actions[{i}].upstream"),
-                format!("no upstream named `{}`", a.upstream),
+                crate::config::no_upstream_named(&a.upstream, settings.upstream_names()),
             ));
         }
         if !names.insert(a.name.as_str()) {
