@@ -36,9 +36,9 @@
 //! - `POST /__sim/faults` `{"method", "path" (glob), "status" (0 = drop the connection, absent =
 //!   only delay), "retryAfter", "delayMs", "count" (default 1), "body"}` → 201; `GET` lists the
 //!   armed ones; `DELETE` clears them. Faults apply to every path outside `/__sim`, the login
-//!   and the WebSocket handshake included.
+//!   and the WebSocket handshake included, and to the deliveries to receivers (below).
 //! - `GET /__sim/requests?path=<glob>&method=<M>` → `[{method, path, query, headers, body, at}]`
-//!   oldest first (`authorization` shown as `<scheme> [REDACTED]`, secret-looking body fields
+//!   of the same requests, oldest first (`authorization` shown as `<scheme> [REDACTED]`, secret-looking body fields
 //!   redacted); `DELETE` clears. Bounded: the last 10,000 requests within 32 MiB in all (the
 //!   oldest go first), each body cut at 64 KiB — a cut body is the text of its beginning and its
 //!   entry adds `"bodyTruncated": true, "bodySize": <bytes received>`.
@@ -54,7 +54,7 @@
 //!   all of them (`authorization` redacted as in the request log), `body` the text received, and
 //!   `signature` the Standard Webhooks check (`webhook-id`, `webhook-timestamp`,
 //!   `webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")>`, several
-//!   space-separated during a rotation): `valid` when one matches the receiver's secret and the
+//!   space-separated during a rotation; compared in constant time): `valid` when one matches the receiver's secret and the
 //!   timestamp is within 5 minutes, `invalid` otherwise (with `signatureError` saying why),
 //!   `unchecked` when the receiver has no secret. These deliveries are requests received like
 //!   the API's: they are in `/__sim/requests` and armed faults apply to them (a fault answering

@@ -1,4 +1,5 @@
-//! The request log: every request received outside the control API, as received — method,
+//! The request log: every request received but the control calls (so the deliveries to the
+//! receivers too), as received — method,
 //! path, query, headers with `authorization` redacted to its scheme, and the body with
 //! secret-looking fields redacted.
 //!
@@ -140,7 +141,7 @@ impl Default for RequestLog {
 }
 
 /// The current time as recorded (`2026-01-01T00:00:00.000Z`).
-pub(crate) fn now_text() -> String {
+fn now_text() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
