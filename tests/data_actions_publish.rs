@@ -64,19 +64,10 @@ struct SimApi {
 impl SimApi {
     async fn new(base: String) -> Self {
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
-        let token: Value = client
-            .post(format!("{base}/oauth/token"))
-            .basic_auth(SIM_CLIENT_ID, Some(SIM_CLIENT_SECRET))
-            .form(&[("grant_type", "client_credentials")])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let token = common::sim_token(&client, &base).await;
         Self {
             base,
-            token: token["access_token"].as_str().unwrap().to_owned(),
+            token,
             client,
         }
     }

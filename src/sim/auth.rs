@@ -19,7 +19,7 @@ use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 
 use super::error::{GenesysError, OAuthError};
-use super::state::{Sim, Token, lock};
+use super::state::{Sim, Token};
 
 /// How long an expired token is still recognised as expired.
 const FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -100,11 +100,13 @@ pub(crate) async fn token(
     {
         // Tokens expired for more than an hour are forgotten (they then answer
         // `bad.credentials`, as Genesys does for tokens it no longer knows).
-        let mut tokens = lock(&sim.tokens);
+        let mut tokens = sim.tokens.lock();
         let before = tokens.len();
         tokens.retain(|_, t| t.expires_at + FORGET_AFTER > now);
         if tokens.len() != before {
-            lock(&sim.rate).retain(|token, _| tokens.contains_key(token));
+            sim.rate
+                .lock()
+                .retain(|token, _| tokens.contains_key(token));
         }
         tokens.insert(
             access_token.clone(),
@@ -162,7 +164,7 @@ pub(crate) async fn require_token(
         .into_response();
     };
     let now = Instant::now();
-    let known = lock(&sim.tokens).get(&token).cloned();
+    let known = sim.tokens.lock().get(&token).cloned();
     let Some(known) = known else {
         return GenesysError::new(
             StatusCode::UNAUTHORIZED,

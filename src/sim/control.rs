@@ -1,219 +1,43 @@
-//! The control side of the simulator: the correlation id of every response, the request log,
-//! fault injection, and the `/__sim` API that drives them (no auth, JSON).
+//! The control side of the simulator: the correlation id of every response, the recording of
+//! requests and the faults applied to them, and the `/__sim` API that drives them (no auth,
+//! JSON) — faults, the request log, the webhook receivers, reset.
 //!
 //! Every request outside `/__sim` — `/oauth/token`, `/api/v2/**` and the WebSocket handshakes
-//! `GET /channels/{id}` — is recorded (headers with `authorization` redacted to its scheme), then
-//! checked against the armed faults: the first armed fault whose method and path glob match
-//! answers instead of the simulator (after `delayMs`), or drops the connection without an answer
-//! (`status: 0`), or only delays the request (`status` absent). Each fault serves `count`
-//! requests (default 1).
-//!
-//! The log is bounded, because the simulator also runs inside the sandbox gateway for days and
-//! records requests before any auth check: it keeps the last [`MAX_RECORDED`] requests and at
-//! most [`MAX_RECORDED_BYTES`] in all (the oldest entries go first), and of each body at most
-//! [`MAX_RECORDED_BODY`] bytes — a longer body is kept as the text of its beginning, with
-//! `"bodyTruncated": true` and `"bodySize"` (the bytes received) in the entry. Bodies are stored
-//! as text (JSON re-serialized after redaction) and parsed back when listed.
+//! `GET /channels/{id}` — and every delivery to a receiver (`POST /__sim/receivers/{name}`, a
+//! request from outside like the others) is recorded in the request log, then checked against
+//! the armed faults: the first armed fault whose method and path glob match answers instead of
+//! the simulator (after `delayMs`), or drops the connection without an answer (`status: 0`), or
+//! only delays the request (`status` absent). The other `/__sim` calls are neither recorded nor
+//! faulted.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use chrono::{SecondsFormat, Utc};
-use http::{HeaderValue, StatusCode, header};
+use chrono::Utc;
+use http::{HeaderValue, Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use wildmatch::WildMatch;
 
 use super::error::{CONTEXT_ID, GenesysError};
 use super::extract::{GJson, QueryPairs};
+use super::records::faults::{FaultSpec, Outcome};
+use super::records::receivers::{Signature, WebhookSecret};
+use super::records::requests::RecordedRequest;
 use super::server::ConnectionKill;
-use super::state::{Sim, lock};
+use super::state::{Data, Sim};
 
 /// The correlation header Genesys puts on every response.
-pub(crate) const CORRELATION_HEADER: &str = "inin-correlation-id";
-
+const CORRELATION_HEADER: &str = "inin-correlation-id";
 /// Largest request body the simulator reads.
 const MAX_BODY: usize = 16 * 1024 * 1024;
-/// Requests the log keeps; older ones are dropped (a sandbox may run for days).
-pub(crate) const MAX_RECORDED: usize = 10_000;
-/// Bytes of one request body the log keeps; a longer body is cut (`bodyTruncated`).
-pub(crate) const MAX_RECORDED_BODY: usize = 64 * 1024;
-/// Bytes the whole log keeps (bodies, headers, paths, queries); older entries are dropped.
-pub(crate) const MAX_RECORDED_BYTES: usize = 32 * 1024 * 1024;
-/// What an entry and each of its headers cost on top of their text, in the byte count.
-const ENTRY_OVERHEAD: usize = 128;
-const HEADER_OVERHEAD: usize = 32;
-
-/// One armed fault.
-#[derive(Debug, Clone)]
-pub(crate) struct Fault {
-    id: u64,
-    method: Option<String>,
-    path: String,
-    glob: WildMatch,
-    status: Option<u16>,
-    retry_after: Option<u64>,
-    delay_ms: u64,
-    remaining: u32,
-    body: Option<Value>,
-}
-
-impl Fault {
-    fn to_json(&self) -> Value {
-        json!({
-            "id": self.id,
-            "method": self.method,
-            "path": self.path,
-            "status": self.status,
-            "retryAfter": self.retry_after,
-            "delayMs": self.delay_ms,
-            "count": self.remaining,
-            "body": self.body,
-        })
-    }
-
-    fn matches(&self, method: &str, path: &str) -> bool {
-        self.method
-            .as_deref()
-            .is_none_or(|m| m == "*" || m == method)
-            && self.glob.matches(path)
-    }
-}
-
-/// A recorded body, kept as text (a parsed `Value` can take many times its text's size).
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum RecordedBody {
-    /// No body.
-    Empty,
-    /// A JSON body, redacted and re-serialized.
-    Json(String),
-    /// Any other body (or the beginning of a truncated one), redacted.
-    Text(String),
-}
-
-impl RecordedBody {
-    fn len(&self) -> usize {
-        match self {
-            Self::Empty => 0,
-            Self::Json(text) | Self::Text(text) => text.len(),
-        }
-    }
-
-    fn to_json(&self) -> Value {
-        match self {
-            Self::Empty => Value::Null,
-            Self::Json(text) => {
-                serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone()))
-            }
-            Self::Text(text) => Value::String(text.clone()),
-        }
-    }
-}
-
-/// One request as received.
-#[derive(Debug, Clone)]
-pub(crate) struct RecordedRequest {
-    method: String,
-    path: String,
-    query: String,
-    headers: Map<String, Value>,
-    body: RecordedBody,
-    /// The size of the body received, when `body` holds only its beginning.
-    truncated_from: Option<usize>,
-    at: String,
-}
-
-impl RecordedRequest {
-    fn to_json(&self) -> Value {
-        let mut entry = json!({
-            "method": self.method,
-            "path": self.path,
-            "query": self.query,
-            "headers": self.headers,
-            "body": self.body.to_json(),
-            "at": self.at,
-        });
-        if let Some(size) = self.truncated_from {
-            entry["bodyTruncated"] = json!(true);
-            entry["bodySize"] = json!(size);
-        }
-        entry
-    }
-
-    /// What the entry counts for in [`MAX_RECORDED_BYTES`].
-    fn size(&self) -> usize {
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(name, value)| name.len() + value.as_str().map_or(0, str::len) + HEADER_OVERHEAD)
-            .sum();
-        ENTRY_OVERHEAD
-            + self.method.len()
-            + self.path.len()
-            + self.query.len()
-            + self.at.len()
-            + headers
-            + self.body.len()
-    }
-}
-
-/// The request log: the last requests received, bounded in count and in bytes.
-#[derive(Debug)]
-pub(crate) struct RequestLog {
-    entries: VecDeque<(usize, RecordedRequest)>,
-    bytes: usize,
-    max_entries: usize,
-    max_bytes: usize,
-}
-
-impl Default for RequestLog {
-    fn default() -> Self {
-        Self::new(MAX_RECORDED, MAX_RECORDED_BYTES)
-    }
-}
-
-impl RequestLog {
-    /// An empty log keeping at most `max_entries` entries and `max_bytes` bytes.
-    fn new(max_entries: usize, max_bytes: usize) -> Self {
-        Self {
-            entries: VecDeque::new(),
-            bytes: 0,
-            max_entries,
-            max_bytes,
-        }
-    }
-
-    /// Appends `entry`, dropping the oldest entries until both bounds hold (an entry larger than
-    /// the byte bound on its own is kept alone).
-    fn push(&mut self, entry: RecordedRequest) {
-        let size = entry.size();
-        while !self.entries.is_empty()
-            && (self.entries.len() >= self.max_entries || self.bytes + size > self.max_bytes)
-        {
-            if let Some((dropped, _)) = self.entries.pop_front() {
-                self.bytes -= dropped;
-            }
-        }
-        self.bytes += size;
-        self.entries.push_back((size, entry));
-    }
-
-    /// Drops every entry.
-    pub fn clear(&mut self) {
-        self.entries.clear();
-        self.bytes = 0;
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &RecordedRequest> {
-        self.entries.iter().map(|(_, entry)| entry)
-    }
-}
+/// Where the receivers are.
+const RECEIVERS: &str = "/__sim/receivers/";
 
 /// Outermost middleware: echoes the inbound `inin-correlation-id` (or a new UUID) on the
 /// response and makes it the `contextId` of error bodies.
@@ -231,308 +55,61 @@ pub(crate) async fn correlation(req: Request, next: Next) -> Response {
     response
 }
 
-/// Records the request and applies the first matching fault (outside `/__sim`).
+/// Whether a request is a control call (neither recorded nor faulted): `/__sim` but for the
+/// deliveries to receivers.
+fn is_control(method: &Method, path: &str) -> bool {
+    (path == "/__sim" || path.starts_with("/__sim/"))
+        && !(method == Method::POST && path.starts_with(RECEIVERS))
+}
+
+fn too_large() -> Response {
+    GenesysError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload.too.large",
+        "The request entity is larger than the server is willing or able to process.",
+    )
+    .into_response()
+}
+
+/// Records the request and applies the first matching fault (but for control calls).
 pub(crate) async fn record_and_fault(
     State(sim): State<Arc<Sim>>,
     req: Request,
     next: Next,
 ) -> Response {
-    let path = req.uri().path().to_owned();
-    if path == "/__sim" || path.starts_with("/__sim/") {
+    if is_control(req.method(), req.uri().path()) {
         return next.run(req).await;
     }
     let (parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(b) => b,
-        Err(_) => {
-            return GenesysError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload.too.large",
-                "The request entity is larger than the server is willing or able to process.",
-            )
-            .into_response();
-        }
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return too_large();
     };
-    let method = parts.method.as_str().to_owned();
-    let (body, truncated_from) = recorded_body(&bytes);
-    let entry = RecordedRequest {
-        method: method.clone(),
-        path: path.clone(),
-        query: parts.uri.query().unwrap_or_default().to_owned(),
-        headers: recorded_headers(&parts.headers),
-        body,
-        truncated_from,
-        at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-    };
-    lock(&sim.requests).push(entry);
-    let fault = {
-        let mut faults = lock(&sim.faults);
-        let found = faults
-            .iter_mut()
-            .find(|f| f.remaining > 0 && f.matches(&method, &path));
-        let fault = found.map(|f| {
-            f.remaining -= 1;
-            f.clone()
-        });
-        faults.retain(|f| f.remaining > 0);
-        fault
-    };
+    sim.requests
+        .lock()
+        .push(RecordedRequest::new(&parts, &bytes));
+    let fault = sim
+        .faults
+        .lock()
+        .take(parts.method.as_str(), parts.uri.path());
     let kill = parts.extensions.get::<ConnectionKill>().cloned();
     let req = Request::from_parts(parts, Body::from(bytes));
     let Some(fault) = fault else {
         return next.run(req).await;
     };
-    if fault.delay_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
+    if !fault.delay().is_zero() {
+        tokio::time::sleep(fault.delay()).await;
     }
-    match fault.status {
-        None => next.run(req).await,
-        Some(0) => match kill {
+    match fault.outcome() {
+        Outcome::PassThrough => next.run(req).await,
+        Outcome::Drop => match kill {
             Some(kill) => {
                 kill.kill();
                 std::future::pending().await
             }
             None => GenesysError::for_status(StatusCode::BAD_GATEWAY).into_response(),
         },
-        Some(code) => {
-            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut response = match fault.body {
-                Some(body) => (status, Json(body)).into_response(),
-                None => (status, Json(GenesysError::for_status(status).body())).into_response(),
-            };
-            if let Some(seconds) = fault.retry_after {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-            }
-            response
-        }
+        Outcome::Answer(response) => response,
     }
-}
-
-fn recorded_headers(headers: &http::HeaderMap) -> Map<String, Value> {
-    let mut out = Map::new();
-    for name in headers.keys() {
-        let values: Vec<String> = headers
-            .get_all(name)
-            .iter()
-            .map(|v| {
-                let text = String::from_utf8_lossy(v.as_bytes()).into_owned();
-                if name == header::AUTHORIZATION {
-                    match text.split_once(' ') {
-                        Some((scheme, _)) => format!("{scheme} [REDACTED]"),
-                        None => "[REDACTED]".to_owned(),
-                    }
-                } else {
-                    text
-                }
-            })
-            .collect();
-        out.insert(name.as_str().to_owned(), Value::String(values.join(", ")));
-    }
-    out
-}
-
-/// Whether a body field holds a secret (`client_secret`, `password`, ...).
-fn secret_key(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    key.contains("secret") || key.contains("password")
-}
-
-fn redact(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            for (key, v) in map.iter_mut() {
-                if secret_key(key) && !v.is_null() {
-                    *v = Value::String(REDACTED.to_owned());
-                } else {
-                    redact(v);
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(redact),
-        _ => {}
-    }
-}
-
-const REDACTED: &str = "[REDACTED]";
-
-/// The body to record and, when it is longer than [`MAX_RECORDED_BODY`], the size received:
-/// JSON when it is JSON, else text — the beginning of the body when it is too long; either way
-/// with secret-looking fields (JSON keys or form fields containing `secret` or `password`)
-/// redacted.
-fn recorded_body(bytes: &[u8]) -> (RecordedBody, Option<usize>) {
-    if bytes.is_empty() {
-        return (RecordedBody::Empty, None);
-    }
-    if bytes.len() <= MAX_RECORDED_BODY
-        && let Ok(mut value) = serde_json::from_slice::<Value>(bytes)
-    {
-        redact(&mut value);
-        let mut text = value.to_string();
-        // Redaction and escapes may make it longer than what was received.
-        if text.len() <= MAX_RECORDED_BODY {
-            return (RecordedBody::Json(text), None);
-        }
-        cut(&mut text);
-        return (RecordedBody::Text(text), Some(bytes.len()));
-    }
-    let (kept, truncated_from) = if bytes.len() > MAX_RECORDED_BODY {
-        (utf8_prefix(&bytes[..MAX_RECORDED_BODY]), Some(bytes.len()))
-    } else {
-        (bytes, None)
-    };
-    let text = String::from_utf8_lossy(kept);
-    let mut redacted = if text.trim_start().starts_with(['{', '[']) {
-        redact_json_text(&text)
-    } else {
-        redact_form(&text)
-    };
-    if redacted.len() > MAX_RECORDED_BODY {
-        cut(&mut redacted);
-        return (RecordedBody::Text(redacted), Some(bytes.len()));
-    }
-    (RecordedBody::Text(redacted), truncated_from)
-}
-
-/// Cuts `text` to at most [`MAX_RECORDED_BODY`] bytes, on a char boundary.
-fn cut(text: &mut String) {
-    let mut end = MAX_RECORDED_BODY.min(text.len());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text.truncate(end);
-}
-
-/// `bytes` without a UTF-8 sequence cut at its end.
-fn utf8_prefix(bytes: &[u8]) -> &[u8] {
-    match std::str::from_utf8(bytes) {
-        Err(err) if err.error_len().is_none() => &bytes[..err.valid_up_to()],
-        _ => bytes,
-    }
-}
-
-/// A form body with its secret-looking fields redacted (as is when it has none).
-fn redact_form(text: &str) -> String {
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(text.as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    if !pairs.iter().any(|(k, _)| secret_key(k)) {
-        return text.to_owned();
-    }
-    form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs.iter().map(|(k, v)| {
-            (
-                k.as_str(),
-                if secret_key(k) { REDACTED } else { v.as_str() },
-            )
-        }))
-        .finish()
-}
-
-/// JSON text that may be cut short or malformed, with the value of every secret-looking member
-/// (`"<key>": <value>`, `null` kept) replaced by `"[REDACTED]"` — up to the end of the text when
-/// it ends inside that value.
-fn redact_json_text(text: &str) -> String {
-    let b = text.as_bytes();
-    let mut out = String::with_capacity(text.len());
-    let mut copied = 0;
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] != b'"' {
-            i += 1;
-            continue;
-        }
-        let end = string_end(b, i);
-        let colon = skip_json_whitespace(b, end);
-        if end < b.len() && b.get(colon) == Some(&b':') && secret_key(&text[i + 1..end - 1]) {
-            let value = skip_json_whitespace(b, colon + 1);
-            if !text[value..].starts_with("null") {
-                let value_end = json_value_end(b, value);
-                out.push_str(&text[copied..value]);
-                out.push('"');
-                out.push_str(REDACTED);
-                out.push('"');
-                copied = value_end;
-                i = value_end;
-                continue;
-            }
-        }
-        i = end;
-    }
-    out.push_str(&text[copied..]);
-    out
-}
-
-/// Just past the string starting with the `"` at `start`, or the end of `b` when unterminated.
-fn string_end(b: &[u8], start: usize) -> usize {
-    let mut i = start + 1;
-    while i < b.len() {
-        match b[i] {
-            b'\\' => i += 2,
-            b'"' => return i + 1,
-            _ => i += 1,
-        }
-    }
-    b.len()
-}
-
-fn skip_json_whitespace(b: &[u8], mut i: usize) -> usize {
-    while b.get(i).is_some_and(u8::is_ascii_whitespace) {
-        i += 1;
-    }
-    i
-}
-
-/// Just past the JSON value starting at `start` (a string, an object or array with everything
-/// in it, or a scalar), or the end of `b` when it is cut short.
-fn json_value_end(b: &[u8], start: usize) -> usize {
-    match b.get(start) {
-        None => b.len(),
-        Some(b'"') => string_end(b, start),
-        Some(b'{' | b'[') => {
-            let mut depth = 0usize;
-            let mut i = start;
-            while i < b.len() {
-                match b[i] {
-                    b'"' => {
-                        i = string_end(b, i);
-                        continue;
-                    }
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            return i + 1;
-                        }
-                    }
-                    _ => {}
-                }
-                i += 1;
-            }
-            b.len()
-        }
-        Some(_) => {
-            let mut i = start;
-            while i < b.len() && !matches!(b[i], b',' | b'}' | b']') && !b[i].is_ascii_whitespace()
-            {
-                i += 1;
-            }
-            i
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct FaultSpec {
-    method: Option<String>,
-    path: Option<String>,
-    status: Option<u16>,
-    retry_after: Option<u64>,
-    delay_ms: Option<u64>,
-    count: Option<u32>,
-    body: Option<Value>,
 }
 
 /// `POST /__sim/faults`.
@@ -540,60 +117,31 @@ pub(crate) async fn add_fault(
     State(sim): State<Arc<Sim>>,
     GJson(spec): GJson<FaultSpec>,
 ) -> Result<Response, GenesysError> {
-    if let Some(status) = spec.status
-        && status != 0
-        && !(100..=599).contains(&status)
-    {
-        return Err(GenesysError::bad_request(
-            "status must be 0 or an HTTP status (100-599)",
-        ));
-    }
-    let count = spec.count.unwrap_or(1);
-    if count == 0 {
-        return Err(GenesysError::bad_request("count must be at least 1"));
-    }
-    let path = spec.path.unwrap_or_else(|| "*".to_owned());
-    let mut faults = lock(&sim.faults);
-    let id = faults.iter().map(|f| f.id).max().unwrap_or(0) + 1;
-    let fault = Fault {
-        id,
-        method: spec.method.map(|m| m.to_ascii_uppercase()),
-        glob: WildMatch::new(&path),
-        path,
-        status: spec.status,
-        retry_after: spec.retry_after,
-        delay_ms: spec.delay_ms.unwrap_or(0),
-        remaining: count,
-        body: spec.body,
-    };
-    let body = fault.to_json();
-    faults.push(fault);
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    let armed = sim.faults.lock().arm(spec)?;
+    Ok((StatusCode::CREATED, Json(armed)).into_response())
 }
 
 /// `GET /__sim/faults`: the armed faults with their remaining counts.
 pub(crate) async fn list_faults(State(sim): State<Arc<Sim>>) -> Json<Value> {
-    Json(Value::Array(
-        lock(&sim.faults).iter().map(Fault::to_json).collect(),
-    ))
+    Json(sim.faults.lock().to_json())
 }
 
 /// `DELETE /__sim/faults`.
 pub(crate) async fn clear_faults(State(sim): State<Arc<Sim>>) -> StatusCode {
-    lock(&sim.faults).clear();
+    sim.faults.lock().clear();
     StatusCode::NO_CONTENT
 }
 
-/// `GET /__sim/requests?path=<glob>&method=<M>`: oldest first; the last [`MAX_RECORDED`]
-/// requests within [`MAX_RECORDED_BYTES`], each body cut at [`MAX_RECORDED_BODY`] bytes (then
-/// marked `"bodyTruncated": true` with `"bodySize"`).
+/// `GET /__sim/requests?path=<glob>&method=<M>`: oldest first, within the log's bounds (see
+/// `records::requests`).
 pub(crate) async fn list_requests(State(sim): State<Arc<Sim>>, query: QueryPairs) -> Json<Value> {
     let glob = query.first("path").map(WildMatch::new);
     let method = query.first("method").map(str::to_ascii_uppercase);
-    let entries = lock(&sim.requests)
+    let entries = sim
+        .requests
+        .lock()
         .iter()
-        .filter(|r| glob.as_ref().is_none_or(|g| g.matches(&r.path)))
-        .filter(|r| method.as_ref().is_none_or(|m| *m == r.method))
+        .filter(|r| r.matches(glob.as_ref(), method.as_deref()))
         .map(RecordedRequest::to_json)
         .collect();
     Json(Value::Array(entries))
@@ -601,161 +149,84 @@ pub(crate) async fn list_requests(State(sim): State<Arc<Sim>>, query: QueryPairs
 
 /// `DELETE /__sim/requests`.
 pub(crate) async fn clear_requests(State(sim): State<Arc<Sim>>) -> StatusCode {
-    lock(&sim.requests).clear();
+    sim.requests.lock().clear();
+    StatusCode::NO_CONTENT
+}
+
+/// `POST /__sim/receivers/{name}` (any body, any content type): records the delivery with the
+/// outcome of its signature check; answers 200 `{}`.
+pub(crate) async fn receive(
+    State(sim): State<Arc<Sim>>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return too_large();
+    };
+    let now = Utc::now();
+    let secret = sim.receivers.lock().secret(&name);
+    // Checked outside the lock: the body may be long.
+    let signature = Signature::check(secret.as_deref(), &parts.headers, &bytes, now);
+    sim.receivers
+        .lock()
+        .record(&name, &parts.headers, &bytes, signature, now);
+    Json(json!({})).into_response()
+}
+
+/// The body of `PUT /__sim/receivers/{name}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReceiverSpec {
+    /// `whsec_<base64 key>`; `null` stops checking signatures.
+    secret: Option<SecretString>,
+}
+
+/// `PUT /__sim/receivers/{name}` `{"secret": "whsec_..."}`: the secret the receiver checks
+/// signatures with (`null`: none); 204.
+pub(crate) async fn set_receiver(
+    State(sim): State<Arc<Sim>>,
+    Path(name): Path<String>,
+    GJson(spec): GJson<ReceiverSpec>,
+) -> Result<StatusCode, GenesysError> {
+    let secret = spec
+        .secret
+        .map(|s| WebhookSecret::parse(s.expose_secret()))
+        .transpose()
+        .map_err(|err| GenesysError::bad_request(err.to_string()))?;
+    sim.receivers.lock().set_secret(&name, secret);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /__sim/receivers/{name}`: the deliveries received, oldest first (`[]` for a receiver
+/// that received none).
+pub(crate) async fn list_deliveries(
+    State(sim): State<Arc<Sim>>,
+    Path(name): Path<String>,
+) -> Json<Value> {
+    Json(Value::Array(sim.receivers.lock().deliveries(&name)))
+}
+
+/// `DELETE /__sim/receivers/{name}`: forgets its deliveries (not its secret); 204.
+pub(crate) async fn clear_deliveries(
+    State(sim): State<Arc<Sim>>,
+    Path(name): Path<String>,
+) -> StatusCode {
+    sim.receivers.lock().clear(&name);
     StatusCode::NO_CONTENT
 }
 
 /// `POST /__sim/reset`: back to the fixtures — no conversations, integrations, credentials,
-/// actions, faults, recorded requests, rate-limit counts or heartbeat pause. Issued tokens and
-/// notification channels (with their subscriptions and open sockets) are kept.
+/// actions, faults, recorded requests, receiver deliveries, rate-limit counts or heartbeat
+/// pause. Issued tokens, notification channels (with their subscriptions and open sockets) and
+/// receiver secrets are kept: they are set up by whoever uses the simulator (the sandbox gateway
+/// registers its example target's secret once, at start).
 pub(crate) async fn reset(State(sim): State<Arc<Sim>>) -> StatusCode {
-    *sim.data() = super::state::Data::default();
-    lock(&sim.faults).clear();
-    lock(&sim.requests).clear();
-    lock(&sim.rate).clear();
+    *sim.data() = Data::default();
+    sim.faults.lock().clear();
+    sim.requests.lock().clear();
+    sim.receivers.lock().clear_all();
+    sim.rate.lock().clear();
     sim.hub.resume_heartbeats();
     StatusCode::NO_CONTENT
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(path: &str, body: &[u8]) -> RecordedRequest {
-        let (body, truncated_from) = recorded_body(body);
-        RecordedRequest {
-            method: "POST".to_owned(),
-            path: path.to_owned(),
-            query: String::new(),
-            headers: Map::new(),
-            body,
-            truncated_from,
-            at: "2026-01-01T00:00:00.000Z".to_owned(),
-        }
-    }
-
-    fn paths(log: &RequestLog) -> Vec<&str> {
-        log.iter().map(|e| e.path.as_str()).collect()
-    }
-
-    #[test]
-    fn the_log_drops_its_oldest_entries_beyond_its_count_or_its_bytes() {
-        let mut log = RequestLog::new(3, usize::MAX);
-        for path in ["/1", "/2", "/3", "/4"] {
-            log.push(entry(path, b""));
-        }
-        assert_eq!(paths(&log), ["/2", "/3", "/4"]);
-
-        let one = entry("/a", &[b'x'; 1000]).size();
-        let mut log = RequestLog::new(100, 3 * one);
-        for path in ["/a", "/b", "/c", "/d"] {
-            log.push(entry(path, &[b'x'; 1000]));
-        }
-        assert_eq!(paths(&log), ["/b", "/c", "/d"]);
-        assert_eq!(log.bytes, 3 * one);
-        // A larger entry pushes out as many as it needs.
-        log.push(entry("/big", &[b'x'; 2000]));
-        assert_eq!(paths(&log), ["/d", "/big"]);
-        assert!(log.bytes <= 3 * one);
-        log.clear();
-        assert_eq!(log.bytes, 0);
-        assert!(paths(&log).is_empty());
-    }
-
-    #[test]
-    fn the_default_log_stays_within_its_byte_bound_with_bodies_at_their_cap() {
-        let mut log = RequestLog::default();
-        let body = vec![b'x'; 16 * 1024 * 1024];
-        for i in 0..(MAX_RECORDED_BYTES / MAX_RECORDED_BODY + 10) {
-            log.push(entry(&format!("/{i}"), &body));
-        }
-        assert!(log.bytes <= MAX_RECORDED_BYTES);
-        assert_eq!(
-            log.bytes,
-            log.iter().map(RecordedRequest::size).sum::<usize>()
-        );
-        assert!(log.entries.len() < MAX_RECORDED_BYTES / MAX_RECORDED_BODY);
-        let last = log.iter().last().unwrap();
-        assert_eq!(last.body.len(), MAX_RECORDED_BODY);
-        assert_eq!(last.truncated_from, Some(body.len()));
-    }
-
-    #[test]
-    fn a_long_body_keeps_its_beginning_with_its_secrets_redacted() {
-        let pad = "é".repeat(MAX_RECORDED_BODY);
-        let body = format!(r#"{{"user": "u", "client_secret": "s3cr3t", "pad": "{pad}"}}"#);
-        let (kept, truncated_from) = recorded_body(body.as_bytes());
-        assert_eq!(truncated_from, Some(body.len()));
-        let RecordedBody::Text(text) = kept else {
-            panic!("{kept:?}")
-        };
-        assert!(text.len() <= MAX_RECORDED_BODY);
-        assert!(text.starts_with(r#"{"user": "u", "client_secret": "[REDACTED]", "pad": "éé"#));
-        assert!(!text.contains("s3cr3t"));
-
-        // Cut inside a secret value: nothing of it is kept.
-        let body = format!(r#"{{"password": "{}"}}"#, "p".repeat(2 * MAX_RECORDED_BODY));
-        let (kept, _) = recorded_body(body.as_bytes());
-        assert_eq!(
-            kept,
-            RecordedBody::Text(r#"{"password": "[REDACTED]""#.to_owned())
-        );
-
-        // A long form body.
-        let body = format!("client_secret=s3cr3t&pad={}", "x".repeat(MAX_RECORDED_BODY));
-        let (kept, truncated_from) = recorded_body(body.as_bytes());
-        assert_eq!(truncated_from, Some(body.len()));
-        let RecordedBody::Text(text) = kept else {
-            panic!("{kept:?}")
-        };
-        assert!(
-            text.starts_with("client_secret=%5BREDACTED%5D&pad=xxx"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn json_that_redaction_makes_longer_than_the_cap_is_cut_too() {
-        let members: Vec<String> = (0..4000).map(|i| format!(r#""secret{i}":0"#)).collect();
-        let body = format!("{{{}}}", members.join(","));
-        assert!(body.len() <= MAX_RECORDED_BODY);
-        let (kept, truncated_from) = recorded_body(body.as_bytes());
-        assert_eq!(truncated_from, Some(body.len()));
-        let RecordedBody::Text(text) = kept else {
-            panic!("{kept:?}")
-        };
-        assert!(text.len() <= MAX_RECORDED_BODY);
-        assert!(
-            text.starts_with(r#"{"secret0":"[REDACTED]","#),
-            "{}",
-            &text[..40]
-        );
-    }
-
-    #[test]
-    fn secret_members_of_json_text_are_redacted_whatever_their_value() {
-        let cases = [
-            (
-                r#"{"a": {"Password" : {"x": [1, "}"]}, "b": 2}, "secretKey": 12, "n": null}"#,
-                r#"{"a": {"Password" : "[REDACTED]", "b": 2}, "secretKey": "[REDACTED]", "n": null}"#,
-            ),
-            (
-                r#"[{"secret": null, "k\"secret": "v", "x": "secret"}]"#,
-                r#"[{"secret": null, "k\"secret": "[REDACTED]", "x": "secret"}]"#,
-            ),
-            (r#"{"secret": tru"#, r#"{"secret": "[REDACTED]""#),
-            (r#"{"secret":"#, r#"{"secret":"[REDACTED]""#),
-            (r#"{"secr"#, r#"{"secr"#),
-        ];
-        for (text, redacted) in cases {
-            assert_eq!(redact_json_text(text), redacted, "{text}");
-        }
-        // Malformed JSON within the cap is redacted as JSON text too.
-        let (kept, truncated_from) = recorded_body(br#"{"client_secret": "s", "#);
-        assert_eq!(truncated_from, None);
-        assert_eq!(
-            kept,
-            RecordedBody::Text(r#"{"client_secret": "[REDACTED]", "#.to_owned())
-        );
-    }
 }

@@ -31,7 +31,7 @@ use serde_json_path::JsonPath;
 
 use super::error::{GenesysError, context_id};
 use super::extract::GJson;
-use super::integrations::{ActionRecord, action_for_execution};
+use super::records::integrations::ActionRecord;
 use super::state::Sim;
 use super::velocity::{Resolve, TemplateError, render};
 
@@ -496,18 +496,60 @@ fn checked_input(input: Value) -> Result<Value, GenesysError> {
     }
 }
 
+/// An action ready to run: the action, its integration's Basic credential, and the input.
+struct Prepared {
+    action: ActionRecord,
+    credential: Option<(String, SecretString)>,
+    input: Value,
+}
+
+impl Prepared {
+    /// The action `id` with `input`.
+    ///
+    /// # Errors
+    /// 400 when `input` is not an object, 404 when there is no action `id`.
+    fn new(sim: &Sim, id: &str, input: Value) -> Result<Self, GenesysError> {
+        let input = checked_input(input)?;
+        let data = sim.data();
+        let action = data
+            .actions
+            .iter()
+            .find(|a| a.id == id)
+            .ok_or_else(|| ActionRecord::not_found(id))?;
+        let credential = data
+            .integrations
+            .iter()
+            .find(|i| i.id == action.integration_id)
+            .and_then(|i| i.basic_credential(&data.credentials))
+            .map(|(user, password)| (user.to_owned(), password.clone()));
+        Ok(Self {
+            action: action.clone(),
+            credential,
+            input,
+        })
+    }
+
+    /// Runs the action, recording each step in `steps`.
+    async fn run(&self, sim: &Sim, steps: &mut Steps) -> Result<Value, GenesysError> {
+        run(
+            sim,
+            &self.action,
+            self.credential.as_ref(),
+            &self.input,
+            steps,
+        )
+        .await
+    }
+}
+
 /// `POST /api/v2/integrations/actions/{actionId}/execute`.
 pub(crate) async fn execute(
     State(sim): State<Arc<Sim>>,
     Path(id): Path<String>,
     GJson(input): GJson<Value>,
 ) -> Result<Json<Value>, GenesysError> {
-    let input = checked_input(input)?;
-    let (action, credential) = action_for_execution(&sim, &id)?;
-    let mut steps = Steps::default();
-    run(&sim, &action, credential.as_ref(), &input, &mut steps)
-        .await
-        .map(Json)
+    let prepared = Prepared::new(&sim, &id, input)?;
+    prepared.run(&sim, &mut Steps::default()).await.map(Json)
 }
 
 /// `POST /api/v2/integrations/actions/{actionId}/test`.
@@ -516,10 +558,9 @@ pub(crate) async fn test(
     Path(id): Path<String>,
     GJson(input): GJson<Value>,
 ) -> Result<Json<Value>, GenesysError> {
-    let input = checked_input(input)?;
-    let (action, credential) = action_for_execution(&sim, &id)?;
+    let prepared = Prepared::new(&sim, &id, input)?;
     let mut steps = Steps::default();
-    let outcome = run(&sim, &action, credential.as_ref(), &input, &mut steps).await;
+    let outcome = prepared.run(&sim, &mut steps).await;
     let mut result = json!({ "operations": steps.0 });
     match outcome {
         Ok(output) => {

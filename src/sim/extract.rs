@@ -1,6 +1,10 @@
 //! Request extractors that fail the way Genesys does: a JSON body extractor answering 400
 //! `bad.request` in the `ErrorBody` shape, and the raw query as ordered pairs (Genesys repeats
 //! parameters such as `id=a&id=b`).
+//!
+//! The JSON extractor deliberately repeats the gateway's own (`crate::error::Json`): the
+//! simulator stands alone and must not import the product, and it rejects with Genesys' error
+//! shape, not the gateway's.
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use bytes::Bytes;

@@ -12,7 +12,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{SIM_CLIENT_ID, SIM_CLIENT_SECRET};
+/// The built-in client id.
+pub const SIM_CLIENT_ID: &str = "sim-client";
+/// The built-in client secret.
+pub const SIM_CLIENT_SECRET: &str = "sim-secret";
 
 /// The id of the simulated organisation's home division.
 pub(crate) const HOME_DIVISION_ID: &str = "6f1b2a3c-0000-4000-8000-0000000000d1";

@@ -26,7 +26,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::Utc;
 use http::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -36,263 +36,16 @@ use super::error::GenesysError;
 use super::execution;
 use super::extract::{GJson, QueryPairs};
 use super::paging::Page;
-use super::state::Sim;
+use super::records::integrations::{
+    ActionRecord, ActionView, CredentialRecord, IntegrationConfig, IntegrationRecord,
+    integration_type, integration_types,
+};
+use super::state::{Data, Sim};
 
-/// The type of Web Services Data Actions integrations.
-pub(crate) const CUSTOM_REST_ACTIONS: &str = "custom-rest-actions";
 /// Credential types an integration may reference.
 const CREDENTIAL_TYPES: &[&str] = &["basicAuth", "userDefined", "userDefinedOAuth"];
 /// HTTP methods a web services action may use.
 const REQUEST_TYPES: &[&str] = &["GET", "PUT", "POST", "PATCH", "DELETE"];
-
-fn ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-fn integration_types() -> Vec<Value> {
-    let credentials = |types: &[&str]| json!({ "basicAuth": { "required": false, "title": "Credentials", "credentialTypes": types } });
-    [
-        (
-            CUSTOM_REST_ACTIONS,
-            "Web Services Data Actions",
-            "Allows an organization to create data actions that call web services.",
-            credentials(&["basicAuth", "userDefined", "userDefinedOAuth"]),
-        ),
-        (
-            "purecloud-data-actions",
-            "Genesys Cloud Data Actions",
-            "Allows an organization to create data actions that call the Genesys Cloud Platform API.",
-            json!({ "pureCloudOAuthClient": { "required": true, "title": "Credentials", "credentialTypes": ["pureCloudOAuthClient"] } }),
-        ),
-        (
-            "embedded-client-app",
-            "Client Application",
-            "Embeds a third-party web application in Genesys Cloud.",
-            json!({}),
-        ),
-    ]
-    .into_iter()
-    .map(|(id, name, description, credentials)| {
-        json!({
-            "id": id,
-            "name": name,
-            "description": description,
-            "provider": "clientapps",
-            "category": if id == "embedded-client-app" { "Client Apps" } else { "Data Actions" },
-            "images": [],
-            "configPropertiesSchemaUri": format!("/api/v2/integrations/types/{id}/configschemas/properties"),
-            "configAdvancedSchemaUri": format!("/api/v2/integrations/types/{id}/configschemas/advanced"),
-            "helpUri": "https://help.mypurecloud.com/",
-            "termsOfServiceUri": "https://www.genesys.com/",
-            "vendorName": "Genesys",
-            "vendorWebsiteUri": "https://www.genesys.com/",
-            "helpLinks": [],
-            "credentials": credentials,
-            "nonInstallable": false,
-            "maxInstances": 100,
-            "userPermissions": [],
-            "selfUri": format!("/api/v2/integrations/types/{id}"),
-        })
-    })
-    .collect()
-}
-
-fn integration_type(id: &str) -> Option<Value> {
-    integration_types().into_iter().find(|t| t["id"] == id)
-}
-
-/// An integration's current configuration.
-#[derive(Debug, Clone)]
-struct IntegrationConfig {
-    name: String,
-    version: i64,
-    properties: Value,
-    advanced: Value,
-    notes: String,
-    credentials: Map<String, Value>,
-}
-
-/// An integration.
-#[derive(Debug, Clone)]
-pub(crate) struct IntegrationRecord {
-    id: String,
-    type_id: String,
-    intended_state: String,
-    attributes: Map<String, Value>,
-    config: IntegrationConfig,
-    modified: DateTime<Utc>,
-}
-
-impl IntegrationRecord {
-    fn config_json(&self) -> Value {
-        json!({
-            "id": self.id,
-            "name": self.config.name,
-            "version": self.config.version,
-            "properties": self.config.properties,
-            "advanced": self.config.advanced,
-            "notes": self.config.notes,
-            "credentials": self.config.credentials,
-            "selfUri": format!("/api/v2/integrations/{}/config/current", self.id),
-        })
-    }
-
-    fn to_json(&self) -> Value {
-        let active = self.intended_state == "ENABLED";
-        json!({
-            "id": self.id,
-            "name": self.config.name,
-            "integrationType": integration_type(&self.type_id).unwrap_or_else(|| json!({ "id": self.type_id })),
-            "notes": self.config.notes,
-            "intendedState": self.intended_state,
-            "config": { "current": self.config_json() },
-            "reportedState": {
-                "code": if active { "ACTIVE" } else { "INACTIVE" },
-                "effective": if active { "Active" } else { "Inactive" },
-                "detail": { "localizableMessageCode": if active { "integration.state.active" } else { "integration.state.inactive" }, "messageParams": {} },
-                "lastUpdated": ts(self.modified),
-            },
-            "attributes": self.attributes,
-            "selfUri": format!("/api/v2/integrations/{}", self.id),
-        })
-    }
-
-    /// The Basic credential (`userName`, `password`) the integration's configuration points at.
-    pub fn basic_credential<'a>(
-        &self,
-        credentials: &'a [CredentialRecord],
-    ) -> Option<(&'a str, &'a SecretString)> {
-        self.config.credentials.values().find_map(|reference| {
-            let id = reference.get("id")?.as_str()?;
-            let credential = credentials
-                .iter()
-                .find(|c| c.id == id && c.type_name == "basicAuth")?;
-            Some((
-                credential.field("userName")?.expose_secret(),
-                credential.field("password")?,
-            ))
-        })
-    }
-}
-
-/// A credential; field values are secrets.
-#[derive(Debug, Clone)]
-pub(crate) struct CredentialRecord {
-    id: String,
-    name: String,
-    type_name: String,
-    fields: Vec<(String, SecretString)>,
-    created: DateTime<Utc>,
-    modified: DateTime<Utc>,
-}
-
-impl CredentialRecord {
-    fn field(&self, name: &str) -> Option<&SecretString> {
-        self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| v)
-    }
-
-    fn type_json(&self) -> Value {
-        let required: &[&str] = if self.type_name == "basicAuth" {
-            &["userName", "password"]
-        } else {
-            &[]
-        };
-        json!({ "name": self.type_name, "displayOrder": required, "required": required })
-    }
-
-    fn info_json(&self) -> Value {
-        json!({
-            "id": self.id,
-            "name": self.name,
-            "createdDate": ts(self.created),
-            "modifiedDate": ts(self.modified),
-            "type": self.type_json(),
-            "selfUri": format!("/api/v2/integrations/credentials/{}", self.id),
-        })
-    }
-
-    fn to_json(&self) -> Value {
-        let visible: Map<String, Value> = self
-            .fields
-            .iter()
-            .filter(|(k, _)| !is_secret_field(k))
-            .map(|(k, v)| (k.clone(), json!(v.expose_secret())))
-            .collect();
-        json!({
-            "id": self.id,
-            "name": self.name,
-            "type": self.type_json(),
-            "credentialFields": visible,
-            "selfUri": format!("/api/v2/integrations/credentials/{}", self.id),
-        })
-    }
-}
-
-fn is_secret_field(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    lower.contains("password") || lower.contains("secret") || lower.contains("token")
-}
-
-/// A data action.
-#[derive(Debug, Clone)]
-pub(crate) struct ActionRecord {
-    pub id: String,
-    pub name: String,
-    pub integration_id: String,
-    pub category: String,
-    pub secure: bool,
-    pub version: i64,
-    pub config: Value,
-    pub input_schema: Value,
-    pub success_schema: Value,
-}
-
-/// How much of an action to show.
-#[derive(Debug, Clone, Copy)]
-struct ActionView {
-    config: bool,
-    contract: bool,
-}
-
-impl ActionView {
-    const FULL: Self = Self {
-        config: true,
-        contract: true,
-    };
-
-    fn from_query(query: &QueryPairs) -> Result<Self, GenesysError> {
-        Ok(Self {
-            config: query.flag("includeConfig", false)?,
-            contract: query.all("expand").iter().any(|e| e == "contract"),
-        })
-    }
-}
-
-impl ActionRecord {
-    fn to_json(&self, view: ActionView) -> Value {
-        let schema_uri =
-            |file: &str| format!("/api/v2/integrations/actions/{}/schemas/{file}", self.id);
-        let contract = if view.contract {
-            json!({ "input": { "inputSchema": self.input_schema }, "output": { "successSchema": self.success_schema } })
-        } else {
-            json!({ "input": { "inputSchemaUri": schema_uri("inputSchema.json") }, "output": { "successSchemaUri": schema_uri("successSchema.json") } })
-        };
-        let mut action = json!({
-            "id": self.id,
-            "name": self.name,
-            "integrationId": self.integration_id,
-            "category": self.category,
-            "contract": contract,
-            "version": self.version,
-            "secure": self.secure,
-            "selfUri": format!("/api/v2/integrations/actions/{}", self.id),
-        });
-        if view.config {
-            action["config"] = self.config.clone();
-        }
-        action
-    }
-}
 
 /// Routes of the integrations service.
 pub(crate) fn router() -> Router<Arc<Sim>> {
@@ -369,6 +122,13 @@ async fn get_type(Path(id): Path<String>) -> Result<Json<Value>, GenesysError> {
     integration_type(&id)
         .map(Json)
         .ok_or_else(|| GenesysError::not_found(format!("Integration type {id} not found")))
+}
+
+/// Removes the records `which` picks; `None` when it picks none.
+fn remove<T>(records: &mut Vec<T>, mut which: impl FnMut(&T) -> bool) -> Option<()> {
+    let before = records.len();
+    records.retain(|r| !which(r));
+    (records.len() < before).then_some(())
 }
 
 fn not_found_integration(id: &str) -> GenesysError {
@@ -460,12 +220,21 @@ async fn get_integration(
     State(sim): State<Arc<Sim>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, GenesysError> {
+    show_integration(&sim, &id, IntegrationRecord::to_json)
+}
+
+/// The integration `id` in the shape `render` gives it, or 404.
+fn show_integration(
+    sim: &Sim,
+    id: &str,
+    render: fn(&IntegrationRecord) -> Value,
+) -> Result<Json<Value>, GenesysError> {
     sim.data()
         .integrations
         .iter()
         .find(|i| i.id == id)
-        .map(|i| Json(i.to_json()))
-        .ok_or_else(|| not_found_integration(&id))
+        .map(|i| Json(render(i)))
+        .ok_or_else(|| not_found_integration(id))
 }
 
 #[derive(Debug, Deserialize)]
@@ -530,12 +299,7 @@ async fn get_config(
     State(sim): State<Arc<Sim>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, GenesysError> {
-    sim.data()
-        .integrations
-        .iter()
-        .find(|i| i.id == id)
-        .map(|i| Json(i.config_json()))
-        .ok_or_else(|| not_found_integration(&id))
+    show_integration(&sim, &id, IntegrationRecord::config_json)
 }
 
 #[derive(Debug, Deserialize)]
@@ -738,12 +502,7 @@ async fn delete_credential(
     State(sim): State<Arc<Sim>>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, GenesysError> {
-    let mut data = sim.data();
-    let before = data.credentials.len();
-    data.credentials.retain(|c| c.id != id);
-    if data.credentials.len() == before {
-        return Err(not_found_credential(&id));
-    }
+    remove(&mut sim.data().credentials, |c| c.id == id).ok_or_else(|| not_found_credential(&id))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -961,10 +720,6 @@ async fn list_actions(
     Ok(Json(page.envelope(all, "/api/v2/integrations/actions", "")))
 }
 
-fn not_found_action(id: &str) -> GenesysError {
-    GenesysError::not_found(format!("Action {id} not found"))
-}
-
 async fn get_action(
     State(sim): State<Arc<Sim>>,
     Path(id): Path<String>,
@@ -976,7 +731,7 @@ async fn get_action(
         .iter()
         .find(|a| a.id == id)
         .map(|a| Json(a.to_json(view)))
-        .ok_or_else(|| not_found_action(&id))
+        .ok_or_else(|| ActionRecord::not_found(&id))
 }
 
 async fn get_action_schema(
@@ -988,7 +743,7 @@ async fn get_action_schema(
         .actions
         .iter()
         .find(|a| a.id == id)
-        .ok_or_else(|| not_found_action(&id))?;
+        .ok_or_else(|| ActionRecord::not_found(&id))?;
     match file.as_str() {
         "inputSchema.json" => Ok(Json(action.input_schema.clone())),
         "successSchema.json" => Ok(Json(action.success_schema.clone())),
@@ -996,36 +751,76 @@ async fn get_action_schema(
     }
 }
 
+/// What `UpdateActionInput` and `UpdateDraftInput` both change, with the `version` they
+/// expect.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct UpdateActionInput {
+struct ActionChange {
     category: Option<String>,
     name: Option<String>,
     config: Option<Value>,
     version: Option<i64>,
 }
 
-async fn update_action(
-    State(sim): State<Arc<Sim>>,
-    Path(id): Path<String>,
-    GJson(input): GJson<UpdateActionInput>,
-) -> Result<Json<Value>, GenesysError> {
-    let config = input.config.map(normalized_config).transpose()?;
-    let mut data = sim.data();
-    let Some(pos) = data.actions.iter().position(|a| a.id == id) else {
-        return Err(not_found_action(&id));
+/// Which record an update changes.
+#[derive(Debug, Clone, Copy)]
+enum Edited {
+    /// The published action.
+    Action,
+    /// The action's draft.
+    Draft,
+}
+
+impl Edited {
+    fn records(self, data: &Data) -> &[ActionRecord] {
+        match self {
+            Self::Action => &data.actions,
+            Self::Draft => &data.drafts,
+        }
+    }
+
+    fn not_found(self, id: &str) -> GenesysError {
+        match self {
+            Self::Action => ActionRecord::not_found(id),
+            Self::Draft => not_found_draft(id),
+        }
+    }
+
+    /// How a conflict names the record.
+    fn named(self, id: &str) -> String {
+        match self {
+            Self::Action => format!("action {id}"),
+            Self::Draft => format!("the draft of action {id}"),
+        }
+    }
+}
+
+/// Applies `change` to the action or draft `id` — it must name that record's current version,
+/// and a new name must not be another action's of the same integration — and bumps its
+/// version; answers the changed record.
+fn apply_change<'a>(
+    data: &'a mut Data,
+    edited: Edited,
+    id: &str,
+    change: ActionChange,
+) -> Result<&'a mut ActionRecord, GenesysError> {
+    let config = change.config.map(normalized_config).transpose()?;
+    let records = edited.records(data);
+    let Some(pos) = records.iter().position(|a| a.id == id) else {
+        return Err(edited.not_found(id));
     };
-    let version = input
+    let version = change
         .version
         .ok_or_else(|| invalid_action("version is required"))?;
-    let current = &data.actions[pos];
+    let current = &records[pos];
     if version != current.version {
         return Err(GenesysError::conflict(format!(
-            "Version {version} does not match the current version {} of action {id}",
-            current.version
+            "Version {version} does not match the current version {} of {}",
+            current.version,
+            edited.named(id)
         )));
     }
-    if let Some(name) = input.name.as_ref().filter(|n| !n.trim().is_empty())
+    if let Some(name) = change.name.as_ref().filter(|n| !n.trim().is_empty())
         && data
             .actions
             .iter()
@@ -1035,17 +830,31 @@ async fn update_action(
             "An action named '{name}' already exists"
         )));
     }
-    let action = &mut data.actions[pos];
-    if let Some(name) = input.name.filter(|n| !n.trim().is_empty()) {
-        action.name = name;
+    let record = match edited {
+        Edited::Action => &mut data.actions[pos],
+        Edited::Draft => &mut data.drafts[pos],
+    };
+    if let Some(name) = change.name.filter(|n| !n.trim().is_empty()) {
+        record.name = name;
     }
-    if let Some(category) = input.category.filter(|c| !c.trim().is_empty()) {
-        action.category = category;
+    if let Some(category) = change.category.filter(|c| !c.trim().is_empty()) {
+        record.category = category;
     }
     if let Some(config) = config {
-        action.config = config;
+        record.config = config;
     }
-    action.version += 1;
+    record.version += 1;
+    Ok(record)
+}
+
+/// `PATCH /api/v2/integrations/actions/{actionId}` (`UpdateActionInput`).
+async fn update_action(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    GJson(change): GJson<ActionChange>,
+) -> Result<Json<Value>, GenesysError> {
+    let mut data = sim.data();
+    let action = apply_change(&mut data, Edited::Action, &id, change)?;
     Ok(Json(action.to_json(ActionView::FULL)))
 }
 
@@ -1054,11 +863,7 @@ async fn delete_action(
     Path(id): Path<String>,
 ) -> Result<StatusCode, GenesysError> {
     let mut data = sim.data();
-    let before = data.actions.len();
-    data.actions.retain(|a| a.id != id);
-    if data.actions.len() == before {
-        return Err(not_found_action(&id));
-    }
+    remove(&mut data.actions, |a| a.id == id).ok_or_else(|| ActionRecord::not_found(&id))?;
     data.drafts.retain(|d| d.id != id);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -1077,7 +882,7 @@ async fn create_draft(
         .actions
         .iter()
         .find(|a| a.id == id)
-        .ok_or_else(|| not_found_action(&id))?;
+        .ok_or_else(|| ActionRecord::not_found(&id))?;
     if data.drafts.iter().any(|d| d.id == id) {
         return Err(GenesysError::conflict(format!(
             "A draft of action {id} already exists"
@@ -1112,12 +917,7 @@ async fn delete_draft(
     State(sim): State<Arc<Sim>>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, GenesysError> {
-    let mut data = sim.data();
-    let before = data.drafts.len();
-    data.drafts.retain(|d| d.id != id);
-    if data.drafts.len() == before {
-        return Err(not_found_draft(&id));
-    }
+    remove(&mut sim.data().drafts, |d| d.id == id).ok_or_else(|| not_found_draft(&id))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1125,12 +925,10 @@ async fn delete_draft(
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct UpdateDraftInput {
-    category: Option<String>,
-    name: Option<String>,
-    config: Option<Value>,
+    #[serde(flatten)]
+    change: ActionChange,
     contract: Option<ContractInput>,
     secure: Option<bool>,
-    version: Option<i64>,
 }
 
 /// `PATCH /api/v2/integrations/actions/{actionId}/draft`.
@@ -1139,7 +937,6 @@ async fn update_draft(
     Path(id): Path<String>,
     GJson(input): GJson<UpdateDraftInput>,
 ) -> Result<Json<Value>, GenesysError> {
-    let config = input.config.map(normalized_config).transpose()?;
     let (input_schema, success_schema) = match input.contract {
         Some(contract) => (
             contract
@@ -1154,39 +951,7 @@ async fn update_draft(
         None => (None, None),
     };
     let mut data = sim.data();
-    let Some(pos) = data.drafts.iter().position(|d| d.id == id) else {
-        return Err(not_found_draft(&id));
-    };
-    let version = input
-        .version
-        .ok_or_else(|| invalid_action("version is required"))?;
-    let current = &data.drafts[pos];
-    if version != current.version {
-        return Err(GenesysError::conflict(format!(
-            "Version {version} does not match the current version {} of the draft of action {id}",
-            current.version
-        )));
-    }
-    if let Some(name) = input.name.as_ref().filter(|n| !n.trim().is_empty())
-        && data
-            .actions
-            .iter()
-            .any(|a| a.id != id && a.integration_id == current.integration_id && &a.name == name)
-    {
-        return Err(invalid_action(format!(
-            "An action named '{name}' already exists"
-        )));
-    }
-    let draft = &mut data.drafts[pos];
-    if let Some(name) = input.name.filter(|n| !n.trim().is_empty()) {
-        draft.name = name;
-    }
-    if let Some(category) = input.category.filter(|c| !c.trim().is_empty()) {
-        draft.category = category;
-    }
-    if let Some(config) = config {
-        draft.config = config;
-    }
+    let draft = apply_change(&mut data, Edited::Draft, &id, input.change)?;
     if let Some(schema) = input_schema {
         draft.input_schema = schema;
     }
@@ -1196,7 +961,6 @@ async fn update_draft(
     if let Some(secure) = input.secure {
         draft.secure = secure;
     }
-    draft.version += 1;
     Ok(Json(draft.to_json(ActionView::FULL)))
 }
 
@@ -1228,7 +992,7 @@ async fn publish_draft(
     }
     let Some(action) = data.actions.iter().position(|a| a.id == id) else {
         data.drafts.remove(pos);
-        return Err(not_found_action(&id));
+        return Err(ActionRecord::not_found(&id));
     };
     let draft = data.drafts.remove(pos);
     let published = &mut data.actions[action];
@@ -1237,24 +1001,4 @@ async fn publish_draft(
         ..draft
     };
     Ok(Json(published.to_json(ActionView::FULL)))
-}
-
-/// The action `id` with its integration's Basic credential, for execution.
-pub(crate) fn action_for_execution(
-    sim: &Sim,
-    id: &str,
-) -> Result<(ActionRecord, Option<(String, SecretString)>), GenesysError> {
-    let data = sim.data();
-    let action = data
-        .actions
-        .iter()
-        .find(|a| a.id == id)
-        .ok_or_else(|| not_found_action(id))?;
-    let credential = data
-        .integrations
-        .iter()
-        .find(|i| i.id == action.integration_id)
-        .and_then(|i| i.basic_credential(&data.credentials))
-        .map(|(user, password)| (user.to_owned(), password.clone()));
-    Ok((action.clone(), credential))
 }

@@ -36,9 +36,9 @@
 //! - `POST /__sim/faults` `{"method", "path" (glob), "status" (0 = drop the connection, absent =
 //!   only delay), "retryAfter", "delayMs", "count" (default 1), "body"}` → 201; `GET` lists the
 //!   armed ones; `DELETE` clears them. Faults apply to every path outside `/__sim`, the login
-//!   and the WebSocket handshake included.
+//!   and the WebSocket handshake included, and to the deliveries to receivers (below).
 //! - `GET /__sim/requests?path=<glob>&method=<M>` → `[{method, path, query, headers, body, at}]`
-//!   oldest first (`authorization` shown as `<scheme> [REDACTED]`, secret-looking body fields
+//!   of the same requests, oldest first (`authorization` shown as `<scheme> [REDACTED]`, secret-looking body fields
 //!   redacted); `DELETE` clears. Bounded: the last 10,000 requests within 32 MiB in all (the
 //!   oldest go first), each body cut at 64 KiB — a cut body is the text of its beginning and its
 //!   entry adds `"bodyTruncated": true, "bodySize": <bytes received>`.
@@ -48,16 +48,35 @@
 //!   `v2.system.socket_closing` and is closed `socket_closing_delay` later.
 //! - `POST /__sim/notifications/pause {"seconds": N}` → 204; no heartbeat for N s (0 resumes).
 //! - `GET /__sim/notifications/sockets` → `[{channelId, connectedAt, remote}]`.
+//! - Webhook receivers, for a delivery target that needs no network (the sandbox's example
+//!   target): `POST /__sim/receivers/{name}` (any body, any content type) records
+//!   `{id, at, headers, body, signature}` and answers 200 `{}` — `id` a sequence number, `headers`
+//!   all of them (`authorization` redacted as in the request log), `body` the text received, and
+//!   `signature` the Standard Webhooks check (`webhook-id`, `webhook-timestamp`,
+//!   `webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")>`, several
+//!   space-separated during a rotation; compared in constant time): `valid` when one matches the receiver's secret and the
+//!   timestamp is within 5 minutes, `invalid` otherwise (with `signatureError` saying why),
+//!   `unchecked` when the receiver has no secret. These deliveries are requests received like
+//!   the API's: they are in `/__sim/requests` and armed faults apply to them (a fault answering
+//!   503 or 410 answers instead of the receiver, which then records nothing).
+//!   `PUT /__sim/receivers/{name}` `{"secret": "whsec_<base64 key>"}` → 204 sets the secret
+//!   (`null` removes it; also [`Simulator::set_receiver_secret`]); `GET` → the deliveries, oldest
+//!   first, bounded like the request log (the last 10,000 of all receivers within 32 MiB, each
+//!   body cut at 64 KiB, marked as in the request log); `DELETE` → 204 forgets them (the secret
+//!   stays).
 //! - `POST /__sim/reset` → 204: no conversations, integrations, credentials, actions, faults,
-//!   recorded requests, rate-limit counts or heartbeat pause; issued tokens and notification
-//!   channels (subscriptions, open sockets) are kept.
+//!   recorded requests, receiver deliveries, rate-limit counts or heartbeat pause; issued
+//!   tokens, notification channels (subscriptions, open sockets) and receiver secrets are kept.
 //!
 //! # Layout
-//! `server` (accept loop: HTTP/1 + upgrades, connection kill switch), `control` (correlation
-//! id, request log, faults, `/__sim`), `auth` (login, bearer check, rate limit), `directory`
+//! The modules form a tree, each importing only those below it. At the bottom, the leaves:
+//! `error`, `extract`, `paging`, `velocity`, `fixtures`, `options`, `lock` and `server` (accept
+//! loop: HTTP/1 + upgrades, connection kill switch); then `records` (what the simulator holds:
+//! request log, faults, receivers, conversations, integration records, notification hub), then
+//! `state` (the shared state built from them). Above, the handlers: `control` (correlation id,
+//! recording and faults, `/__sim`), `auth` (login, bearer check, rate limit), `directory`
 //! (users, queues), `callbacks`, `notifications` (channels, subscriptions, WebSocket),
-//! `integrations` (types, integrations, credentials, actions), `execution` (execute/test),
-//! `velocity` (templates), `paging`, `extract`, `error`, `fixtures`, `state`.
+//! `execution` (execute/test) and `integrations` (types, integrations, credentials, actions).
 //!
 //! # Locks
 //! Plain mutexes, never held across an await; the one nesting is the conversation data, then
@@ -73,13 +92,16 @@ mod execution;
 mod extract;
 mod fixtures;
 mod integrations;
+mod lock;
 mod notifications;
+mod options;
 mod paging;
+mod records;
 mod server;
 mod state;
 mod velocity;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,51 +110,24 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use http::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use fixtures::{ClientFixture, Fixtures, FixturesError};
+pub use fixtures::{ClientFixture, Fixtures, FixturesError, SIM_CLIENT_ID, SIM_CLIENT_SECRET};
+pub use options::SimOptions;
+pub use records::receivers::ReceiverSecretError;
 
 use error::GenesysError;
+use records::receivers::WebhookSecret;
+use server::loopback_authority;
 use state::Sim;
 
-/// The built-in client id.
-pub const SIM_CLIENT_ID: &str = "sim-client";
-/// The built-in client secret.
-pub const SIM_CLIENT_SECRET: &str = "sim-secret";
-
-/// How a simulator behaves.
-#[derive(Debug, Clone)]
-pub struct SimOptions {
-    /// Lifetime of issued access tokens (`expires_in`). Default 86400 s.
-    pub token_lifetime: Duration,
-    /// Requests per token per sliding minute before 429; 0 disables the limit. Default 300.
-    pub rate_limit_per_min: u32,
-    /// Interval of the WebSocket heartbeat. Default 30 s.
-    pub heartbeat: Duration,
-    /// Delay between `v2.system.socket_closing` and the close. Default 5 s.
-    pub socket_closing_delay: Duration,
-    /// Clients, users and queues. Default: [`Fixtures::builtin`].
-    pub fixtures: Fixtures,
-}
-
-impl Default for SimOptions {
-    fn default() -> Self {
-        Self {
-            token_lifetime: Duration::from_secs(86_400),
-            rate_limit_per_min: 300,
-            heartbeat: Duration::from_secs(30),
-            socket_closing_delay: Duration::from_secs(5),
-            fixtures: Fixtures::builtin(),
-        }
-    }
-}
-
 /// A running simulator.
-#[derive(Debug)]
 pub struct Simulator {
     addr: SocketAddr,
+    sim: Arc<Sim>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     accept: tokio::task::JoinHandle<()>,
@@ -161,12 +156,13 @@ impl Simulator {
         let sim = Arc::new(Sim::new(options, addr, shutdown.clone()));
         let accept = tokio::spawn(server::serve(
             listener,
-            router(sim),
+            router(sim.clone()),
             shutdown.clone(),
             tasks.clone(),
         ));
         Ok(Self {
             addr,
+            sim,
             shutdown,
             tasks,
             accept,
@@ -184,6 +180,22 @@ impl Simulator {
         format!("http://{}", loopback_authority(self.addr))
     }
 
+    /// Registers the secret the receiver `name` (`/__sim/receivers/{name}`) checks delivery
+    /// signatures with, as `PUT /__sim/receivers/{name}` does — for a gateway that points a
+    /// target at its own simulator.
+    ///
+    /// # Errors
+    /// When `secret` is not `whsec_` followed by the standard base64 of a non-empty key.
+    pub fn set_receiver_secret(
+        &self,
+        name: &str,
+        secret: &SecretString,
+    ) -> Result<(), ReceiverSecretError> {
+        let secret = WebhookSecret::parse(secret.expose_secret())?;
+        self.sim.receivers.lock().set_secret(name, Some(secret));
+        Ok(())
+    }
+
     /// Stops accepting, closes every connection and WebSocket, and waits (at most 5 s) for
     /// the connection tasks to end.
     pub async fn shutdown(mut self) {
@@ -191,6 +203,15 @@ impl Simulator {
         let _ = (&mut self.accept).await;
         self.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
+    }
+}
+
+impl std::fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The state holds issued tokens: only the address is shown.
+        f.debug_struct("Simulator")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -203,18 +224,6 @@ impl Drop for Simulator {
 /// Whether `addr` is reachable from this machine only.
 fn loopback_only(addr: SocketAddr) -> bool {
     addr.ip().to_canonical().is_loopback()
-}
-
-/// `host:port` reachable from this machine for `addr`.
-pub(crate) fn loopback_authority(addr: SocketAddr) -> String {
-    let ip = match addr.ip() {
-        ip if ip.is_unspecified() => match ip {
-            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-        },
-        ip => ip,
-    };
-    SocketAddr::new(ip, addr.port()).to_string()
 }
 
 fn router(sim: Arc<Sim>) -> Router {
@@ -280,6 +289,13 @@ fn router(sim: Arc<Sim>) -> Router {
         .route(
             "/__sim/notifications/sockets",
             get(notifications::list_sockets),
+        )
+        .route(
+            "/__sim/receivers/{name}",
+            post(control::receive)
+                .put(control::set_receiver)
+                .get(control::list_deliveries)
+                .delete(control::clear_deliveries),
         )
         .route("/__sim/reset", post(control::reset));
 

@@ -6,10 +6,10 @@
 //!
 //! Channels belong to the OAuth client that created them, expire 24 h after creation, and a
 //! client keeps at most 20: creating a 21st removes its oldest (closing its sockets), as Genesys
-//! does.
+//! does. The channels themselves are held by the hub (`records::hub`); this module serves them
+//! and runs each socket.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -17,7 +17,6 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, Path, State};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, SecondsFormat, Utc};
 use http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -27,134 +26,9 @@ use tokio::time::Instant;
 use super::auth::Caller;
 use super::error::GenesysError;
 use super::extract::GJson;
-use super::server::Peer;
-use super::state::{Sim, lock};
-
-/// Topics a channel may hold.
-pub(crate) const MAX_TOPICS: usize = 1000;
-/// Channels an OAuth client may hold.
-const MAX_CHANNELS_PER_CLIENT: usize = 20;
-/// Lifetime of a channel.
-const CHANNEL_LIFETIME: Duration = Duration::from_secs(24 * 3600);
-
-/// What the hub sends to one socket task.
-#[derive(Debug)]
-enum Outbound {
-    /// A text frame.
-    Text(String),
-    /// Send `v2.system.socket_closing`, close after the configured delay.
-    Closing,
-    /// Close now (channel removed, simulator stopping).
-    Close,
-}
-
-#[derive(Debug)]
-struct SocketHandle {
-    id: u64,
-    tx: mpsc::UnboundedSender<Outbound>,
-    connected_at: DateTime<Utc>,
-    remote: SocketAddr,
-}
-
-#[derive(Debug)]
-struct Channel {
-    id: String,
-    owner: String,
-    connect_uri: String,
-    expires: DateTime<Utc>,
-    expires_at: Instant,
-    topics: Vec<String>,
-    sockets: Vec<SocketHandle>,
-}
-
-impl Channel {
-    fn to_json(&self) -> Value {
-        json!({
-            "connectUri": self.connect_uri,
-            "id": self.id,
-            "expires": self.expires.to_rfc3339_opts(SecondsFormat::Millis, true),
-        })
-    }
-
-    fn live(&self, now: Instant) -> bool {
-        self.expires_at > now
-    }
-}
-
-#[derive(Debug, Default)]
-struct HubInner {
-    channels: Vec<Channel>,
-    next_socket: u64,
-}
-
-/// Channels, subscriptions and open sockets.
-#[derive(Debug, Default)]
-pub(crate) struct Hub {
-    inner: Mutex<HubInner>,
-    paused_until: Mutex<Option<Instant>>,
-}
-
-impl Hub {
-    /// Sends an event on `topic` to every socket of every channel subscribed to it; returns the
-    /// number of sockets reached.
-    pub fn publish(&self, topic: &str, event_body: &Value) -> usize {
-        let message = json!({
-            "topicName": topic,
-            "version": "2",
-            "eventBody": event_body,
-            "metadata": { "CorrelationId": uuid::Uuid::new_v4().to_string() },
-        })
-        .to_string();
-        let now = Instant::now();
-        let inner = lock(&self.inner);
-        let mut reached = 0;
-        for channel in inner
-            .channels
-            .iter()
-            .filter(|c| c.live(now) && c.topics.iter().any(|t| t == topic))
-        {
-            for socket in &channel.sockets {
-                if socket.tx.send(Outbound::Text(message.clone())).is_ok() {
-                    reached += 1;
-                }
-            }
-        }
-        reached
-    }
-
-    /// Ends any heartbeat pause.
-    pub fn resume_heartbeats(&self) {
-        *lock(&self.paused_until) = None;
-    }
-
-    fn heartbeats_paused(&self, now: Instant) -> bool {
-        lock(&self.paused_until).is_some_and(|until| now < until)
-    }
-
-    fn remove_socket(&self, channel_id: &str, socket_id: u64) {
-        let mut inner = lock(&self.inner);
-        if let Some(channel) = inner.channels.iter_mut().find(|c| c.id == channel_id) {
-            channel.sockets.retain(|s| s.id != socket_id);
-        }
-    }
-
-    /// Runs `f` on the live channel `id` of `owner`.
-    fn with_channel<T>(
-        &self,
-        id: &str,
-        owner: &str,
-        f: impl FnOnce(&mut Channel) -> Result<T, GenesysError>,
-    ) -> Result<T, GenesysError> {
-        let now = Instant::now();
-        let mut inner = lock(&self.inner);
-        let channel = inner
-            .channels
-            .iter_mut()
-            .find(|c| c.id == id && c.owner == owner && c.live(now))
-            .ok_or_else(|| GenesysError::not_found(format!("Channel {id} not found")))?;
-        f(channel)
-    }
-}
+use super::records::hub::{MAX_TOPICS, Outbound};
+use super::server::{Peer, loopback_authority};
+use super::state::Sim;
 
 fn ws_base(sim: &Sim, headers: &HeaderMap) -> String {
     let host = headers
@@ -162,7 +36,7 @@ fn ws_base(sim: &Sim, headers: &HeaderMap) -> String {
         .and_then(|h| h.to_str().ok())
         .filter(|h| !h.is_empty())
         .map(str::to_owned)
-        .unwrap_or_else(|| super::loopback_authority(sim.local_addr));
+        .unwrap_or_else(|| loopback_authority(sim.local_addr));
     format!("ws://{host}")
 }
 
@@ -172,40 +46,10 @@ pub(crate) async fn create_channel(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
 ) -> Json<Value> {
-    let id = format!("streaming-0-{}", uuid::Uuid::new_v4().simple());
-    let channel = Channel {
-        connect_uri: format!("{}/channels/{id}", ws_base(&sim, &headers)),
-        id,
-        owner: caller.client_id.clone(),
-        expires: Utc::now() + CHANNEL_LIFETIME,
-        expires_at: Instant::now() + CHANNEL_LIFETIME,
-        topics: Vec::new(),
-        sockets: Vec::new(),
-    };
-    let body = channel.to_json();
-    let mut inner = lock(&sim.hub.inner);
-    let now = Instant::now();
-    inner
-        .channels
-        .retain(|c| c.live(now) || !c.sockets.is_empty());
-    let owned = inner
-        .channels
-        .iter()
-        .filter(|c| c.owner == caller.client_id)
-        .count();
-    if owned >= MAX_CHANNELS_PER_CLIENT
-        && let Some(pos) = inner
-            .channels
-            .iter()
-            .position(|c| c.owner == caller.client_id)
-    {
-        let oldest = inner.channels.remove(pos);
-        for socket in oldest.sockets {
-            let _ = socket.tx.send(Outbound::Close);
-        }
-    }
-    inner.channels.push(channel);
-    Json(body)
+    Json(
+        sim.hub
+            .create_channel(&caller.client_id, &ws_base(&sim, &headers)),
+    )
 }
 
 /// `GET /api/v2/notifications/channels`: the caller's live channels.
@@ -213,15 +57,7 @@ pub(crate) async fn list_channels(
     State(sim): State<Arc<Sim>>,
     Extension(caller): Extension<Caller>,
 ) -> Json<Value> {
-    let now = Instant::now();
-    let inner = lock(&sim.hub.inner);
-    let entities: Vec<Value> = inner
-        .channels
-        .iter()
-        .filter(|c| c.owner == caller.client_id && c.live(now))
-        .map(Channel::to_json)
-        .collect();
-    Json(json!({ "entities": entities }))
+    Json(json!({ "entities": sim.hub.channels_of(&caller.client_id) }))
 }
 
 /// `HEAD /api/v2/notifications/channels/{channelId}`: 200 while the channel lives, else 404.
@@ -303,19 +139,14 @@ pub(crate) async fn add_subscriptions(
     Path(id): Path<String>,
     GJson(input): GJson<Vec<TopicInput>>,
 ) -> Result<Json<Value>, GenesysError> {
-    let topics = checked_topics(input)?;
-    sim.hub.with_channel(&id, &caller.client_id, |c| {
-        let mut merged = c.topics.clone();
-        for t in topics {
+    subscribe(&sim, &caller, &id, input, |current, added| {
+        let mut merged = current.to_vec();
+        for t in added {
             if !merged.contains(&t) {
                 merged.push(t);
             }
         }
-        if merged.len() > MAX_TOPICS {
-            return Err(too_many_topics());
-        }
-        c.topics = merged;
-        Ok(Json(topic_listing(&c.topics, true)))
+        merged
     })
 }
 
@@ -326,11 +157,27 @@ pub(crate) async fn replace_subscriptions(
     Path(id): Path<String>,
     GJson(input): GJson<Vec<TopicInput>>,
 ) -> Result<Json<Value>, GenesysError> {
+    subscribe(&sim, &caller, &id, input, |_, given| given)
+}
+
+/// Sets the topics of the caller's channel `id` to what `combine` makes of its current topics
+/// and the requested ones; answers the listing with states.
+fn subscribe(
+    sim: &Sim,
+    caller: &Caller,
+    id: &str,
+    input: Vec<TopicInput>,
+    combine: impl FnOnce(&[String], Vec<String>) -> Vec<String>,
+) -> Result<Json<Value>, GenesysError> {
     let topics = checked_topics(input)?;
     if topics.len() > MAX_TOPICS {
         return Err(too_many_topics());
     }
-    sim.hub.with_channel(&id, &caller.client_id, |c| {
+    sim.hub.with_channel(id, &caller.client_id, |c| {
+        let topics = combine(&c.topics, topics);
+        if topics.len() > MAX_TOPICS {
+            return Err(too_many_topics());
+        }
         c.topics = topics;
         Ok(Json(topic_listing(&c.topics, true)))
     })
@@ -362,25 +209,8 @@ pub(crate) async fn socket(
         }
     };
     let (tx, rx) = mpsc::unbounded_channel();
-    let socket_id = {
-        let now = Instant::now();
-        let mut inner = lock(&sim.hub.inner);
-        inner.next_socket += 1;
-        let socket_id = inner.next_socket;
-        let Some(channel) = inner
-            .channels
-            .iter_mut()
-            .find(|c| c.id == id && c.live(now))
-        else {
-            return GenesysError::not_found(format!("Channel {id} not found")).into_response();
-        };
-        channel.sockets.push(SocketHandle {
-            id: socket_id,
-            tx,
-            connected_at: Utc::now(),
-            remote: peer.0,
-        });
-        socket_id
+    let Some(socket_id) = sim.hub.add_socket(&id, tx, peer.0) else {
+        return GenesysError::not_found(format!("Channel {id} not found")).into_response();
     };
     let sim_for_failure = sim.clone();
     let channel_for_failure = id.clone();
@@ -479,13 +309,7 @@ fn close_message(code: u16, reason: &'static str) -> Message {
 /// `POST /__sim/notifications/socket-closing`: `v2.system.socket_closing` on every open socket,
 /// each closed `socket_closing_delay` later. Answers `{"sockets": n}`.
 pub(crate) async fn socket_closing(State(sim): State<Arc<Sim>>) -> (StatusCode, Json<Value>) {
-    let inner = lock(&sim.hub.inner);
-    let mut n = 0;
-    for socket in inner.channels.iter().flat_map(|c| c.sockets.iter()) {
-        if socket.tx.send(Outbound::Closing).is_ok() {
-            n += 1;
-        }
-    }
+    let n = sim.hub.announce_closing();
     (StatusCode::ACCEPTED, Json(json!({ "sockets": n })))
 }
 
@@ -505,26 +329,13 @@ pub(crate) async fn pause(
             "seconds must be between 0 and 86400",
         ));
     }
-    *lock(&sim.hub.paused_until) =
-        (spec.seconds > 0.0).then(|| Instant::now() + Duration::from_secs_f64(spec.seconds));
+    sim.hub.pause_heartbeats(
+        (spec.seconds > 0.0).then(|| Instant::now() + Duration::from_secs_f64(spec.seconds)),
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /__sim/notifications/sockets`: `[{channelId, connectedAt, remote}]`.
 pub(crate) async fn list_sockets(State(sim): State<Arc<Sim>>) -> Json<Value> {
-    let inner = lock(&sim.hub.inner);
-    let sockets: Vec<Value> = inner
-        .channels
-        .iter()
-        .flat_map(|c| {
-            c.sockets.iter().filter(|s| !s.tx.is_closed()).map(|s| {
-                json!({
-                    "channelId": c.id,
-                    "connectedAt": s.connected_at.to_rfc3339_opts(SecondsFormat::Millis, true),
-                    "remote": s.remote.to_string(),
-                })
-            })
-        })
-        .collect();
-    Json(Value::Array(sockets))
+    Json(Value::Array(sim.hub.sockets()))
 }

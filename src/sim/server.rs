@@ -2,7 +2,7 @@
 //! WebSocket), the peer address as `ConnectInfo`, and a per-connection kill switch so that a
 //! fault with `status: 0` can drop the connection without answering.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,3 +80,16 @@ pub(crate) async fn serve(
 
 /// The peer of a request, as inserted by [`serve`].
 pub(crate) type Peer = ConnectInfo<SocketAddr>;
+
+/// `host:port` reachable from this machine for `addr` (the loopback address of its family
+/// when `addr` is unspecified).
+pub(crate) fn loopback_authority(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        ip if ip.is_unspecified() => match ip {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        },
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port()).to_string()
+}

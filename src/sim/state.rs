@@ -1,6 +1,6 @@
 //! The simulator's shared state: options, fixtures, issued tokens and their rate-limit windows,
-//! the control state (faults, request log) and the mutable Genesys data (conversations,
-//! integrations, credentials, actions and their drafts, notification channels).
+//! the control state (faults, request log, receivers) and the mutable Genesys data
+//! (conversations, integrations, credentials, actions and their drafts, notification channels).
 //!
 //! Everything sits behind plain mutexes held for a few map operations, never across an await:
 //! the simulator is a test double, not a hot path. The one nesting is `data` → the hub's
@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::MutexGuard;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,15 +20,18 @@ use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::SimOptions;
-use super::callbacks::CallbackConversation;
-use super::control::{Fault, RequestLog};
 use super::fixtures::Fixtures;
-use super::integrations::{ActionRecord, CredentialRecord, IntegrationRecord};
-use super::notifications::Hub;
+use super::lock::Lock;
+use super::options::SimOptions;
+use super::records::conversations::CallbackConversation;
+use super::records::faults::Faults;
+use super::records::hub::Hub;
+use super::records::integrations::{ActionRecord, CredentialRecord, IntegrationRecord};
+use super::records::receivers::Receivers;
+use super::records::requests::RequestLog;
 
 /// The rate-limit window: Genesys counts requests per token per minute.
-pub(crate) const RATE_WINDOW: Duration = Duration::from_secs(60);
+const RATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// An issued access token.
 #[derive(Debug, Clone)]
@@ -58,11 +61,12 @@ pub(crate) struct Sim {
     pub local_addr: SocketAddr,
     pub shutdown: CancellationToken,
     pub http: Client<HttpConnector, Full<Bytes>>,
-    pub tokens: Mutex<HashMap<String, Token>>,
-    pub rate: Mutex<HashMap<String, VecDeque<Instant>>>,
-    pub faults: Mutex<Vec<Fault>>,
-    pub requests: Mutex<RequestLog>,
-    pub data: Mutex<Data>,
+    pub tokens: Lock<HashMap<String, Token>>,
+    pub rate: Lock<HashMap<String, VecDeque<Instant>>>,
+    pub faults: Lock<Faults>,
+    pub requests: Lock<RequestLog>,
+    pub receivers: Lock<Receivers>,
+    pub data: Lock<Data>,
     pub hub: Hub,
 }
 
@@ -80,18 +84,19 @@ impl Sim {
             local_addr,
             shutdown,
             http: Client::builder(TokioExecutor::new()).build(connector),
-            tokens: Mutex::default(),
-            rate: Mutex::default(),
-            faults: Mutex::default(),
-            requests: Mutex::default(),
-            data: Mutex::default(),
+            tokens: Lock::default(),
+            rate: Lock::default(),
+            faults: Lock::default(),
+            requests: Lock::default(),
+            receivers: Lock::default(),
+            data: Lock::default(),
             hub: Hub::default(),
         }
     }
 
     /// The data lock.
     pub fn data(&self) -> MutexGuard<'_, Data> {
-        lock(&self.data)
+        self.data.lock()
     }
 
     /// Counts one request of `token` in its sliding one-minute window.
@@ -101,7 +106,7 @@ impl Sim {
     /// last 60 s.
     pub fn take_rate(&self, token: &str, now: Instant) -> Result<RateState, u64> {
         let limit = self.rate_limit_per_min as usize;
-        let mut rate = lock(&self.rate);
+        let mut rate = self.rate.lock();
         let window = rate.entry(token.to_owned()).or_default();
         while window.front().is_some_and(|t| *t + RATE_WINDOW <= now) {
             window.pop_front();
@@ -132,11 +137,6 @@ pub(crate) struct RateState {
 }
 
 /// Whole seconds, rounded up.
-pub(crate) fn ceil_secs(d: Duration) -> u64 {
+fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
-}
-
-/// Locks a mutex, ignoring poisoning (a panicked handler leaves consistent maps behind).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

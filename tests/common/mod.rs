@@ -5,6 +5,7 @@ use std::path::Path;
 
 use genesys_gateway::app::{Application, ShutdownHandle};
 use genesys_gateway::config::{Environment, Settings};
+use genesys_gateway::sim::{SIM_CLIENT_ID, SIM_CLIENT_SECRET};
 
 /// The admin token of [`base_config`].
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -112,6 +113,24 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.shutdown();
     }
+}
+
+/// A token of the simulator's built-in client (`sim-client` / `sim-secret`) from the login of
+/// the simulator at `base` (its base URL); asserts that the login answers 200.
+pub async fn sim_token(http: &reqwest::Client, base: &str) -> String {
+    let response = http
+        .post(format!("{base}/oauth/token"))
+        .basic_auth(SIM_CLIENT_ID, Some(SIM_CLIENT_SECRET))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .expect("token request");
+    assert_eq!(response.status(), 200, "the simulator's login");
+    let body: serde_json::Value = response.json().await.expect("json");
+    body["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
 }
 
 /// Asserts an error body has the SPEC §3 shape and returns it.

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Runs the official Genesys Cloud Python SDK against the simulator binary:
-# builds `genesys-gateway` (debug), prepares a venv under target/sdk-venv with
+# builds `genesys-gateway` (debug), prepares a venv under <target>/sdk-venv with
 # tests/sdk/requirements.txt, starts `genesys-gateway sim` on a free loopback port, runs
 # tests/sdk/test_sim_sdk.py, stops the simulator and exits with the test's status.
+# <target> is cargo's target directory, wherever CARGO_TARGET_DIR or the cargo config puts it.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 
 cargo build --bin genesys-gateway
-bin="$root/target/debug/genesys-gateway"
+target="$(cargo metadata --format-version 1 --no-deps \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+bin="$target/debug/genesys-gateway"
 
-venv="$root/target/sdk-venv"
+venv="$target/sdk-venv"
 stamp="$venv/.requirements.sha256"
 want="$(sha256sum tests/sdk/requirements.txt | cut -d' ' -f1)"
 if [[ ! -x "$venv/bin/python" || ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
@@ -22,7 +25,7 @@ if [[ ! -x "$venv/bin/python" || ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]
 fi
 
 port="$("$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
-log="$root/target/sdk-sim.log"
+log="$target/sdk-sim.log"
 "$bin" sim --listen "127.0.0.1:$port" >"$log" 2>&1 &
 sim_pid=$!
 cleanup() {

@@ -3,19 +3,17 @@
 //! `execute` / `test` calling a real local HTTP server (Velocity rendering, the Basic
 //! credential, translationMap + defaults + successTemplate, remote failures).
 
-mod sim_support;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::{TestSim, assert_error};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use reqwest::Method;
 use serde_json::{Value, json};
-use sim_support::{TestSim, assert_error};
 
 /// What the remote server saw.
 #[derive(Default, Clone)]

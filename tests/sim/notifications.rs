@@ -2,17 +2,15 @@
 //! channel WebSocket (events, heartbeat, pause, ping/pong, socket_closing) and the `/__sim`
 //! controls that drive them.
 
-mod sim_support;
-
 use std::time::Duration;
 
+use crate::support::{
+    BILLING, SUPPORT, TestSim, assert_error, callbacks_topic, next_event, next_text,
+};
 use futures_util::{SinkExt, StreamExt};
 use genesys_gateway::sim::SimOptions;
 use reqwest::Method;
 use serde_json::{Value, json};
-use sim_support::{
-    BILLING, SUPPORT, TestSim, assert_error, callbacks_topic, next_event, next_text,
-};
 use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(5);

@@ -1,14 +1,12 @@
 //! The simulator's core: login, API auth kinds, rate limit, correlation ids, faults, the
 //! request log, users/queues paging and fixtures files.
 
-mod sim_support;
-
 use std::time::Duration;
 
+use crate::support::{SUPPORT, TestSim, assert_error};
 use genesys_gateway::sim::{Fixtures, SIM_CLIENT_ID, SIM_CLIENT_SECRET, SimOptions};
 use reqwest::Method;
 use serde_json::{Value, json};
-use sim_support::{SUPPORT, TestSim, assert_error};
 
 #[tokio::test]
 async fn client_credentials_grant_issues_a_bearer_token() {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use genesys_gateway::sim::{SIM_CLIENT_ID, SIM_CLIENT_SECRET, SimOptions, Simulator};
+use genesys_gateway::sim::{SimOptions, Simulator};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -47,17 +47,7 @@ impl TestSim {
 
     /// A token of the built-in client.
     pub async fn token(&self) -> String {
-        let response = self
-            .http
-            .post(self.url("/oauth/token"))
-            .basic_auth(SIM_CLIENT_ID, Some(SIM_CLIENT_SECRET))
-            .form(&[("grant_type", "client_credentials")])
-            .send()
-            .await
-            .expect("token request");
-        assert_eq!(response.status(), 200);
-        let body: Value = response.json().await.expect("json");
-        body["access_token"].as_str().expect("token").to_owned()
+        crate::common::sim_token(&self.http, &self.base).await
     }
 
     pub async fn get(&self, token: &str, path: &str) -> reqwest::Response {
