@@ -470,10 +470,17 @@ impl Application {
             grace_ms = server.shutdown_grace_ms,
             "shutting down: readiness is 503, draining"
         );
+        if server.shutdown_delay().is_zero() {
+            // No delay: refusing starts before readiness turns 503, so that a client that saw
+            // the 503 never gets new work in (a zero sleep would still wait for a timer tick).
+            in_flight.refuse_new_work();
+        }
         readiness.set_stopping();
         let drained = tokio::time::timeout_at(deadline, async {
-            tokio::time::sleep(server.shutdown_delay()).await;
-            in_flight.refuse_new_work();
+            if !server.shutdown_delay().is_zero() {
+                tokio::time::sleep(server.shutdown_delay()).await;
+                in_flight.refuse_new_work();
+            }
             in_flight.idle().await;
             stop_accepting.cancel();
             // Each thread reports once when it has stopped serving (its sender lives on while

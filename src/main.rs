@@ -183,7 +183,9 @@ fn check_config(config: Option<PathBuf>, env: &Environment) -> ExitCode {
     if let Some(settings) = report.settings() {
         let mut found = genesys_gateway::data_actions::check(settings);
         let genesys = GenesysEndpoints::from_settings(&settings.genesys);
-        if let Err(problems) = genesys::build_upstreams(settings, &genesys, Arc::new(Metrics::new())) {
+        if let Err(problems) =
+            genesys::build_upstreams(settings, &genesys, Arc::new(Metrics::new()))
+        {
             found.extend(problems);
         }
         report.add(found);

@@ -1340,8 +1340,8 @@ mod damage {
     use std::sync::Arc;
 
     use genesys_gateway::config::{Environment, Settings};
+    use genesys_gateway::genesys::GenesysEndpoints;
     use genesys_gateway::telemetry::Metrics;
-    use genesys_gateway::upstream::{GenesysEndpoints, Upstreams};
     use proptest::prelude::*;
     use toml::{Table, Value};
 
@@ -1439,7 +1439,7 @@ mod damage {
             let settings = report.settings().expect("still TOML").clone();
             let mut found = genesys_gateway::data_actions::check(&settings);
             let genesys = GenesysEndpoints::from_settings(&settings.genesys);
-            if let Err(p) = Upstreams::build(&settings, &genesys, Arc::new(Metrics::new())) {
+            if let Err(p) = genesys_gateway::genesys::build_upstreams(&settings, &genesys, Arc::new(Metrics::new())) {
                 found.extend(p);
             }
             report.add(found);
