@@ -1,8 +1,9 @@
 //! Publishing data actions into Genesys (SPEC §3.6), end to end against the simulator: the
 //! gateway provisions the integration, credential and actions; the simulator then executes an
 //! action for real, calling the gateway, which calls the upstream.
-mod common;
-mod data_actions_mock;
+
+use crate::common;
+use crate::mock as data_actions_mock;
 
 use common::{ADMIN_TOKEN, TestApp, assert_error, base_config};
 use data_actions_mock::{MockUpstream, Reply};

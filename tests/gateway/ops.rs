@@ -1,5 +1,6 @@
 //! Operations endpoints (SPEC §3.1) and graceful shutdown (SPEC §5).
-mod common;
+
+use crate::common;
 use common::TestApp;
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! Reloading actions without a restart (SPEC §3.2, §3.6): `POST /admin/v1/reload`, and
 //! `GET /admin/v1/actions`.
-mod common;
-mod data_actions_mock;
+
+use crate::common;
+use crate::mock as data_actions_mock;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,7 +1,7 @@
 //! The one middleware stack (STYLE rule 6, SPEC §3/§5): request ids, the error shape of every
 //! edge failure, deadline, body limit, JSON depth, load shedding, panics, metrics labels.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,7 +1,8 @@
 //! Data actions through the HTTP surface (SPEC §3.2): a real gateway in front of a real local
 //! upstream.
-mod common;
-mod data_actions_mock;
+
+use crate::common;
+use crate::mock as data_actions_mock;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! The admin surface: bearer auth (SPEC §5), not served without tokens, list shape (SPEC §3).
 
-mod common;
+use crate::common;
 
 use common::{ADMIN_TOKEN, TestApp};
 

@@ -1,7 +1,6 @@
 //! A scriptable upstream for data action tests: a real axum server on 127.0.0.1:0 that records
 //! every request, answers scripted responses in order (then a default), and can play an OAuth2
 //! token endpoint that counts its fetches.
-#![allow(dead_code)]
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;

@@ -2,7 +2,7 @@
 //! is refused, the request in flight completes, the listener closes; connection limits and the
 //! header-read timeout; `serve` exits 0 on SIGTERM.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, Read, Write};
 use std::sync::Arc;

@@ -1,0 +1,10 @@
+//! The gateway as a whole: configuration, the edge (the one middleware stack), operations
+//! endpoints, the admin surface and graceful shutdown, in one test binary.
+
+mod admin;
+#[path = "../common/mod.rs"]
+mod common;
+mod config;
+mod edge;
+mod ops;
+mod shutdown;
