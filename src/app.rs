@@ -4,7 +4,7 @@
 //! This is the only module that knows every capability.
 //!
 //! # The middleware stack, outermost first
-//! One tower layer, [`edge::EdgeLayer`] (see [`middleware_stack`]), whose steps read top to
+//! One tower layer, `edge::EdgeLayer` (see [`middleware_stack`]), whose steps read top to
 //! bottom:
 //! 1. request id + request span: the id is current for everything below and echoed on the
 //!    response;

@@ -9,7 +9,7 @@
 //!
 //! [`restart_required`] destructures every settings type without `..`, so a new key does not
 //! compile until it is classified; values are compared with `==` (secrets in constant time, see
-//! [`secret_eq`](super::secret_eq)), never through their redacted `Debug` text.
+//! [`secret_eq`](super::secret_eq())), never through their redacted `Debug` text.
 
 use secrecy::SecretString;
 

@@ -2,7 +2,7 @@
 //!
 //! An [`ActionSet`] is built from the settings (or from actions made in code), validated as a
 //! whole — unique names, every action's upstream exists, no action deadline beyond
-//! `server.request_timeout_ms` — and binds each action to its [`Upstream`] (taken from the
+//! `server.request_timeout_ms` — and binds each action to its [`Upstream`](crate::upstream::Upstream) (taken from the
 //! process's upstream set) and its metric handles, so that serving a call is one hash lookup.
 //! The [`ActionRegistry`] holds the current set in an [`ArcSwap`]: it is the data actions'
 //! [`Reloadable`] part — a reload binds the new actions to the new upstream set the upstream

@@ -40,6 +40,7 @@ use super::{
     CommitError, CommitWork, GroupCommitter, Page, PageRequest, Store, StoreError, Transaction,
     with_pool, with_tx,
 };
+use crate::backoff::{Backoff, Jitter};
 use crate::telemetry::Metrics;
 
 /// One audit record to write (SPEC §3.6). `detail` must never hold secrets, tokens or payload
@@ -616,8 +617,13 @@ impl AuditWriter {
     pub const MAX_BATCH: usize = 500;
     /// Attempts per batch while running (then the batch is dropped, logged and counted).
     const ATTEMPTS: u32 = 3;
-    /// The pause before a failed batch is tried again.
-    const RETRY_PAUSE: Duration = Duration::from_millis(100);
+    /// The waits before a failed batch is tried again: 100 ms, then 200 ms (the shared
+    /// schedule, linear, no jitter: one writer, nobody to spread out from).
+    const RETRY: Backoff = Backoff::linear(
+        Duration::from_millis(100),
+        Duration::from_millis(1000),
+        Jitter::None,
+    );
 
     /// Starts the writer task on `tasks` (on the current runtime) with
     /// [`Self::DEFAULT_CAPACITY`], writing through `committer`; it stops when `shutdown` is
@@ -803,7 +809,7 @@ impl<S: BatchSink> WriterTask<S> {
         }
     }
 
-    /// Writes the batch (and empties it), trying again after [`AuditWriter::RETRY_PAUSE`];
+    /// Writes the batch (and empties it), trying again after the waits of [`AuditWriter::RETRY`];
     /// drops it (logged, counted) when every attempt failed or the committer has stopped.
     async fn write_batch(&mut self, attempts: u32) {
         let records: Arc<[AuditRecord]> = self.batch.drain(..).collect();
@@ -813,7 +819,7 @@ impl<S: BatchSink> WriterTask<S> {
                 Err(err) if attempt < attempts && !matches!(err, CommitError::Stopped) => {
                     tracing::warn!(error = %err, records = records.len(), attempt,
                         "audit batch not written yet; retrying");
-                    tokio::time::sleep(AuditWriter::RETRY_PAUSE).await;
+                    tokio::time::sleep(AuditWriter::RETRY.delay(attempt)).await;
                 }
                 Err(err) => {
                     tracing::error!(error = %err, records = records.len(),

@@ -39,7 +39,7 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::Database`] when the store fails, or when the stored value is not a key of
-    /// [`SECRET_LEN`] bytes (it was altered).
+    /// `SECRET_LEN` bytes (it was altered).
     pub async fn get_or_create_secret(&self, name: &str) -> Result<SecretKey, StoreError> {
         let name = format!("{SECRET_PREFIX}{name}");
         let mut fresh = [0u8; SECRET_LEN];

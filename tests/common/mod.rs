@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use genesys_gateway::app::{Application, ShutdownHandle};
+use genesys_gateway::app::{Application, ApplicationBuilder, ShutdownHandle};
 use genesys_gateway::config::{Environment, Settings};
 use genesys_gateway::sim::{SIM_CLIENT_ID, SIM_CLIENT_SECRET};
 
@@ -61,9 +61,24 @@ impl TestApp {
 
     /// A gateway with this configuration text and environment.
     pub async fn spawn_with_env(toml: &str, env: &Environment) -> Self {
+        Self::spawn_built(toml, env, |builder| builder).await
+    }
+
+    /// A gateway with this configuration text and environment, its [`ApplicationBuilder`]
+    /// adjusted by `adjust` (actions made in code, extra reloadable parts). The config file is
+    /// written to `<dir>/gateway.toml` (what a reload reads).
+    pub async fn spawn_built(
+        toml: &str,
+        env: &Environment,
+        adjust: impl FnOnce(ApplicationBuilder) -> ApplicationBuilder,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("gateway.toml"), toml).expect("config written");
         let settings = settings(toml, dir.path(), env);
-        let app = Application::build(settings).await.expect("app builds");
+        let app = adjust(Application::builder(settings))
+            .build()
+            .await
+            .expect("app builds");
         let addr = app.local_addr();
         let shutdown = app.shutdown_handle();
         let join = tokio::spawn(app.run_until_stopped());

@@ -7,4 +7,5 @@ mod common;
 mod config;
 mod edge;
 mod ops;
+mod reload;
 mod shutdown;
