@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Data-action hop benchmark (SPEC §8): the same trivial upstream reached
+# Data-action hop benchmark (the performance target: ≥ 0.8× nginx, +0.3 ms median, +2 ms p99): the same trivial upstream reached
 #   (a) directly,
 #   (b) through nginx proxy_pass (worker_processes auto, upstream keepalive 64),
 #   (c) through the gateway with a realistic action (params + output mapping + output schema +

@@ -1,5 +1,5 @@
 //! Map + validate for a realistic data action: the per-request work the gateway does on top of
-//! the upstream call (SPEC §8). `cargo bench --bench mapping`.
+//! the upstream call. `cargo bench --bench mapping`.
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, black_box, criterion_group, criterion_main};

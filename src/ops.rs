@@ -1,4 +1,4 @@
-//! Operations endpoints (SPEC §3.1): liveness, readiness, metrics and the OpenAPI document.
+//! Operations endpoints: liveness, readiness, metrics and the OpenAPI document.
 
 use std::sync::Arc;
 

@@ -1,4 +1,4 @@
-//! Logs (SPEC §1, §3, §5): JSON lines carrying the request id; secrets never logged.
+//! Logs: JSON lines carrying the request id; secrets never logged.
 //! Its own test binary: it installs the process-wide log subscriber.
 
 mod common;

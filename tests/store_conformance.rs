@@ -1042,7 +1042,7 @@ mod cases {
         assert_eq!(subjects(&second.entities), ["a"]);
     }
 
-    /// SPEC §3.6 "visible within 1 s" (data-action records), the store's part: a few records
+    /// Data-action audit records are "visible within 1 s", the store's part: a few records
     /// (no full batch, no shutdown) become visible through the writer's periodic flush alone,
     /// from any thread. The other part, that the flush takes a record at most
     /// `AuditWriter::FLUSH_INTERVAL` (a quarter of the second) after it was recorded, is

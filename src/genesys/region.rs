@@ -1,4 +1,4 @@
-//! Genesys Cloud regions and their hosts (SPEC §0): every region is a bare domain, and the API,
+//! Genesys Cloud regions and their hosts: every region is a bare domain, and the API,
 //! login and notification hosts are `api.`, `login.` and `streaming.` in front of it.
 
 use crate::config::REGIONS;

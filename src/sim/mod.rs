@@ -1,7 +1,7 @@
 //! The Genesys Cloud simulator: one listener that plays the login service
 //! (`POST /oauth/token`), the Platform API (`/api/v2/...`) and the notifications streaming
 //! service (`ws://.../channels/{id}`) closely enough that the official SDKs and the gateway
-//! cannot tell it from Genesys Cloud for the endpoints of SPEC §6, plus a control API under
+//! cannot tell it from Genesys Cloud for the endpoints it plays (listed below), plus a control API under
 //! `/__sim` to inject faults, read the requests received and drive callback state.
 //!
 //! It stands alone in the crate: it imports no capability, no `app`, no `upstream`, and renders

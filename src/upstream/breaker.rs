@@ -1,4 +1,4 @@
-//! The circuit breaker of one upstream (SPEC §3.2), shared by every server thread.
+//! The circuit breaker of one upstream, shared by every server thread.
 //!
 //! It counts consecutive failed *attempts* (connection error, timeout, 429, 5xx — never another
 //! 4xx), opens at the threshold, rejects at once while open, lets exactly one probe through once

@@ -1,4 +1,6 @@
-//! How an upstream call fails, and how that failure is answered on every surface (SPEC §3).
+//! How an upstream call fails, and how that failure is answered on every surface
+//! (the same mapping everywhere: 502 `upstream.error`, 503 `upstream.unavailable` or
+//! `circuit.open`, 504 `request.timeout`).
 
 use std::time::Duration;
 
@@ -170,7 +172,7 @@ fn unavailable(message: &'static str, retry_after: Option<Duration>) -> ApiError
 }
 
 impl From<UpstreamError> for ApiError {
-    /// The answer of SPEC-wide upstream failure mapping; the cause rides along as an
+    /// The answer of the upstream failure mapping every surface shares; the cause rides along as an
     /// [`ErrorLog`] (WARN for the upstream's trouble, DEBUG for a 4xx answer, which is the
     /// request's business) for the edge to write once.
     fn from(err: UpstreamError) -> Self {

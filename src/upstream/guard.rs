@@ -1,4 +1,4 @@
-//! The SSRF guard (SPEC §5): which addresses an untrusted URL may reach.
+//! The SSRF guard: which addresses an untrusted URL may reach.
 //!
 //! The check runs on the addresses actually connected to: a resolver wrapped around the system
 //! resolver drops refused addresses after DNS resolution (so a public name resolving to

@@ -42,7 +42,7 @@
 //! private, loopback and link-local addresses after DNS resolution.
 //!
 //! This module is generic: it knows no capability. Failures map to the HTTP surface through
-//! `From<UpstreamError> for ApiError` (SPEC §3): 502 `upstream.error`, 503
+//! `From<UpstreamError> for ApiError`: 502 `upstream.error`, 503
 //! `upstream.unavailable`, 503 `circuit.open`, 504 `request.timeout`. That conversion logs a
 //! non-retryable 4xx answer at `debug` (it is the request's business) and everything else —
 //! 5xx, unavailability, an open breaker, a deadline, token endpoint failures — at `warn`.

@@ -1,4 +1,4 @@
-//! The retry policy of SPEC §3.2: which outcomes are retried, how long to wait, and the bounded
+//! The retry policy of upstream calls: which outcomes are retried, how long to wait, and the bounded
 //! reason labels of `gateway_upstream_retries_total`.
 
 use std::time::{Duration, SystemTime};

@@ -148,7 +148,7 @@ pub async fn sim_token(http: &reqwest::Client, base: &str) -> String {
         .to_owned()
 }
 
-/// Asserts an error body has the SPEC §3 shape and returns it.
+/// Asserts an error body has the error shape and returns it.
 pub async fn assert_error(
     response: reqwest::Response,
     status: u16,

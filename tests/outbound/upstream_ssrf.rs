@@ -1,4 +1,4 @@
-//! The SSRF guard of the transport (SPEC §5): untrusted URLs never reach loopback, private or
+//! The SSRF guard of the transport: untrusted URLs never reach loopback, private or
 //! link-local addresses — neither as IP literals nor through a name resolving there — unless
 //! `allow_private_networks` or an `allow_cidrs` entry allows it.
 

@@ -149,7 +149,7 @@ async fn the_rate_limit_answers_429_with_retry_after_then_recovers() {
     assert_eq!(t.get(&token, "/api/v2/users/u-1").await.status(), 200);
 }
 
-/// SPEC §6 default: 300 requests per minute per client-credentials token, then 429.
+/// The default: 300 requests per minute per client-credentials token, then 429.
 #[tokio::test]
 async fn the_default_rate_limit_is_300_per_minute_per_token() {
     let t = TestSim::start().await;
