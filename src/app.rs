@@ -23,6 +23,7 @@
 //! [`Application::run_until_stopped`].
 
 mod edge;
+mod openapi;
 mod serve;
 
 pub use serve::bind_shared;
@@ -286,7 +287,8 @@ impl Application {
         }
         let reloader = reloader.build();
 
-        let mut api = OpenApiRouter::with_openapi(openapi_base())
+        let openapi_actions = action_registry.clone();
+        let mut api = OpenApiRouter::with_openapi(openapi::base())
             .merge(ops::router(OpsState {
                 readiness: readiness.clone(),
                 metrics: metrics.clone(),
@@ -315,14 +317,15 @@ impl Application {
                 InboundAuth::bearer(admin_tokens),
             ));
         }
-        let (router, openapi) = api.split_for_parts();
-        let openapi = Arc::new(openapi);
+        let (router, routes_doc) = api.split_for_parts();
+        // Rebuilt after a reload swapped the action set: each action is its own path.
+        let openapi = Arc::new(openapi::OpenApiDoc::new(&routes_doc, openapi_actions));
         let router = router
             .route(
                 "/openapi.json",
                 axum::routing::get(move || {
                     let doc = openapi.clone();
-                    async move { axum::Json(doc.as_ref().clone()) }
+                    async move { openapi::answer(&doc) }
                 }),
             )
             .fallback(edge::not_found)
@@ -670,32 +673,6 @@ pub fn middleware_stack(
         server.request_timeout(),
         server.max_body_bytes,
     ))
-}
-
-fn openapi_base() -> utoipa::openapi::OpenApi {
-    use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-    let mut doc = utoipa::openapi::OpenApiBuilder::new()
-        .info(
-            utoipa::openapi::InfoBuilder::new()
-                .title("genesys-gateway")
-                .version(env!("CARGO_PKG_VERSION"))
-                .description(Some(
-                    "Connects Genesys Cloud to an enterprise's systems. Every error answers \
-                     {status, code, message, contextId, details, errors}.",
-                ))
-                .build(),
-        )
-        .build();
-    let components = doc.components.get_or_insert_with(Default::default);
-    components.add_security_scheme(
-        "bearer",
-        SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
-    );
-    components.add_security_scheme(
-        "basic",
-        SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
-    );
-    doc
 }
 
 /// Waits for SIGTERM or SIGINT.

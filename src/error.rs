@@ -917,7 +917,11 @@ mod query_tests {
         let err = parse_query::<Publish>(Some("dry_run=true")).unwrap_err();
         assert_eq!(err.code(), ErrorCode::BadRequest);
         assert!(err.message().contains("`dry_run`"), "{}", err.message());
-        assert!(err.message().contains("did you mean `dryRun`"), "{}", err.message());
+        assert!(
+            err.message().contains("did you mean `dryRun`"),
+            "{}",
+            err.message()
+        );
         assert_eq!(err.details()[0].field_name, "dry_run");
         assert_eq!(err.details()[0].error_code, "unknown");
     }
@@ -925,11 +929,23 @@ mod query_tests {
     #[test]
     fn unknown_parameters_are_all_named_with_what_the_endpoint_takes() {
         let err = parse_query::<List>(Some("limit=1&outcome=x&kind=y&outcome=z")).unwrap_err();
-        let names: Vec<_> = err.details().iter().map(|d| d.field_name.as_str()).collect();
+        let names: Vec<_> = err
+            .details()
+            .iter()
+            .map(|d| d.field_name.as_str())
+            .collect();
         assert_eq!(names, ["outcome", "kind"]);
-        assert!(err.message().contains("`limit`, `cursor`"), "{}", err.message());
+        assert!(
+            err.message().contains("`limit`, `cursor`"),
+            "{}",
+            err.message()
+        );
         let err = parse_query::<NoParams>(Some("x=1")).unwrap_err();
-        assert!(err.message().contains("takes no query parameters"), "{}", err.message());
+        assert!(
+            err.message().contains("takes no query parameters"),
+            "{}",
+            err.message()
+        );
     }
 
     #[test]

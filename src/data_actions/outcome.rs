@@ -114,7 +114,10 @@ impl ActionMetrics {
     /// [`ActionStatsBook`] attached a slot: the handles of unknown actions have none).
     pub fn failed(&self, failure: LastError) {
         if let Some(slot) = self.last_failure.get() {
-            *slot.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(failure);
+            *slot
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(failure);
         }
     }
 

@@ -334,8 +334,9 @@ async fn an_action_deadline_beyond_the_server_deadline_is_refused_by_a_reload() 
         assert_eq!(
             body["details"],
             json!([{"fieldName": "actions[1].timeout_ms", "errorCode": "invalid",
-                    "message": "must not exceed server.request_timeout_ms (30000): the server's \
-                                deadline would cut the action first"}])
+                    "message": "actions[1] (second).timeout_ms: must not exceed \
+                                server.request_timeout_ms (30000): the server's deadline \
+                                would cut the action first"}])
         );
     }
     assert_eq!(lookup(&app.client, &app.url("")).await.1["version"], 1);
@@ -354,11 +355,10 @@ async fn an_invalid_toml_reload_names_the_problem() {
     assert_eq!(details.len(), 1, "{body}");
     assert_eq!(details[0]["fieldName"], "");
     assert_eq!(details[0]["errorCode"], "invalid");
+    // The line and column of the syntax error come first.
+    let message = details[0]["message"].as_str().unwrap();
     assert!(
-        details[0]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("not valid TOML: "),
+        message.starts_with("line 1, column ") && message.contains(": not valid TOML: "),
         "{body}"
     );
     app.stop().await;
