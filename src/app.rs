@@ -25,6 +25,7 @@
 mod edge;
 mod openapi;
 mod serve;
+mod summary;
 
 pub use serve::bind_shared;
 
@@ -77,6 +78,8 @@ pub struct Application {
     simulator: Option<Simulator>,
     reloader: Reloader,
     in_flight: InFlight,
+    /// What the startup line says about this gateway.
+    summary: summary::Summary,
 }
 
 impl std::fmt::Debug for Application {
@@ -215,7 +218,15 @@ impl Application {
             actions,
             parts,
         } = builder;
-        let (settings, simulator) = start_simulator(settings).await?;
+        let (mut settings, simulator) = start_simulator(settings).await?;
+        // Bound first: in sandbox mode an unset `public_url` is the address actually bound.
+        let listeners = serve::bind_shared(
+            settings.server.listen_addr(),
+            settings.server.io_thread_count(),
+        )
+        .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
+        let addr = listeners[0].local_addr()?;
+        derive_public_url(&mut settings, addr);
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::new());
         let shutdown = CancellationToken::new();
@@ -230,6 +241,8 @@ impl Application {
             .map_err(config_error)?;
         let action_set = ActionSet::from_settings(&settings, &actions, &upstreams, &metrics)
             .map_err(config_error)?;
+        let summary = summary::Summary::new(&settings, &action_set, upstreams.names());
+        data_actions::publish::log_contract_warnings(&settings);
         let upstreams = UpstreamRegistry::new(
             upstreams,
             genesys::definitions(settings.genesys.clone(), endpoints),
@@ -274,16 +287,17 @@ impl Application {
         let mut reloader = Reloader::builder(settings.clone(), env, store.clone(), tasks.clone())
             .part(Arc::new(upstreams.clone()))
             .part(Arc::new(action_registry.clone()))
+            .part(Arc::new(data_actions::publish::ContractWarnings))
             .part(Arc::new(TargetCount));
         for part in parts {
             reloader = reloader.part(part);
         }
         if let Some(sim) = &simulator {
             let url = sim.base_url();
-            reloader =
-                reloader
-                    .prepare(Arc::new(move |s: &mut Settings| point_genesys_at(s, &url))
-                        as PrepareSettings);
+            reloader = reloader.prepare(Arc::new(move |s: &mut Settings| {
+                point_genesys_at(s, &url);
+                derive_public_url(s, addr);
+            }) as PrepareSettings);
         }
         let reloader = reloader.build();
 
@@ -307,6 +321,7 @@ impl Application {
                     store: store.clone(),
                     tasks: tasks.clone(),
                     publish_lock: crate::data_actions::publish::PublishLock::default(),
+                    served: addr,
                 },
                 InboundAuth::bearer(admin_tokens.clone()),
             ));
@@ -333,13 +348,6 @@ impl Application {
         let in_flight = InFlight::new(settings.server.max_concurrent_requests);
         let router = middleware_stack(router, &settings.server, metrics.clone(), in_flight.clone());
 
-        let listeners = serve::bind_shared(
-            settings.server.listen_addr(),
-            settings.server.io_thread_count(),
-        )
-        .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
-        let addr = listeners[0].local_addr()?;
-
         Ok(Self {
             settings,
             listeners,
@@ -356,6 +364,7 @@ impl Application {
             simulator,
             reloader,
             in_flight,
+            summary,
         })
     }
 
@@ -411,6 +420,7 @@ impl Application {
             simulator,
             in_flight,
             reloader: _,
+            summary,
         } = self;
         let server = &settings.server;
         let stop_accepting = CancellationToken::new();
@@ -442,7 +452,7 @@ impl Application {
                 .context("cannot start a server thread")?;
         }
         drop(ended_tx);
-        tracing::info!(%addr, threads, "gateway listening");
+        summary.log(addr, threads, simulator.as_ref());
 
         // Serve until asked to stop, or until a server thread ends on its own (a failure).
         let mut failure = None;
@@ -647,6 +657,16 @@ async fn start_simulator(mut settings: Settings) -> anyhow::Result<(Settings, Op
 /// Points `[genesys]` at a running simulator (also applied to reloaded configurations).
 pub fn simulate_genesys(settings: &mut Settings, simulator: &Simulator) {
     point_genesys_at(settings, &simulator.base_url());
+}
+
+/// In sandbox mode (`[genesys] simulate = true`), an unset `[data_actions] public_url` is the
+/// address the gateway listens on (`listening`, as bound): what the in-process simulator calls
+/// when it runs a published action.
+fn derive_public_url(settings: &mut Settings, listening: SocketAddr) {
+    if settings.genesys.simulate && settings.data_actions.public_url.is_none() {
+        settings.data_actions.public_url =
+            Some(data_actions::publish::sandbox_public_url(listening));
+    }
 }
 
 /// Points `[genesys]` at the simulator listening at `base_url`.

@@ -40,6 +40,9 @@ pub struct ActionsAdminState {
     pub tasks: tokio_util::task::TaskTracker,
     /// Serialises publications in this process (share it with anything else that publishes).
     pub publish_lock: PublishLock,
+    /// The address this gateway listens on: a publication warns when `public_url` points at
+    /// this machine but not there.
+    pub served: std::net::SocketAddr,
 }
 
 /// The `/admin/v1` routes of data actions, behind the admin bearer check.
@@ -265,7 +268,7 @@ struct PublishQuery {
 #[utoipa::path(post, path = "/admin/v1/actions/publish", tag = "admin",
     params(PublishQuery),
     security(("bearer" = [])),
-    responses((status = 200, description = "One entry per action: `{name, genesysActionId, change, test}`", body = PublishReport),
+    responses((status = 200, description = "`{success, warnings, actions: [{name, genesysActionId, change, changes, error, test}]}` — also when an action failed to publish or its test failed (`success` is then false and the entry says why)", body = PublishReport),
               (status = 400, description = "`invalid.input`: `data_actions.public_url` missing or a header credential"),
               (status = 401, description = "Missing or wrong bearer token"),
               (status = 502, description = "Genesys refused a call"),
@@ -301,6 +304,7 @@ async fn publish_actions(
             actions: set.iter().map(|b| b.action()).collect(),
             mode,
             store: Some((&state.store, "admin")),
+            served: Some(state.served),
         })
         .await?;
         Ok::<_, ApiError>(report)

@@ -558,3 +558,61 @@ async fn query_parameters_are_judged_after_authentication_and_never_ignored() {
     assert_eq!(mock.hits(), 0, "no refused call reached the upstream");
     app.stop().await;
 }
+
+/// In sandbox mode an unset `public_url` is the address actually listened on (here a free
+/// port): the in-process simulator's test of a published action reaches this gateway. A
+/// `public_url` that points at another port of this machine is warned about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_publishes_its_own_address_and_warns_about_another() {
+    let mock = MockUpstream::start().await;
+    mock.default_reply(Reply::json(200, json!({"state": "open"})));
+    let with_example = |public_url: &str| {
+        config(&mock, "")
+            .replace("public_url = \"https://gateway.example.com\"\n", public_url)
+            .replace(
+                "[actions.params]\norderId",
+                "example_input = { orderId = \"o-example\" }\n[actions.params]\norderId",
+            )
+    };
+    let text = with_example("");
+    let app = TestApp::spawn_with(&text).await;
+    std::fs::write(app.dir.path().join("gateway.toml"), &text).unwrap();
+
+    let r = admin_post(&app, "/admin/v1/actions/publish", None).await;
+    assert_eq!(r.status(), 200);
+    let report: Value = r.json().await.unwrap();
+    assert_eq!(report["success"], true, "{report}");
+    assert_eq!(report["warnings"], json!([]), "{report}");
+    assert_eq!(report["actions"][0]["test"]["success"], true, "{report}");
+    assert!(
+        mock.seen()
+            .iter()
+            .any(|s| s.path_and_query == "/api/orders/o-example?expand=lines"),
+        "the simulator's test went through this gateway"
+    );
+
+    // Another port of this machine: the answer warns, and the test fails against it.
+    let text = with_example("public_url = \"http://127.0.0.1:9\"\n");
+    std::fs::write(app.dir.path().join("gateway.toml"), &text).unwrap();
+    assert_eq!(
+        admin_post(&app, "/admin/v1/reload", None).await.status(),
+        200
+    );
+    let report: Value = admin_post(&app, "/admin/v1/actions/publish?dryRun=true", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let warnings = report["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{report}");
+    let warning = warnings[0].as_str().unwrap();
+    assert!(warning.contains("data_actions.public_url"), "{warning}");
+    assert!(warning.contains(&app.addr.to_string()), "{warning}");
+    assert_eq!(report["actions"][0]["change"], "updated", "{report}");
+    assert_eq!(
+        report["actions"][0]["changes"],
+        json!(["requestUrlTemplate"]),
+        "{report}"
+    );
+    app.stop().await;
+}

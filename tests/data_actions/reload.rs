@@ -123,7 +123,14 @@ async fn reloads_swap_the_action_set_under_load_with_no_failed_request() {
     assert_eq!(
         last,
         json!({"actions": 2, "upstreams": 2, "targets": 0, "restartRequired": [],
-               "added": ["second"], "changed": ["lookup"], "removed": []})
+               "added": ["second"], "changed": ["lookup"], "removed": [],
+               "warnings": [
+                   "actions[0] (lookup).input_schema: not set: the action is published with \
+                    an empty input contract, so a flow sees no inputs to fill",
+                   "actions[0] (lookup).output_schema: not set: the action is published with \
+                    an empty output contract, so a flow sees no outputs to map",
+                   "actions[1] (second).output_schema: not set: the action is published with \
+                    an empty output contract, so a flow sees no outputs to map"]})
     );
     assert_eq!(reports[1]["actions"], 1);
     assert_eq!(lookup(&app.client, &base).await.1["version"], 2);
