@@ -388,7 +388,7 @@ impl Reloader {
                 }
                 *running = change.settings;
                 tracing::info!(
-                    report = %serde_json::to_string(&change.report.parts).unwrap_or_default(),
+                    report = %crate::telemetry::AsJson(&change.report.parts),
                     restart_required = ?change.report.restart_required,
                     "configuration reloaded"
                 );

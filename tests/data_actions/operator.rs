@@ -616,3 +616,230 @@ async fn a_sandbox_publishes_its_own_address_and_warns_about_another() {
     );
     app.stop().await;
 }
+
+/// The gateway binary, its JSON log lines collected as they come.
+struct Binary {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl Binary {
+    fn serve(config: &std::path::Path) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_genesys-gateway"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .env_remove("GATEWAY_CONFIG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+                sink.lock().unwrap().push(value);
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The first line `matches` accepts, waiting for it (bounded).
+    async fn line(&self, matches: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(found) = self.lines.lock().unwrap().iter().find(|l| matches(l)) {
+                return found.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no such log line in:\n{:#?}",
+                self.lines.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn all(&self) -> Vec<Value> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `request_id` of the request span a line was logged in.
+fn request_id(line: &Value) -> Option<&str> {
+    line["spans"]
+        .as_array()?
+        .iter()
+        .find_map(|s| s["request_id"].as_str())
+}
+
+/// Through the binary with JSON logs: the startup summary line; a failed execution logged once
+/// at WARN with its action, upstream, outcome, upstream status and attempts as typed fields,
+/// and the same in its audit detail; a reload's `restart_required` as a JSON array; one span
+/// representation on every line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_logs_its_summary_and_each_failure_once_with_its_cause() {
+    let mock = MockUpstream::start().await;
+    mock.default_reply(Reply::json(404, json!({"message": "no such order"})));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    let text = config(
+        &mock,
+        "[[actions]]\nname = \"bare\"\nupstream = \"crm\"\npath = \"/bare\"\n",
+    )
+    .replace(
+        "shutdown_grace_ms = 5000",
+        "shutdown_grace_ms = 5000\n[telemetry]\nlog_format = \"json\"",
+    )
+    .replace("public_url = \"https://gateway.example.com\"\n", "");
+    std::fs::write(&file, &text).unwrap();
+    let gateway = Binary::serve(&file);
+
+    // One summary line: what runs, from where, where it listens, against what.
+    let summary = gateway.line(|l| l["message"] == "gateway listening").await;
+    assert_eq!(summary["level"], "INFO");
+    assert_eq!(summary["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(summary["config"], file.display().to_string());
+    let addr = summary["addr"].as_str().unwrap().to_owned();
+    assert!(
+        addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
+        "{summary}"
+    );
+    assert_eq!(summary["threads"], 2, "{summary}");
+    assert_eq!(summary["actions"], 2, "{summary}");
+    assert_eq!(summary["action_names"], json!(["lookupOrder", "bare"]));
+    assert_eq!(summary["upstreams"], 2, "{summary}");
+    assert_eq!(summary["upstream_names"], json!(["crm", "genesys"]));
+    assert_eq!(
+        summary["store"],
+        format!("sqlite {}", dir.path().join("data/gateway.db").display())
+    );
+    assert_eq!(
+        summary["public_url"],
+        format!("http://{addr}"),
+        "derived: {summary}"
+    );
+    assert!(
+        summary["simulator"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:")
+    );
+    assert_eq!(summary["sim_client"], "sim-client");
+    assert_eq!(summary["sim_secret"], "sim-secret");
+    let summaries = gateway
+        .all()
+        .iter()
+        .filter(|l| l["message"] == "gateway listening")
+        .count();
+    assert_eq!(summaries, 1);
+    // The action without schemas is warned about at load.
+    let warning = gateway
+        .line(|l| l["key"] == "actions[1].input_schema")
+        .await;
+    assert_eq!(warning["level"], "WARN");
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("actions[1] (bare).input_schema: ")
+    );
+
+    // A failing execution: one WARN line with its cause, typed.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let r = http
+        .post(format!("http://{addr}/v1/actions/lookupOrder"))
+        .basic_auth(USER, Some(PASSWORD))
+        .header("X-Request-Id", "req-cause-1")
+        .json(&json!({"orderId": "o-404"}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 502, "upstream.error").await;
+    let failure = gateway
+        .line(|l| request_id(l) == Some("req-cause-1") && l["level"] == "WARN")
+        .await;
+    assert_eq!(failure["action"], "lookupOrder", "{failure}");
+    assert_eq!(failure["upstream"], "crm", "{failure}");
+    assert_eq!(failure["outcome"], "upstream_error", "{failure}");
+    assert_eq!(failure["upstream_status"], 404, "{failure}");
+    assert_eq!(failure["attempts"], 1, "{failure}");
+    assert_eq!(failure["status"], 502, "{failure}");
+    assert!(
+        failure["error"].as_str().unwrap().contains("404"),
+        "{failure}"
+    );
+    let lines = gateway.all();
+    let warnings = lines
+        .iter()
+        .filter(|l| request_id(l) == Some("req-cause-1") && l["level"] == "WARN")
+        .count();
+    assert_eq!(warnings, 1, "logged once: {lines:#?}");
+    let audit = loop {
+        let page: Value = http
+            .get(format!("http://{addr}/admin/v1/audit?kind=action.executed"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(record) = page["entities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["requestId"] == "req-cause-1")
+        {
+            break record.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(audit["outcome"], "upstream_error");
+    assert_eq!(audit["detail"]["status"], 502, "{audit}");
+    assert_eq!(audit["detail"]["upstreamStatus"], 404, "{audit}");
+    assert_eq!(audit["detail"]["attempts"], 1, "{audit}");
+    assert!(audit["detail"]["durationMs"].is_number(), "{audit}");
+
+    // A reload whose listen address changed: restart_required is an array in the log.
+    std::fs::write(&file, text.replace("127.0.0.1:0", "127.0.0.1:1")).unwrap();
+    let r = http
+        .post(format!("http://{addr}/admin/v1/reload"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let reloaded = gateway
+        .line(|l| l["message"] == "configuration reloaded")
+        .await;
+    assert_eq!(
+        reloaded["restart_required"],
+        json!(["server.listen"]),
+        "{reloaded}"
+    );
+    assert_eq!(reloaded["report"]["actions"], 2, "{reloaded}");
+
+    for line in gateway.all() {
+        assert!(
+            line.get("span").is_none(),
+            "one span representation: {line}"
+        );
+        let text = line.to_string();
+        for secret in [UPSTREAM_KEY, MAPPED_SECRET, PASSWORD, ADMIN_TOKEN] {
+            assert!(!text.contains(secret), "{secret} logged: {text}");
+        }
+    }
+}
