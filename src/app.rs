@@ -472,7 +472,7 @@ impl Application {
             }
         }
 
-        // The drain (SPEC §3.1, §5): readiness turns 503 at once; after `shutdown_delay_ms`
+        // The drain: readiness turns 503 at once; after `shutdown_delay_ms`
         // new work is refused (503, Connection: close) while requests in flight finish; then
         // the listeners close and the connections are shut; background tasks stop.
         let grace = server.shutdown_grace();

@@ -1,4 +1,4 @@
-//! Provisioning the gateway's actions into Genesys Cloud (SPEC §3.6): `genesys-gateway actions
+//! Provisioning the gateway's actions into Genesys Cloud: `genesys-gateway actions
 //! publish [--dry-run]` and `POST /admin/v1/actions/publish[?dryRun=true]`.
 //!
 //! Publishing makes Genesys call the gateway, idempotently:

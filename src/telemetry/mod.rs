@@ -3,10 +3,10 @@
 //! - [`init`] installs the process-wide `tracing` subscriber: JSON lines (typed fields, the
 //!   spans in scope listed once; see [`AsJson`] and the `json` module) or text per
 //!   `[telemetry] log_format`, filtered by `RUST_LOG` (default `info`).
-//! - [`RequestId`] is the correlation id of the request being served (SPEC §3): it is on the
+//! - [`RequestId`] is the correlation id of the request being served: it is on the
 //!   request's span (so on every log line), on the response, in error bodies as `contextId`, in
 //!   audit records and on outbound calls as `ININ-Correlation-Id`.
-//! - [`Metrics`] owns the registry and every metric family of SPEC §7.
+//! - [`Metrics`] owns the registry and every metric family the gateway exports.
 //!
 //! Nothing here ever records a secret, a token or a payload: spans carry ids, routes and
 //! statuses only, and metric labels only bounded values (route templates, names, outcomes).

@@ -1,4 +1,4 @@
-//! Publishing data actions into Genesys (SPEC §3.6), end to end against the simulator: the
+//! Publishing data actions into Genesys, end to end against the simulator: the
 //! gateway provisions the integration, credential and actions; the simulator then executes an
 //! action for real, calling the gateway, which calls the upstream.
 

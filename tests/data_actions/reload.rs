@@ -1,4 +1,4 @@
-//! Reloading actions without a restart (SPEC §3.2, §3.6): `POST /admin/v1/reload`, and
+//! Reloading actions without a restart: `POST /admin/v1/reload`, and
 //! `GET /admin/v1/actions`.
 
 use crate::common;
