@@ -634,11 +634,14 @@ pub fn public_url_warning(public_url: &str, served: SocketAddr) -> Option<String
     let shown = url.host_str().unwrap_or_default();
     if port != served.port() || !address_served {
         Some(format!(
-            "data_actions.public_url ({public_url}) points at {shown}:{port} on this machine,              which this gateway does not serve (it listens on {served}): Genesys would call              whatever listens there"
+            "data_actions.public_url ({public_url}) points at {shown}:{port} on this machine, \
+             which this gateway does not serve (it listens on {served}): Genesys would call \
+             whatever listens there"
         ))
     } else if url.scheme() == "https" {
         Some(format!(
-            "data_actions.public_url ({public_url}) uses https, but this gateway serves plain              HTTP on {served}: Genesys could not connect"
+            "data_actions.public_url ({public_url}) uses https, but this gateway serves plain \
+             HTTP on {served}: Genesys could not connect"
         ))
     } else {
         None
