@@ -608,6 +608,10 @@ async fn a_sandbox_publishes_its_own_address_and_warns_about_another() {
     let warning = warnings[0].as_str().unwrap();
     assert!(warning.contains("data_actions.public_url"), "{warning}");
     assert!(warning.contains(&app.addr.to_string()), "{warning}");
+    assert!(
+        warning.contains("on this machine, which this gateway does not serve"),
+        "one sentence: {warning}"
+    );
     assert_eq!(report["actions"][0]["change"], "updated", "{report}");
     assert_eq!(
         report["actions"][0]["changes"],
