@@ -23,7 +23,9 @@
 //! [`Application::run_until_stopped`].
 
 mod edge;
+mod openapi;
 mod serve;
+mod summary;
 
 pub use serve::bind_shared;
 
@@ -76,6 +78,8 @@ pub struct Application {
     simulator: Option<Simulator>,
     reloader: Reloader,
     in_flight: InFlight,
+    /// What the startup line says about this gateway.
+    summary: summary::Summary,
 }
 
 impl std::fmt::Debug for Application {
@@ -214,7 +218,15 @@ impl Application {
             actions,
             parts,
         } = builder;
-        let (settings, simulator) = start_simulator(settings).await?;
+        let (mut settings, simulator) = start_simulator(settings).await?;
+        // Bound first: in sandbox mode an unset `public_url` is the address actually bound.
+        let listeners = serve::bind_shared(
+            settings.server.listen_addr(),
+            settings.server.io_thread_count(),
+        )
+        .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
+        let addr = listeners[0].local_addr()?;
+        derive_public_url(&mut settings, addr);
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::new());
         let shutdown = CancellationToken::new();
@@ -229,6 +241,8 @@ impl Application {
             .map_err(config_error)?;
         let action_set = ActionSet::from_settings(&settings, &actions, &upstreams, &metrics)
             .map_err(config_error)?;
+        let summary = summary::Summary::new(&settings, &action_set, upstreams.names());
+        data_actions::publish::log_contract_warnings(&settings);
         let upstreams = UpstreamRegistry::new(
             upstreams,
             genesys::definitions(settings.genesys.clone(), endpoints),
@@ -273,20 +287,22 @@ impl Application {
         let mut reloader = Reloader::builder(settings.clone(), env, store.clone(), tasks.clone())
             .part(Arc::new(upstreams.clone()))
             .part(Arc::new(action_registry.clone()))
+            .part(Arc::new(data_actions::publish::ContractWarnings))
             .part(Arc::new(TargetCount));
         for part in parts {
             reloader = reloader.part(part);
         }
         if let Some(sim) = &simulator {
             let url = sim.base_url();
-            reloader =
-                reloader
-                    .prepare(Arc::new(move |s: &mut Settings| point_genesys_at(s, &url))
-                        as PrepareSettings);
+            reloader = reloader.prepare(Arc::new(move |s: &mut Settings| {
+                point_genesys_at(s, &url);
+                derive_public_url(s, addr);
+            }) as PrepareSettings);
         }
         let reloader = reloader.build();
 
-        let mut api = OpenApiRouter::with_openapi(openapi_base())
+        let openapi_actions = action_registry.clone();
+        let mut api = OpenApiRouter::with_openapi(openapi::base())
             .merge(ops::router(OpsState {
                 readiness: readiness.clone(),
                 metrics: metrics.clone(),
@@ -305,6 +321,7 @@ impl Application {
                     store: store.clone(),
                     tasks: tasks.clone(),
                     publish_lock: crate::data_actions::publish::PublishLock::default(),
+                    served: addr,
                 },
                 InboundAuth::bearer(admin_tokens.clone()),
             ));
@@ -315,27 +332,21 @@ impl Application {
                 InboundAuth::bearer(admin_tokens),
             ));
         }
-        let (router, openapi) = api.split_for_parts();
-        let openapi = Arc::new(openapi);
+        let (router, routes_doc) = api.split_for_parts();
+        // Rebuilt after a reload swapped the action set: each action is its own path.
+        let openapi = Arc::new(openapi::OpenApiDoc::new(&routes_doc, openapi_actions));
         let router = router
             .route(
                 "/openapi.json",
                 axum::routing::get(move || {
                     let doc = openapi.clone();
-                    async move { axum::Json(doc.as_ref().clone()) }
+                    async move { openapi::answer(&doc) }
                 }),
             )
             .fallback(edge::not_found)
             .method_not_allowed_fallback(edge::method_not_allowed);
         let in_flight = InFlight::new(settings.server.max_concurrent_requests);
         let router = middleware_stack(router, &settings.server, metrics.clone(), in_flight.clone());
-
-        let listeners = serve::bind_shared(
-            settings.server.listen_addr(),
-            settings.server.io_thread_count(),
-        )
-        .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
-        let addr = listeners[0].local_addr()?;
 
         Ok(Self {
             settings,
@@ -353,6 +364,7 @@ impl Application {
             simulator,
             reloader,
             in_flight,
+            summary,
         })
     }
 
@@ -408,6 +420,7 @@ impl Application {
             simulator,
             in_flight,
             reloader: _,
+            summary,
         } = self;
         let server = &settings.server;
         let stop_accepting = CancellationToken::new();
@@ -439,7 +452,7 @@ impl Application {
                 .context("cannot start a server thread")?;
         }
         drop(ended_tx);
-        tracing::info!(%addr, threads, "gateway listening");
+        summary.log(addr, threads, simulator.as_ref());
 
         // Serve until asked to stop, or until a server thread ends on its own (a failure).
         let mut failure = None;
@@ -459,7 +472,7 @@ impl Application {
             }
         }
 
-        // The drain (SPEC §3.1, §5): readiness turns 503 at once; after `shutdown_delay_ms`
+        // The drain: readiness turns 503 at once; after `shutdown_delay_ms`
         // new work is refused (503, Connection: close) while requests in flight finish; then
         // the listeners close and the connections are shut; background tasks stop.
         let grace = server.shutdown_grace();
@@ -646,6 +659,16 @@ pub fn simulate_genesys(settings: &mut Settings, simulator: &Simulator) {
     point_genesys_at(settings, &simulator.base_url());
 }
 
+/// In sandbox mode (`[genesys] simulate = true`), an unset `[data_actions] public_url` is the
+/// address the gateway listens on (`listening`, as bound): what the in-process simulator calls
+/// when it runs a published action.
+fn derive_public_url(settings: &mut Settings, listening: SocketAddr) {
+    if settings.genesys.simulate && settings.data_actions.public_url.is_none() {
+        settings.data_actions.public_url =
+            Some(data_actions::publish::sandbox_public_url(listening));
+    }
+}
+
 /// Points `[genesys]` at the simulator listening at `base_url`.
 fn point_genesys_at(settings: &mut Settings, base_url: &str) {
     let g = &mut settings.genesys;
@@ -670,32 +693,6 @@ pub fn middleware_stack(
         server.request_timeout(),
         server.max_body_bytes,
     ))
-}
-
-fn openapi_base() -> utoipa::openapi::OpenApi {
-    use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-    let mut doc = utoipa::openapi::OpenApiBuilder::new()
-        .info(
-            utoipa::openapi::InfoBuilder::new()
-                .title("genesys-gateway")
-                .version(env!("CARGO_PKG_VERSION"))
-                .description(Some(
-                    "Connects Genesys Cloud to an enterprise's systems. Every error answers \
-                     {status, code, message, contextId, details, errors}.",
-                ))
-                .build(),
-        )
-        .build();
-    let components = doc.components.get_or_insert_with(Default::default);
-    components.add_security_scheme(
-        "bearer",
-        SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
-    );
-    components.add_security_scheme(
-        "basic",
-        SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
-    );
-    doc
 }
 
 /// Waits for SIGTERM or SIGINT.

@@ -650,7 +650,223 @@ mod tests {
     }
 }
 
-/// Query-string extractor whose rejection is 400 `bad.request` in the error shape.
+/// Query parameters that carry a credential, compared case-insensitively: a request with one is
+/// refused with 401 `invalid.token` whatever its value, on every surface — a credential is never
+/// taken from a place that access logs and proxies record.
+pub const CREDENTIAL_QUERY_PARAMETERS: &[&str] = &[
+    "access_token",
+    "token",
+    "jwt",
+    "id_token",
+    "api_key",
+    "apikey",
+    "bearer",
+    "authorization",
+    "password",
+    "client_secret",
+];
+
+/// The first credential-named parameter of `query` (see [`CREDENTIAL_QUERY_PARAMETERS`]).
+pub fn query_credential(query: Option<&str>) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .map(|(name, _)| name)
+        .find(|name| {
+            CREDENTIAL_QUERY_PARAMETERS
+                .iter()
+                .any(|p| name.eq_ignore_ascii_case(p))
+        })
+        .map(std::borrow::Cow::into_owned)
+}
+
+/// 401 `invalid.token` for a credential sent in the query string (without a `WWW-Authenticate`
+/// challenge: the surface's auth adds its own). Names the parameter, never its value.
+pub fn credential_in_query(parameter: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidToken,
+        format!(
+            "Credentials are not accepted in the query string (`{parameter}`); send them in \
+             the request's headers."
+        ),
+    )
+}
+
+/// The query string parsed into `T`, the gateway's way (what [`Query`] does):
+/// 1. a credential-named parameter ([`CREDENTIAL_QUERY_PARAMETERS`]) is 401 `invalid.token`;
+/// 2. a parameter `T` does not know is 400 `bad.request` naming it (with the nearest known
+///    one when it looks like a misspelling: `dry_run` → `dryRun`), so that a misspelt option
+///    is never silently ignored;
+/// 3. a value of the wrong type is 400 `bad.request` naming the parameter.
+///
+/// # Errors
+/// As described.
+pub fn parse_query<T: DeserializeOwned>(query: Option<&str>) -> Result<T, ApiError> {
+    if let Some(parameter) = query_credential(query) {
+        return Err(credential_in_query(&parameter));
+    }
+    let text = query.unwrap_or("");
+    let mut unknown: Vec<String> = Vec::new();
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(text.as_bytes()));
+    let parsed = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
+        de,
+        &mut |path: serde_ignored::Path<'_>| {
+            let name = path.to_string();
+            if !unknown.contains(&name) {
+                unknown.push(name);
+            }
+        },
+    ));
+    let value: T = match parsed {
+        Ok(value) => value,
+        Err(err) => {
+            let field = err.path().to_string();
+            let named = !(field.is_empty() || field == ".");
+            let message = format!(
+                "Invalid query parameter{}: {}",
+                if named {
+                    format!(" `{field}`")
+                } else {
+                    String::new()
+                },
+                err.inner()
+            );
+            let details = if named {
+                vec![ErrorDetail::new(field, "type", err.inner().to_string())]
+            } else {
+                Vec::new()
+            };
+            return Err(ApiError::bad_request(message).with_details(details));
+        }
+    };
+    if unknown.is_empty() {
+        Ok(value)
+    } else {
+        Err(unknown_parameters(&unknown, query_fields::<T>()))
+    }
+}
+
+/// 400 `bad.request` naming every parameter in `unknown`, each with the nearest of `known`
+/// when it is close.
+fn unknown_parameters(unknown: &[String], known: &[&str]) -> ApiError {
+    let takes = if known.is_empty() {
+        "this endpoint takes no query parameters".to_owned()
+    } else {
+        format!(
+            "this endpoint takes {}",
+            known
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let details: Vec<ErrorDetail> = unknown
+        .iter()
+        .map(|name| {
+            let message = match nearest(name, known) {
+                Some(near) => format!("Unknown query parameter; did you mean `{near}`?"),
+                None => format!("Unknown query parameter; {takes}."),
+            };
+            ErrorDetail::new(name.clone(), "unknown", message)
+        })
+        .collect();
+    let names = unknown
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let hint = match unknown {
+        [name] => nearest(name, known).map_or_else(
+            || format!("{takes}."),
+            |near| format!("did you mean `{near}`?"),
+        ),
+        _ => format!("{takes}."),
+    };
+    let plural = if unknown.len() == 1 { "" } else { "s" };
+    ApiError::bad_request(format!("Unknown query parameter{plural} {names}: {hint}"))
+        .with_details(details)
+}
+
+/// The known name nearest to `name`, when it is close enough to be a misspelling of it (case
+/// and `_`/`-` ignored, then a small edit distance).
+fn nearest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+    let fold = |s: &str| {
+        s.chars()
+            .filter(|c| !matches!(c, '_' | '-'))
+            .flat_map(char::to_lowercase)
+            .collect::<String>()
+    };
+    let folded = fold(name);
+    known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(&folded, &fold(k)), *k))
+        .filter(|(distance, k)| *distance <= (k.len() / 3).max(1))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, k)| k)
+}
+
+/// The field names `T` deserializes from (empty when `T` is not a plain struct): asked of
+/// `T`'s `Deserialize` by a deserializer that only records what `deserialize_struct` is
+/// given. Used for messages only.
+fn query_fields<T: DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{self, Visitor};
+
+    struct Fields(Option<&'static [&'static str]>);
+
+    #[derive(Debug)]
+    struct Stop;
+    impl std::fmt::Display for Stop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("introspection only")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl de::Error for Stop {
+        fn custom<M: std::fmt::Display>(_: M) -> Self {
+            Stop
+        }
+    }
+
+    impl<'de> de::Deserializer<'de> for &mut Fields {
+        type Error = Stop;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            self.0 = Some(fields);
+            Err(Stop)
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+
+    let mut fields = Fields(None);
+    let _ = T::deserialize(&mut fields);
+    fields.0.unwrap_or(&[])
+}
+
+/// The query of an endpoint that takes no parameters: with [`Query`], any parameter is 400
+/// `bad.request` (and a credential-named one 401), like an unknown one anywhere else.
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
+pub struct NoParams {}
+
+/// Query-string extractor of every surface; see [`parse_query`] for its rules (a credential in
+/// the query is 401 `invalid.token`, an unknown or misspelt parameter 400 `bad.request` naming
+/// it, a bad value 400 `bad.request`).
+///
+/// Extractors run after a router's `route_layer`s, so the surface's authentication has already
+/// answered an unauthenticated request with its 401 before any parameter is judged. A handler
+/// that checks credentials itself calls [`parse_query`] after its check instead.
 #[derive(Debug, Clone)]
 pub struct Query<T>(pub T);
 
@@ -665,25 +881,86 @@ where
         parts: &mut http::request::Parts,
         _state: &S,
     ) -> Result<Self, Self::Rejection> {
-        let query = parts.uri.query().unwrap_or("");
-        let de = serde_urlencoded::Deserializer::new(form_urlencoded_parse(query));
-        serde_path_to_error::deserialize(de)
-            .map(Query)
-            .map_err(|err| {
-                let field = err.path().to_string();
-                ApiError::bad_request(format!(
-                    "Invalid query parameter{}: {}",
-                    if field.is_empty() || field == "." {
-                        String::new()
-                    } else {
-                        format!(" `{field}`")
-                    },
-                    err.inner()
-                ))
-            })
+        parse_query(parts.uri.query()).map(Query)
     }
 }
 
-fn form_urlencoded_parse(query: &str) -> form_urlencoded::Parse<'_> {
-    form_urlencoded::parse(query.as_bytes())
+#[cfg(test)]
+mod query_tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    #[allow(dead_code)]
+    struct Publish {
+        dry_run: Option<bool>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct List {
+        limit: Option<u32>,
+        cursor: Option<String>,
+    }
+
+    #[test]
+    fn known_parameters_parse() {
+        let q: Publish = parse_query(Some("dryRun=true")).unwrap();
+        assert_eq!(q.dry_run, Some(true));
+        let q: List = parse_query(None).unwrap();
+        assert!(q.limit.is_none());
+        let _: NoParams = parse_query(Some("")).unwrap();
+    }
+
+    #[test]
+    fn a_misspelt_parameter_is_named_with_the_nearest_known_one() {
+        let err = parse_query::<Publish>(Some("dry_run=true")).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::BadRequest);
+        assert!(err.message().contains("`dry_run`"), "{}", err.message());
+        assert!(
+            err.message().contains("did you mean `dryRun`"),
+            "{}",
+            err.message()
+        );
+        assert_eq!(err.details()[0].field_name, "dry_run");
+        assert_eq!(err.details()[0].error_code, "unknown");
+    }
+
+    #[test]
+    fn unknown_parameters_are_all_named_with_what_the_endpoint_takes() {
+        let err = parse_query::<List>(Some("limit=1&outcome=x&kind=y&outcome=z")).unwrap_err();
+        let names: Vec<_> = err
+            .details()
+            .iter()
+            .map(|d| d.field_name.as_str())
+            .collect();
+        assert_eq!(names, ["outcome", "kind"]);
+        assert!(
+            err.message().contains("`limit`, `cursor`"),
+            "{}",
+            err.message()
+        );
+        let err = parse_query::<NoParams>(Some("x=1")).unwrap_err();
+        assert!(
+            err.message().contains("takes no query parameters"),
+            "{}",
+            err.message()
+        );
+    }
+
+    #[test]
+    fn a_credential_in_the_query_is_an_invalid_token_and_its_value_is_never_echoed() {
+        for query in ["access_token=s3cr3t", "limit=1&API_KEY=s3cr3t", "token="] {
+            let err = parse_query::<List>(Some(query)).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::InvalidToken, "{query}");
+            assert!(!err.message().contains("s3cr3t"));
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_parameter() {
+        let err = parse_query::<List>(Some("limit=many")).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::BadRequest);
+        assert!(err.message().contains("`limit`"), "{}", err.message());
+    }
 }

@@ -60,7 +60,9 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum ActionsCommand {
     /// Provision the configured data actions into Genesys (integration, credential, actions),
-    /// then test each that has an `example_input`; prints the report as JSON.
+    /// then test each that has an `example_input`; prints the report as JSON. Exits 0 when
+    /// every action is published and passed its test, 1 when one did not (the report says
+    /// which), 64 on a configuration error.
     Publish {
         /// Config file (default: $GATEWAY_CONFIG, then config/gateway.toml).
         #[arg(long)]
@@ -194,6 +196,16 @@ fn check_config(config: Option<PathBuf>, env: &Environment) -> ExitCode {
         Ok(settings) => {
             println!("{}: configuration is valid", settings.source.file.display());
             print!("{}", settings.summary());
+            // What is valid but would surprise: printed after the summary, on stderr.
+            let names = settings.action_names();
+            for w in genesys_gateway::data_actions::publish::contract_warnings(&settings) {
+                eprintln!(
+                    "{}: warning: {}: {}",
+                    settings.source.file.display(),
+                    w.label(&names),
+                    w.message
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(err) => {
@@ -271,6 +283,17 @@ fn publish_actions(config: Option<PathBuf>, dry_run: bool, env: &Environment) ->
     } else {
         PublishMode::Apply
     };
+    // The gateway of this configuration serves `server.listen` (unknown with port 0): in
+    // sandbox mode an unset `public_url` is that address, and a `public_url` on this machine
+    // that does not lead there is warned about.
+    let listen = settings.server.listen_addr();
+    let served = (listen.port() != 0).then_some(listen);
+    if settings.genesys.simulate
+        && settings.data_actions.public_url.is_none()
+        && let Some(served) = served
+    {
+        settings.data_actions.public_url = Some(publish::sandbox_public_url(served));
+    }
     runtime.block_on(async move {
         let simulator = if settings.genesys.simulate {
             match Simulator::start(([127, 0, 0, 1], 0).into(), SimOptions::default()).await {
@@ -303,7 +326,8 @@ fn publish_actions(config: Option<PathBuf>, dry_run: bool, env: &Environment) ->
                 return ExitCode::FAILURE;
             }
         };
-        let result = publish::publish_settings(&settings, mode, Some((&store, "cli"))).await;
+        let result =
+            publish::publish_settings(&settings, mode, Some((&store, "cli")), served).await;
         store.close().await;
         if let Some(sim) = simulator {
             sim.shutdown().await;
@@ -314,7 +338,16 @@ fn publish_actions(config: Option<PathBuf>, dry_run: bool, env: &Environment) ->
                     "{}",
                     serde_json::to_string_pretty(&report).unwrap_or_default()
                 );
-                ExitCode::SUCCESS
+                if report.success {
+                    ExitCode::SUCCESS
+                } else {
+                    eprintln!(
+                        "genesys-gateway actions publish: not every action was published and \
+                         passed its test: {}",
+                        report.failed().join(", ")
+                    );
+                    ExitCode::FAILURE
+                }
             }
             Err(PublishError::Config(problems)) => {
                 eprintln!("{}", ConfigError::for_settings(&settings, problems));

@@ -130,14 +130,43 @@ impl ReloadReport {
 pub struct ReloadError {
     /// Every problem, with its key path.
     pub problems: Vec<Problem>,
+    /// The names of the new file's `[[actions]]` by index, to name actions in messages
+    /// ([`Problem::label`]); empty when unknown.
+    pub action_names: Vec<String>,
 }
 
+impl ReloadError {
+    /// A refusal for `problems` that names no action.
+    pub fn new(problems: Vec<Problem>) -> Self {
+        Self {
+            problems,
+            action_names: Vec::new(),
+        }
+    }
+
+    /// What an operator reads about one problem: its key path with actions named by name
+    /// (`actions[3] (lookupOrder).method: must be one of …`), or its line and column for a
+    /// syntax error.
+    pub fn describe(&self, problem: &Problem) -> String {
+        match (&problem.location, problem.path.is_empty()) {
+            (Some(at), _) => format!(
+                "line {}, column {}: {}",
+                at.line, at.column, problem.message
+            ),
+            (None, true) => problem.message.clone(),
+            (None, false) => format!("{}: {}", problem.label(&self.action_names), problem.message),
+        }
+    }
+}
+
+/// 400 `invalid.input`, one detail per problem: `fieldName` is the plain key path (what a
+/// program matches on), `message` names the action by name.
 impl From<ReloadError> for ApiError {
     fn from(err: ReloadError) -> Self {
         let details = err
             .problems
-            .into_iter()
-            .map(|p| ErrorDetail::new(p.path, "invalid", p.message))
+            .iter()
+            .map(|p| ErrorDetail::new(p.path.clone(), "invalid", err.describe(p)))
             .collect();
         ApiError::invalid_input(
             "The configuration is not valid; the running configuration stays.",
@@ -150,6 +179,7 @@ impl From<ConfigError> for ReloadError {
     fn from(err: ConfigError) -> Self {
         Self {
             problems: err.problems,
+            action_names: err.action_names,
         }
     }
 }
@@ -310,9 +340,10 @@ impl Reloader {
             Ok(result) => result,
             Err(err) => {
                 tracing::error!(error = %err, "the reload task failed");
-                Err(ReloadError {
-                    problems: vec![Problem::new("", "the reload failed; see the logs")],
-                })
+                Err(ReloadError::new(vec![Problem::new(
+                    "",
+                    "the reload failed; see the logs",
+                )]))
             }
         }
     }
@@ -357,7 +388,7 @@ impl Reloader {
                 }
                 *running = change.settings;
                 tracing::info!(
-                    report = %serde_json::to_string(&change.report.parts).unwrap_or_default(),
+                    report = %crate::telemetry::AsJson(&change.report.parts),
                     restart_required = ?change.report.restart_required,
                     "configuration reloaded"
                 );
@@ -380,8 +411,11 @@ impl Reloader {
         let env = inner.env.clone();
         let mut loaded = tokio::task::spawn_blocking(move || Settings::load(&path, &env))
             .await
-            .map_err(|_| ReloadError {
-                problems: vec![Problem::new("", "the configuration could not be read")],
+            .map_err(|_| {
+                ReloadError::new(vec![Problem::new(
+                    "",
+                    "the configuration could not be read",
+                )])
             })??;
         if let Some(prepare) = &inner.prepare {
             prepare(&mut loaded);
@@ -406,7 +440,10 @@ impl Reloader {
                 problems.push(Problem::new("", "the configuration could not be prepared"));
             }
             problems.dedup();
-            return Err(ReloadError { problems });
+            return Err(ReloadError {
+                problems,
+                action_names: next.action_names(),
+            });
         }
         let mut parts = Map::new();
         for change in &prepared {
@@ -468,7 +505,7 @@ pub fn reload_on_sighup(
                 tracing::info!("SIGHUP: reloading the configuration");
                 if let Err(err) = reloader.reload(ReloadTrigger::Signal).await {
                     for p in &err.problems {
-                        tracing::warn!(key = %p.path, problem = %p.message, "reload refused");
+                        tracing::warn!(key = %p.path, problem = %err.describe(p), "reload refused");
                     }
                 }
             }

@@ -1,10 +1,11 @@
-//! Admin endpoints of data actions (SPEC §3.6): list the actions served, reload the
-//! configuration, publish the actions into Genesys.
+//! Admin endpoints of data actions: list the actions served, show one with its stats since
+//! start, test one with a trace of its steps, reload the configuration, publish the actions
+//! into Genesys.
 //!
 //! Thin: they call [`crate::data_actions`] and render.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::middleware::from_fn_with_state;
 use serde::Deserialize;
 use serde::Serialize;
@@ -13,12 +14,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{self, InboundAuth};
-use crate::data_actions::ActionRegistry;
+use crate::data_actions::outcome::ActionStats;
 use crate::data_actions::publish::{self, Publication, PublishLock, PublishMode, PublishReport};
-use crate::error::{ApiError, ErrorCode, Query};
+use crate::data_actions::trial::Trial;
+use crate::data_actions::{ActionRegistry, ActionSet, DataAction};
+use crate::error::{ApiError, ErrorCode, NoParams, Query};
 use crate::genesys::GenesysClient;
 use crate::reload::{ReloadReport, ReloadTrigger, Reloader};
-use crate::store::Store;
+use crate::store::{AuditRecord, Store};
 use crate::telemetry::RequestId;
 use crate::upstream::UpstreamRegistry;
 
@@ -37,12 +40,17 @@ pub struct ActionsAdminState {
     pub tasks: tokio_util::task::TaskTracker,
     /// Serialises publications in this process (share it with anything else that publishes).
     pub publish_lock: PublishLock,
+    /// The address this gateway listens on: a publication warns when `public_url` points at
+    /// this machine but not there.
+    pub served: std::net::SocketAddr,
 }
 
 /// The `/admin/v1` routes of data actions, behind the admin bearer check.
 pub fn router(state: ActionsAdminState, auth: InboundAuth) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(list_actions))
+        .routes(routes!(get_action))
+        .routes(routes!(test_action))
         .routes(routes!(reload))
         .routes(routes!(publish_actions))
         .with_state(state)
@@ -60,6 +68,29 @@ struct ActionEntry {
     timeout_ms: u64,
     has_input_schema: bool,
     has_output_schema: bool,
+}
+
+impl ActionEntry {
+    fn of(a: &DataAction) -> Self {
+        Self {
+            name: a.name().to_string(),
+            upstream: a.upstream().to_owned(),
+            method: a.method().to_string(),
+            path: a.path().to_owned(),
+            timeout_ms: u64::try_from(a.timeout().as_millis()).unwrap_or(u64::MAX),
+            has_input_schema: a.input_schema().is_some(),
+            has_output_schema: a.output_schema().is_some(),
+        }
+    }
+}
+
+/// One action with its figures since start.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ActionDetail {
+    #[serde(flatten)]
+    definition: ActionEntry,
+    stats: ActionStats,
 }
 
 /// A page of actions.
@@ -120,15 +151,7 @@ async fn list_actions(
     let entities = actions
         .into_iter()
         .take(limit)
-        .map(|a| ActionEntry {
-            name: a.name().to_string(),
-            upstream: a.upstream().to_owned(),
-            method: a.method().to_string(),
-            path: a.path().to_owned(),
-            timeout_ms: u64::try_from(a.timeout().as_millis()).unwrap_or(u64::MAX),
-            has_input_schema: a.input_schema().is_some(),
-            has_output_schema: a.output_schema().is_some(),
-        })
+        .map(ActionEntry::of)
         .collect();
     Ok(Json(ActionList {
         entities,
@@ -136,13 +159,92 @@ async fn list_actions(
     }))
 }
 
+/// One action being served — its definition as in the list — with `stats` since the process
+/// started: `{calls, byOutcome: {outcome: n}, lastError: {at, outcome, upstreamStatus,
+/// requestId} | null}` (kept across reloads).
+#[utoipa::path(get, path = "/admin/v1/actions/{name}", tag = "admin",
+    params(("name" = String, Path, description = "Action name")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The action and its stats", body = ActionDetail),
+              (status = 401, description = "Missing or wrong bearer token"),
+              (status = 404, description = "No action has this name")))]
+async fn get_action(
+    State(state): State<ActionsAdminState>,
+    Path(name): Path<String>,
+    Query(NoParams {}): Query<NoParams>,
+) -> Result<Json<ActionDetail>, ApiError> {
+    let set = state.actions.load();
+    let bound = set.get(&name).ok_or_else(|| unknown_action(&set))?;
+    Ok(Json(ActionDetail {
+        definition: ActionEntry::of(bound.action()),
+        stats: bound.metrics().stats(),
+    }))
+}
+
+/// Runs an action once with the input object in the body and answers a trace of its steps:
+/// input validation, request rendering (method, URL, query and header names — never a
+/// credential value), the upstream call (status, attempts, latency), output mapping and output
+/// validation. It really calls the upstream; it is audited (`action.tested`) and not counted
+/// as an execution.
+#[utoipa::path(post, path = "/admin/v1/actions/{name}/test", tag = "admin",
+    params(("name" = String, Path, description = "Action name")),
+    request_body(content = Object, description = "The action's input object", content_type = "application/json"),
+    security(("bearer" = [])),
+    responses((status = 200, description = "`{success, latencyMs, output, error, steps: [{name, ok, detail}]}` — also when the action failed", body = Trial),
+              (status = 400, description = "`bad.request`: the body is not JSON"),
+              (status = 401, description = "Missing or wrong bearer token"),
+              (status = 404, description = "No action has this name")))]
+async fn test_action(
+    State(state): State<ActionsAdminState>,
+    Path(name): Path<String>,
+    Query(NoParams {}): Query<NoParams>,
+    crate::error::Json(input): crate::error::Json<serde_json::Value>,
+) -> Result<Json<Trial>, ApiError> {
+    let set = state.actions.load();
+    let bound = set.get(&name).ok_or_else(|| unknown_action(&set))?;
+    let trial = bound.trial(input).await;
+    let mut record = AuditRecord::now("action.tested", "admin", trial.outcome.as_str())
+        .with_subject(bound.action().name().as_str())
+        .with_detail(trial.audit_detail());
+    if let Some(id) = RequestId::current() {
+        record = record.with_request_id(&*id);
+    }
+    if let Err(err) = state.store.append_audit(&record).await {
+        tracing::error!(error = %err, action = %name, "cannot audit an action test");
+    }
+    Ok(Json(trial))
+}
+
+/// 404 for an action name that is not served, naming those that are (a few).
+fn unknown_action(set: &ActionSet) -> ApiError {
+    let mut names: Vec<&str> = set.iter().map(|b| b.action().name().as_str()).collect();
+    names.sort_unstable();
+    let shown = names
+        .iter()
+        .take(20)
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let message = if names.is_empty() {
+        "No data action has this name; none are configured.".to_owned()
+    } else if names.len() > 20 {
+        format!("No data action has this name; served: {shown}, …")
+    } else {
+        format!("No data action has this name; served: {shown}.")
+    };
+    ApiError::not_found(message)
+}
+
 /// Reads the config file again and swaps in its actions, upstreams and targets atomically.
 #[utoipa::path(post, path = "/admin/v1/reload", tag = "admin",
     security(("bearer" = [])),
     responses((status = 200, description = "Reloaded: `{actions, upstreams, targets, added, changed, removed, restartRequired}`", body = Object),
-              (status = 400, description = "`invalid.input`: one detail per problem (`fieldName` = key path); the running configuration stays"),
+              (status = 400, description = "`invalid.input`: one detail per problem (`fieldName` = key path, `message` naming actions by name); the running configuration stays"),
               (status = 401, description = "Missing or wrong bearer token")))]
-async fn reload(State(state): State<ActionsAdminState>) -> Result<Json<ReloadReport>, ApiError> {
+async fn reload(
+    State(state): State<ActionsAdminState>,
+    Query(NoParams {}): Query<NoParams>,
+) -> Result<Json<ReloadReport>, ApiError> {
     Ok(Json(state.reloader.reload(ReloadTrigger::Admin).await?))
 }
 
@@ -166,7 +268,7 @@ struct PublishQuery {
 #[utoipa::path(post, path = "/admin/v1/actions/publish", tag = "admin",
     params(PublishQuery),
     security(("bearer" = [])),
-    responses((status = 200, description = "One entry per action: `{name, genesysActionId, change, test}`", body = PublishReport),
+    responses((status = 200, description = "`{success, warnings, actions: [{name, genesysActionId, change, changes, error, test}]}` — also when an action failed to publish or its test failed (`success` is then false and the entry says why)", body = PublishReport),
               (status = 400, description = "`invalid.input`: `data_actions.public_url` missing or a header credential"),
               (status = 401, description = "Missing or wrong bearer token"),
               (status = 502, description = "Genesys refused a call"),
@@ -202,6 +304,7 @@ async fn publish_actions(
             actions: set.iter().map(|b| b.action()).collect(),
             mode,
             store: Some((&state.store, "admin")),
+            served: Some(state.served),
         })
         .await?;
         Ok::<_, ApiError>(report)

@@ -1,7 +1,10 @@
-//! The admin surface `/admin/v1` (SPEC §3.6): bearer-token protected operator endpoints.
+//! The admin surface `/admin/v1`: bearer-token protected operator endpoints.
 //!
 //! Handlers here are thin: they parse, call the capability modules and the store, and render.
-//! Without a configured non-empty token the surface is not mounted at all (404).
+//! Without a configured non-empty token the surface is not mounted at all (404). Every handler
+//! takes its query through [`Query`], so an unknown or misspelt parameter is a 400 naming it
+//! (never silently ignored) and a credential in the query string a 401 — both only after the
+//! bearer check, which runs first.
 
 pub mod actions;
 
@@ -50,6 +53,19 @@ struct AuditQuery {
     cursor: Option<String>,
 }
 
+/// Whether `kind` has the shape of an audit record kind: dot-separated lowercase words
+/// (`config.reloaded`, `target.secret_rotated`), so that a filter that can match nothing
+/// (`kind=reload`) is refused instead of answering an empty page.
+fn is_audit_kind(kind: &str) -> bool {
+    let mut parts = kind.split('.');
+    let word = |w: &str| {
+        !w.is_empty()
+            && w.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    };
+    parts.clone().count() >= 2 && parts.all(word)
+}
+
 /// Page bounds shared by every admin list.
 pub fn page_request(limit: Option<u32>, cursor: Option<String>) -> PageRequest {
     PageRequest {
@@ -77,10 +93,23 @@ async fn list_audit(
                 .map_err(|_| ApiError::bad_request("`since` must be an RFC 3339 date-time."))
         })
         .transpose()?;
-    let filter = AuditFilter {
-        since,
-        kind: q.kind.filter(|k| !k.is_empty()),
-    };
+    let kind = q.kind.filter(|k| !k.is_empty());
+    if let Some(kind) = &kind
+        && !is_audit_kind(kind)
+    {
+        return Err(ApiError::bad_request(format!(
+            "`kind` is not an audit record kind: kinds are `<subject>.<event>`, such as \
+             `config.reloaded`, `action.executed`, `action.published`, `action.tested` (got \
+             `{}`).",
+            kind.chars().take(64).collect::<String>()
+        ))
+        .with_details(vec![crate::error::ErrorDetail::new(
+            "kind",
+            "pattern",
+            "An audit record kind looks like `config.reloaded`.",
+        )]));
+    }
+    let filter = AuditFilter { since, kind };
     let page = state
         .store
         .query_audit(&filter, &page_request(q.limit, q.cursor))

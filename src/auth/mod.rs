@@ -144,6 +144,22 @@ impl InboundAuth {
         }
     }
 
+    /// Checks the credentials of a request, refusing first a credential sent in its query
+    /// string (401 `invalid.token`, see [`crate::error::CREDENTIAL_QUERY_PARAMETERS`]).
+    ///
+    /// # Errors
+    /// As [`Self::check`].
+    pub fn check_request(&self, uri: &http::Uri, headers: &HeaderMap) -> Result<(), ApiError> {
+        if let Some(parameter) = crate::error::query_credential(uri.query()) {
+            let err = crate::error::credential_in_query(&parameter);
+            return Err(match self.challenge(Some("invalid_token")) {
+                Some(c) => err.with_www_authenticate(c),
+                None => err,
+            });
+        }
+        self.check(headers)
+    }
+
     /// The `WWW-Authenticate` challenge of the scheme.
     pub fn challenge(&self, error: Option<&str>) -> Option<HeaderValue> {
         let text = match self {
@@ -182,7 +198,7 @@ impl InboundAuth {
 
 /// Middleware enforcing an [`InboundAuth`]; use with `route_layer(from_fn_with_state(auth, require))`.
 pub async fn require(State(auth): State<InboundAuth>, req: Request, next: Next) -> Response {
-    match auth.check(req.headers()) {
+    match auth.check_request(req.uri(), req.headers()) {
         Ok(()) => next.run(req).await,
         Err(err) => err.into_response(),
     }

@@ -39,9 +39,9 @@ use utoipa_axum::routes;
 
 use super::error::ActionError;
 use super::execute::BoundAction;
-use super::outcome::{ActionMetrics, Outcome, UNKNOWN_ACTION};
+use super::outcome::{ActionMetrics, LastError, Outcome, UNKNOWN_ACTION};
 use super::registry::{ActionRegistry, ActionSet};
-use crate::error::{ApiError, JsonBytes, parse_json};
+use crate::error::{ApiError, JsonBytes, NoParams, parse_json, parse_query};
 use crate::store::{AuditRecord, AuditWriter};
 use crate::telemetry::RequestId;
 use crate::upstream::CallTrace;
@@ -145,6 +145,14 @@ impl<'a> Execution<'a> {
             .action
             .map_or_else(|| self.set.unknown_metrics(), |a| a.metrics());
         metrics.observe(outcome, elapsed.as_secs_f64());
+        if outcome != Outcome::Success {
+            metrics.failed(LastError {
+                at: chrono::Utc::now(),
+                outcome: outcome.as_str(),
+                upstream_status: trace.and_then(|t| t.last_status).map(|s| s.as_u16()),
+                request_id: RequestId::current().map(|id| (*id).to_owned()),
+            });
+        }
         let mut detail = serde_json::Map::new();
         detail.insert("status".to_owned(), status.as_u16().into());
         detail.insert(
@@ -223,10 +231,13 @@ async fn execute_action(
     let started = Instant::now();
     let set = state.registry.load();
     let action = name.ok().and_then(|Path(name)| set.get(&name));
-    if let Err(err) = set.auth().check(req.headers()) {
+    if let Err(err) = set.auth().check_request(req.uri(), req.headers()) {
         return refuse(&set, action, started, err);
     }
     let mut execution = Execution::new(&set, &state.audit, started);
+    if let Err(err) = parse_query::<NoParams>(req.uri().query()) {
+        return execution.finish(Err(ActionError::Input(err)));
+    }
     let Some(action) = action else {
         return execution.finish(Err(ActionError::UnknownAction));
     };
@@ -273,10 +284,13 @@ struct Envelope<'a> {
 async fn execute_envelope(State(state): State<DataActionsState>, req: Request) -> Response {
     let started = Instant::now();
     let set = state.registry.load();
-    if let Err(err) = set.auth().check(req.headers()) {
+    if let Err(err) = set.auth().check_request(req.uri(), req.headers()) {
         return refuse(&set, None, started, err);
     }
     let mut execution = Execution::new(&set, &state.audit, started);
+    if let Err(err) = parse_query::<NoParams>(req.uri().query()) {
+        return execution.finish(Err(ActionError::Input(err)));
+    }
     let raw = match JsonBytes::from_request(req, &()).await {
         Ok(JsonBytes(raw)) => raw,
         Err(err) => return execution.finish(Err(ActionError::Input(err))),

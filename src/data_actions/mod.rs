@@ -17,6 +17,7 @@
 //! - [`outcome`]: execution outcomes and their pre-resolved metric handles.
 //! - [`http`]: the routes, their auth, metrics and audit.
 //! - [`publish`]: provisioning the actions into Genesys.
+//! - [`trial`]: the action test — one execution with a trace of every step.
 
 pub mod action;
 pub mod error;
@@ -27,6 +28,7 @@ pub mod outcome;
 pub mod pointer;
 pub mod publish;
 pub mod registry;
+pub mod trial;
 
 pub use action::{ActionName, DataAction, DataActionBuilder};
 pub use error::ActionError;

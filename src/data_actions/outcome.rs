@@ -1,10 +1,23 @@
-//! How an execution ended, and the metric handles that count it.
+//! How an execution ended, the metric handles that count it, and the figures an operator reads
+//! about one action (`GET /admin/v1/actions/{name}`).
 //!
 //! The handles are resolved once per action when the action set is built
 //! (`with_label_values` never runs on the hot path); executions that name no known action share
 //! the handles of the fixed label [`UNKNOWN_ACTION`], so a URL can never mint a label.
+//!
+//! # Stats since start
+//! An action's [`ActionStats`] are read from the same counters Prometheus scrapes (they count
+//! since the process started, across reloads: a reloaded action gets the same counters back)
+//! plus a last-failure slot, written only when an execution fails. The slots are kept by name in
+//! an [`ActionStatsBook`] that the action registry attaches to every set it builds, so that a
+//! reload keeps them too. Nothing is added to a successful execution's path.
 
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use chrono::{DateTime, Utc};
 use prometheus::{Histogram, IntCounter};
+use serde::Serialize;
 
 use crate::telemetry::Metrics;
 
@@ -68,11 +81,12 @@ impl Outcome {
     }
 }
 
-/// The metric handles of one action label.
+/// The metric handles of one action label, and its last-failure slot once attached.
 #[derive(Debug, Clone)]
 pub struct ActionMetrics {
     executions: [IntCounter; 9],
     duration: Histogram,
+    last_failure: OnceLock<Arc<FailureSlot>>,
 }
 
 impl ActionMetrics {
@@ -86,6 +100,7 @@ impl ActionMetrics {
         Self {
             executions,
             duration: metrics.action_duration_seconds.with_label_values(&[action]),
+            last_failure: OnceLock::new(),
         }
     }
 
@@ -93,5 +108,130 @@ impl ActionMetrics {
     pub fn observe(&self, outcome: Outcome, seconds: f64) {
         self.executions[outcome.index()].inc();
         self.duration.observe(seconds);
+    }
+
+    /// Remembers a failed execution as the action's last error (nothing happens before an
+    /// [`ActionStatsBook`] attached a slot: the handles of unknown actions have none).
+    pub fn failed(&self, failure: LastError) {
+        if let Some(slot) = self.last_failure.get() {
+            *slot
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(failure);
+        }
+    }
+
+    /// The executions counted since the process started, and the last failure.
+    pub fn stats(&self) -> ActionStats {
+        let by_outcome: BTreeMap<&'static str, u64> = Outcome::ALL
+            .iter()
+            .map(|o| (o.as_str(), self.executions[o.index()].get()))
+            .collect();
+        ActionStats {
+            calls: by_outcome.values().sum(),
+            by_outcome,
+            last_error: self.last_failure.get().and_then(|slot| {
+                slot.0
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone()
+            }),
+        }
+    }
+}
+
+/// A failed execution, as `lastError` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastError {
+    /// When it ended (RFC 3339 UTC, milliseconds).
+    #[serde(serialize_with = "rfc3339_millis")]
+    #[schema(value_type = String)]
+    pub at: DateTime<Utc>,
+    /// Its outcome label (`upstream_error`, `timeout`…).
+    pub outcome: &'static str,
+    /// The upstream's last status, when it answered.
+    pub upstream_status: Option<u16>,
+    /// The request id of the call (also in its log line and audit record).
+    pub request_id: Option<String>,
+}
+
+fn rfc3339_millis<S: serde::Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+/// What `GET /admin/v1/actions/{name}` shows of an action's executions since start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionStats {
+    /// Every execution counted (refused credentials included).
+    pub calls: u64,
+    /// Executions per outcome label.
+    #[schema(value_type = Object)]
+    pub by_outcome: BTreeMap<&'static str, u64>,
+    /// The last failed execution, if any.
+    pub last_error: Option<LastError>,
+}
+
+/// One action's last-failure slot.
+#[derive(Debug, Default)]
+struct FailureSlot(Mutex<Option<LastError>>);
+
+/// The last-failure slots of every action name served since start (see "Stats since start").
+#[derive(Debug, Default)]
+pub struct ActionStatsBook {
+    slots: Mutex<HashMap<Box<str>, Arc<FailureSlot>>>,
+}
+
+impl ActionStatsBook {
+    /// Gives the handles `metrics` of action `name` its slot (the one an earlier set of the
+    /// same name had); handles that have one keep it.
+    pub fn attach(&self, name: &str, metrics: &ActionMetrics) {
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let slot = slots.entry(name.into()).or_default().clone();
+        let _ = metrics.last_failure.set(slot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(outcome: &'static str) -> LastError {
+        LastError {
+            at: DateTime::from_timestamp_millis(1_700_000_000_123).unwrap(),
+            outcome,
+            upstream_status: Some(404),
+            request_id: Some("r-1".into()),
+        }
+    }
+
+    #[test]
+    fn stats_count_outcomes_and_keep_the_last_failure_across_rebuilt_handles() {
+        let metrics = Metrics::new();
+        let book = ActionStatsBook::default();
+        let first = ActionMetrics::new(&metrics, "a");
+        first.failed(failure("timeout"));
+        assert_eq!(first.stats().last_error, None, "no slot attached yet");
+        book.attach("a", &first);
+        first.observe(Outcome::Success, 0.01);
+        first.observe(Outcome::UpstreamError, 0.01);
+        first.failed(failure("upstream_error"));
+
+        // A reload builds new handles for the same name: same counters, same slot.
+        let second = ActionMetrics::new(&metrics, "a");
+        book.attach("a", &second);
+        let stats = second.stats();
+        assert_eq!(stats.calls, 2);
+        assert_eq!(stats.by_outcome["success"], 1);
+        assert_eq!(stats.by_outcome["upstream_error"], 1);
+        assert_eq!(stats.last_error, Some(failure("upstream_error")));
+        let json = serde_json::to_value(&stats).unwrap();
+        assert_eq!(json["lastError"]["at"], "2023-11-14T22:13:20.123Z");
+        assert_eq!(json["lastError"]["upstreamStatus"], 404);
+        assert_eq!(json["byOutcome"]["timeout"], 0);
     }
 }

@@ -1,4 +1,4 @@
-//! Provisioning the gateway's actions into Genesys Cloud (SPEC §3.6): `genesys-gateway actions
+//! Provisioning the gateway's actions into Genesys Cloud: `genesys-gateway actions
 //! publish [--dry-run]` and `POST /admin/v1/actions/publish[?dryRun=true]`.
 //!
 //! Publishing makes Genesys call the gateway, idempotently:
@@ -24,6 +24,16 @@
 //! no longer has are left alone (and logged). Every created or updated action is audited
 //! (`action.published`).
 //!
+//! # The report
+//! `{success, warnings, actions: [{name, genesysActionId, change, changes, error, test}]}`. An
+//! action Genesys refuses to create or update gets its `error` and the others are still
+//! published; `success` is true only when every action was published and every test that ran
+//! passed (`actions publish` exits 1 otherwise). A failure before any action (finding or
+//! creating the integration, its credential) is an error of the whole publication. `warnings`
+//! name what would surprise a flow or an operator: an action published with an empty contract
+//! (no input or output schema), a `public_url` that points at this machine but not at the
+//! gateway ([`public_url_warning`]; also logged at WARN).
+//!
 //! # What counts as a change
 //! Genesys keeps what it is sent in its own form (a contract's schemas are stored as its typed
 //! `JsonSchemaDocument`, defaults are filled in), so comparing what it shows back with what the
@@ -35,6 +45,12 @@
 //! action whose header (and category) match is `unchanged`; any other existing action is
 //! `updated`. An edit made by hand in Genesys that keeps the header is therefore not undone
 //! until the gateway's definition changes.
+//!
+//! To name *what* changed (`"changes": ["timeoutSeconds", "contract.input"]`, the parts listed
+//! in [`DEFINITION_PARTS`]), a second header, [`PARTS_HEADER`], carries a short fingerprint of
+//! each part; an updated action's `changes` are the parts whose fingerprint differs. An action
+//! published by a gateway that did not send that header is compared with what Genesys shows
+//! instead, which may name a contract that Genesys only keeps in its own form.
 //!
 //! # Updating keeps the action's id
 //! Architect flows refer to a data action by id, so an action is never deleted and recreated.
@@ -75,6 +91,7 @@
 //! lost.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -113,6 +130,10 @@ pub const CATEGORY: &str = "genesys-gateway";
 pub const CREDENTIAL_NAME: &str = "genesys-gateway";
 /// Request header of every published action carrying the fingerprint of its definition.
 pub const DEFINITION_HEADER: &str = "X-Gateway-Definition";
+/// Request header of every published action carrying a short fingerprint of each part of its
+/// definition (`category=<hex>;…;contract.output=<hex>`), so that a later run can name what
+/// changed.
+pub const PARTS_HEADER: &str = "X-Gateway-Definition-Parts";
 /// Integration type of a Web Services Data Actions integration.
 const INTEGRATION_TYPE: &str = "custom-rest-actions";
 /// The credential role of a `custom-rest-actions` integration.
@@ -181,17 +202,47 @@ pub struct PublishedAction {
     pub name: String,
     /// The Genesys action id (`null` in a dry run for an action not created yet).
     pub genesys_action_id: Option<String>,
-    /// What changed.
+    /// What changed (or would change, in a dry run; or was to change, when `error` says why
+    /// it did not).
     pub change: Change,
+    /// For an `updated` action, the parts of its definition that differ (`timeoutSeconds`,
+    /// `requestUrlTemplate`, `contract.input`…; see [`DEFINITION_PARTS`]); empty otherwise.
+    pub changes: Vec<&'static str>,
+    /// Why creating or updating this action failed (the others were still published).
+    pub error: Option<String>,
     /// The test, when the action has an `example_input` and this was not a dry run.
     pub test: Option<ActionTest>,
+}
+
+impl PublishedAction {
+    /// Whether the action is published as defined and its test, if one ran, passed.
+    pub fn succeeded(&self) -> bool {
+        self.error.is_none() && self.test.as_ref().is_none_or(|t| t.success)
+    }
 }
 
 /// The answer of a publication.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PublishReport {
+    /// Whether every action was published (in a dry run: could be looked at) and every test
+    /// that ran passed; `actions publish` exits 1 when not.
+    pub success: bool,
+    /// What the operator should look at before trusting the result, e.g. a `public_url` that
+    /// points at an address the gateway does not serve (also logged at WARN).
+    pub warnings: Vec<String>,
     /// One entry per gateway action, in configuration order.
     pub actions: Vec<PublishedAction>,
+}
+
+impl PublishReport {
+    /// The names of the actions that failed to publish or whose test failed.
+    pub fn failed(&self) -> Vec<&str> {
+        self.actions
+            .iter()
+            .filter(|a| !a.succeeded())
+            .map(|a| a.name.as_str())
+            .collect()
+    }
 }
 
 /// Why a publication could not run.
@@ -263,6 +314,9 @@ pub struct Publication<'a> {
     /// is kept — and who publishes (`admin`, `cli`). Without a store nothing is audited and
     /// the credential is replaced on every run (its fingerprint cannot be kept).
     pub store: Option<(&'a Store, &'a str)>,
+    /// The address the gateway serving these actions listens on, when known: a `public_url`
+    /// on this machine that does not lead there is warned about ([`public_url_warning`]).
+    pub served: Option<SocketAddr>,
 }
 
 /// Publishes the actions (see the module docs). Callers in one process hold a
@@ -276,6 +330,27 @@ pub async fn publish(p: Publication<'_>) -> Result<PublishReport, PublishError> 
     let public_url = check_settings(p.settings)?;
     let client = p.client;
     let apply = p.mode == PublishMode::Apply;
+    let mut warnings = Vec::new();
+    if let Some(warning) = p
+        .served
+        .and_then(|served| public_url_warning(&public_url, served))
+    {
+        tracing::warn!(public_url = %public_url, "{warning}");
+        warnings.push(warning);
+    }
+    for action in &p.actions {
+        for (side, missing) in [
+            ("input", action.input_schema().is_none()),
+            ("output", action.output_schema().is_none()),
+        ] {
+            if missing {
+                warnings.push(format!(
+                    "{}: no {side}_schema: published with an empty {side} contract",
+                    action.name()
+                ));
+            }
+        }
+    }
 
     let integration = match find_integration(client).await? {
         Some(i) => Some(i),
@@ -308,40 +383,69 @@ pub async fn publish(p: Publication<'_>) -> Result<PublishReport, PublishError> 
         None => HashMap::new(),
     };
     let mut report = PublishReport {
+        success: true,
+        warnings,
         actions: Vec::with_capacity(p.actions.len()),
     };
     for action in &p.actions {
         let name = action.name().as_str();
         let desired = Definition::new(action, &public_url);
-        let (id, change) = match (existing.get(name), &integration) {
-            (None, Some(integration)) if apply => {
-                let created = client
-                    .create_action(&post_input(action, &integration.id, desired))
-                    .await?;
-                (Some(created.id), Change::Created)
-            }
-            (None, _) => (None, Change::Created),
+        let mut entry = PublishedAction {
+            name: name.to_owned(),
+            genesys_action_id: None,
+            change: Change::Created,
+            changes: Vec::new(),
+            error: None,
+            test: None,
+        };
+        // One action that cannot be written does not stop the others: the report says which.
+        let written = match (existing.get(name), &integration) {
+            (None, Some(integration)) if apply => client
+                .create_action(&post_input(action, &integration.id, desired))
+                .await
+                .map(|created| entry.genesys_action_id = Some(created.id)),
+            (None, _) => Ok(()),
             (Some(summary), _) => {
-                let current = client.get_action(&summary.id).await?;
-                if desired.is_published_as(&current) {
-                    (Some(current.id), Change::Unchanged)
-                } else if apply {
-                    let updated = update_through_draft(client, &current.id, name, desired).await?;
-                    (Some(updated.id), Change::Updated)
-                } else {
-                    (Some(current.id), Change::Updated)
+                entry.genesys_action_id = Some(summary.id.clone());
+                match client.get_action(&summary.id).await {
+                    Ok(current) if desired.is_published_as(&current) => {
+                        entry.change = Change::Unchanged;
+                        Ok(())
+                    }
+                    Ok(current) => {
+                        entry.change = Change::Updated;
+                        entry.changes = desired.changes_from(&current);
+                        if apply {
+                            update_through_draft(client, &current.id, name, desired)
+                                .await
+                                .map(|updated| entry.genesys_action_id = Some(updated.id))
+                        } else {
+                            Ok(())
+                        }
+                    }
+                    Err(err) => {
+                        entry.change = Change::Updated;
+                        Err(err)
+                    }
                 }
             }
         };
+        if let Err(err) = written {
+            tracing::warn!(action = name, error = %err, change = entry.change.as_str(),
+                "cannot publish a data action; the others are published");
+            entry.error = Some(err.to_string());
+        }
         if apply
-            && change != Change::Unchanged
+            && entry.error.is_none()
+            && entry.change != Change::Unchanged
             && let Some((store, actor)) = p.store
         {
-            let record = AuditRecord::now("action.published", actor, change.as_str())
+            let record = AuditRecord::now("action.published", actor, entry.change.as_str())
                 .with_subject(name)
                 .with_detail(json!({
-                    "genesysActionId": id,
+                    "genesysActionId": entry.genesys_action_id,
                     "integrationId": integration.as_ref().map(|i| &i.id),
+                    "changes": entry.changes,
                 }));
             let record = match crate::telemetry::RequestId::current() {
                 Some(rid) => record.with_request_id(&*rid),
@@ -351,12 +455,7 @@ pub async fn publish(p: Publication<'_>) -> Result<PublishReport, PublishError> 
                 tracing::error!(error = %err, action = name, "cannot audit a published action");
             }
         }
-        report.actions.push(PublishedAction {
-            name: name.to_owned(),
-            genesys_action_id: id,
-            change,
-            test: None,
-        });
+        report.actions.push(entry);
     }
     for name in existing.keys() {
         if !p.actions.iter().any(|a| a.name().as_str() == name) {
@@ -370,6 +469,7 @@ pub async fn publish(p: Publication<'_>) -> Result<PublishReport, PublishError> 
     if apply {
         run_tests(client, &p.actions, &mut report).await;
     }
+    report.success = report.actions.iter().all(PublishedAction::succeeded);
     Ok(report)
 }
 
@@ -383,6 +483,7 @@ pub async fn publish_settings(
     settings: &Settings,
     mode: PublishMode,
     store: Option<(&Store, &str)>,
+    served: Option<SocketAddr>,
 ) -> Result<PublishReport, PublishError> {
     let actions = super::registry::compile_actions(settings).map_err(PublishError::Config)?;
     let upstreams = crate::genesys::build_upstreams(
@@ -403,8 +504,148 @@ pub async fn publish_settings(
         actions: actions.iter().collect(),
         mode,
         store,
+        served,
     })
     .await
+}
+
+/// Warnings about the `[[actions]]` of `settings` whose published contract would be empty: an
+/// action without an `input_schema` is published with the input contract `{"type": "object"}`
+/// (a flow sees no inputs to fill), one without an `output_schema` with that output contract
+/// (a flow sees no outputs to map). Each names its key (`actions[2].input_schema`); they do not
+/// stop anything.
+pub fn contract_warnings(settings: &Settings) -> Vec<Problem> {
+    let mut warnings = Vec::new();
+    for (i, action) in settings.actions.iter().enumerate() {
+        if action.input_schema.is_none() {
+            warnings.push(Problem::new(
+                format!("actions[{i}].input_schema"),
+                "not set: the action is published with an empty input contract, so a flow \
+                 sees no inputs to fill",
+            ));
+        }
+        if action.output_schema.is_none() {
+            warnings.push(Problem::new(
+                format!("actions[{i}].output_schema"),
+                "not set: the action is published with an empty output contract, so a flow \
+                 sees no outputs to map",
+            ));
+        }
+    }
+    warnings
+}
+
+/// Logs each of [`contract_warnings`] of `settings` at WARN, actions named by name.
+pub fn log_contract_warnings(settings: &Settings) -> Vec<String> {
+    let names = settings.action_names();
+    contract_warnings(settings)
+        .iter()
+        .map(|w| {
+            let text = format!("{}: {}", w.label(&names), w.message);
+            tracing::warn!(key = %w.path, "{text}");
+            text
+        })
+        .collect()
+}
+
+/// The reload part that reports the contract warnings of a new configuration: the reload
+/// answer lists them as `"warnings": [...]` (when there are any) and they are logged once the
+/// configuration is in force. Register it after the data actions.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ContractWarnings;
+
+/// The warnings of one reload, as [`ContractWarnings`] prepared them.
+struct PreparedWarnings {
+    settings: Arc<Settings>,
+    texts: Vec<String>,
+}
+
+impl crate::reload::Reloadable for ContractWarnings {
+    fn name(&self) -> &'static str {
+        "contract warnings"
+    }
+
+    fn prepare(
+        &self,
+        staging: &mut crate::reload::Staging<'_>,
+    ) -> Result<Box<dyn crate::reload::Prepared>, Vec<Problem>> {
+        let settings = staging.settings().clone();
+        let names = settings.action_names();
+        let texts = contract_warnings(&settings)
+            .iter()
+            .map(|w| format!("{}: {}", w.label(&names), w.message))
+            .collect();
+        Ok(Box::new(PreparedWarnings { settings, texts }))
+    }
+}
+
+impl crate::reload::Prepared for PreparedWarnings {
+    fn report(&self, report: &mut serde_json::Map<String, Value>) {
+        if !self.texts.is_empty() {
+            report.insert("warnings".to_owned(), json!(self.texts));
+        }
+    }
+
+    fn apply(self: Box<Self>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        log_contract_warnings(&self.settings);
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// The `public_url` of a sandbox whose `[data_actions] public_url` is unset: the address the
+/// gateway listens on, as a URL Genesys (the in-process simulator, on this machine) can call —
+/// an unspecified address (`0.0.0.0`, `::`) becomes loopback.
+pub fn sandbox_public_url(listening: SocketAddr) -> String {
+    let ip = match listening.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, listening.port()))
+}
+
+/// Why `public_url` looks wrong for a gateway listening on `served`, if it does: it names this
+/// machine (loopback, `localhost`, or the address listened on) but another port, another
+/// loopback address, or `https` (the gateway serves plain HTTP). Genesys would then call
+/// whatever else listens there. A name or address of another machine (a load balancer, a
+/// proxy) cannot be judged from here and is never warned about.
+pub fn public_url_warning(public_url: &str, served: SocketAddr) -> Option<String> {
+    let url = url::Url::parse(public_url).ok()?;
+    let host_ip = match url.host()? {
+        url::Host::Domain(name) if name.eq_ignore_ascii_case("localhost") => None,
+        url::Host::Domain(_) => return None,
+        url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
+        url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
+    };
+    let on_this_machine =
+        host_ip.is_none_or(|ip| ip.is_loopback() || ip.is_unspecified() || ip == served.ip());
+    if !on_this_machine {
+        return None;
+    }
+    let port = url.port_or_known_default()?;
+    let address_served = match host_ip {
+        // `localhost` reaches a gateway listening on loopback or on every address.
+        None => served.ip().is_loopback() || served.ip().is_unspecified(),
+        Some(ip) => {
+            ip == served.ip()
+                || served.ip().is_unspecified() && (ip.is_loopback() || ip.is_unspecified())
+        }
+    };
+    let shown = url.host_str().unwrap_or_default();
+    if port != served.port() || !address_served {
+        Some(format!(
+            "data_actions.public_url ({public_url}) points at {shown}:{port} on this machine, \
+             which this gateway does not serve (it listens on {served}): Genesys would call \
+             whatever listens there"
+        ))
+    } else if url.scheme() == "https" {
+        Some(format!(
+            "data_actions.public_url ({public_url}) uses https, but this gateway serves plain \
+             HTTP on {served}: Genesys could not connect"
+        ))
+    } else {
+        None
+    }
 }
 
 /// The public URL without a trailing slash, after checking what publishing needs.
@@ -763,12 +1004,14 @@ fn desired_contract(action: &DataAction) -> ActionContract {
     }
 }
 
-/// What the gateway sends Genesys for one action, with its fingerprint.
+/// What the gateway sends Genesys for one action, with its fingerprints.
 struct Definition {
-    /// The configuration, [`DEFINITION_HEADER`] included.
+    /// The configuration, [`DEFINITION_HEADER`] and [`PARTS_HEADER`] included.
     config: ActionConfig,
     contract: ActionContract,
     fingerprint: String,
+    /// The fingerprint of each of [`DEFINITION_PARTS`], in that order.
+    parts: Vec<(&'static str, String)>,
 }
 
 impl Definition {
@@ -776,33 +1019,143 @@ impl Definition {
         let mut config = desired_config(action, public_url);
         let contract = desired_contract(action);
         let fingerprint = definition_fingerprint(action.name().as_str(), &config, &contract);
+        let parts: Vec<(&'static str, String)> =
+            definition_parts(Some(CATEGORY), Some(false), Some(&config), Some(&contract))
+                .into_iter()
+                .map(|(name, value)| (name, part_fingerprint(&value)))
+                .collect();
+        let parts_header = parts
+            .iter()
+            .map(|(name, hash)| format!("{name}={hash}"))
+            .collect::<Vec<_>>()
+            .join(";");
         config
             .request
             .headers
             .insert(DEFINITION_HEADER.to_owned(), fingerprint.clone());
+        config
+            .request
+            .headers
+            .insert(PARTS_HEADER.to_owned(), parts_header);
         Self {
             config,
             contract,
             fingerprint,
+            parts,
         }
     }
 
     /// Whether `current` (read with its configuration) was published from this definition.
     fn is_published_as(&self, current: &Action) -> bool {
         current.category.as_deref() == Some(CATEGORY)
-            && published_fingerprint(current) == Some(self.fingerprint.as_str())
+            && published_header(current, DEFINITION_HEADER) == Some(self.fingerprint.as_str())
+    }
+
+    /// The parts of this definition that differ from `current` (see "What counts as a change"
+    /// in the module docs).
+    fn changes_from(&self, current: &Action) -> Vec<&'static str> {
+        if let Some(header) = published_header(current, PARTS_HEADER) {
+            let published: HashMap<&str, &str> = header
+                .split(';')
+                .filter_map(|part| part.split_once('='))
+                .map(|(name, hash)| (name.trim(), hash.trim()))
+                .collect();
+            return self
+                .parts
+                .iter()
+                .filter(|(name, hash)| published.get(name) != Some(&hash.as_str()))
+                .map(|(name, _)| *name)
+                .collect();
+        }
+        // Published by a gateway that did not record its parts: compare what Genesys shows.
+        let now = definition_parts(
+            current.category.as_deref(),
+            current.secure,
+            current.config.as_ref(),
+            current.contract.as_ref(),
+        );
+        self.parts
+            .iter()
+            .zip(now)
+            .filter(|((_, hash), (_, value))| *hash != part_fingerprint(value))
+            .map(|((name, _), _)| *name)
+            .collect()
     }
 }
 
-/// The [`DEFINITION_HEADER`] of an action read with its configuration.
-fn published_fingerprint(action: &Action) -> Option<&str> {
+/// The parts of a definition [`PublishedAction::changes`] names, as Genesys calls them: the
+/// action's own fields, its configuration's, and its contract's two sides.
+pub const DEFINITION_PARTS: &[&str] = &[
+    "category",
+    "secure",
+    "requestUrlTemplate",
+    "requestType",
+    "requestTemplate",
+    "headers",
+    "translationMap",
+    "translationMapDefaults",
+    "successTemplate",
+    "timeoutSeconds",
+    "contract.input",
+    "contract.output",
+];
+
+/// Each of [`DEFINITION_PARTS`] with its value, of an action's fields as sent or as read back
+/// (`Null` where absent); the gateway's own headers are not part of `headers`.
+fn definition_parts(
+    category: Option<&str>,
+    secure: Option<bool>,
+    config: Option<&ActionConfig>,
+    contract: Option<&ActionContract>,
+) -> Vec<(&'static str, Value)> {
+    let request = config.map(|c| &c.request);
+    let response = config.map(|c| &c.response);
+    let headers: BTreeMap<&String, &String> = request
+        .map(|r| {
+            r.headers
+                .iter()
+                .filter(|(name, _)| {
+                    !name.eq_ignore_ascii_case(DEFINITION_HEADER)
+                        && !name.eq_ignore_ascii_case(PARTS_HEADER)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let values = [
+        json!(category),
+        json!(secure),
+        json!(request.map(|r| &r.request_url_template)),
+        json!(request.map(|r| &r.request_type)),
+        json!(request.and_then(|r| r.request_template.as_ref())),
+        json!(headers),
+        json!(response.map(|r| &r.translation_map)),
+        json!(response.map(|r| &r.translation_map_defaults)),
+        json!(response.and_then(|r| r.success_template.as_ref())),
+        json!(config.and_then(|c| c.timeout_seconds)),
+        json!(contract.map(|c| &c.input.input_schema)),
+        json!(contract.map(|c| &c.output.success_schema)),
+    ];
+    DEFINITION_PARTS.iter().copied().zip(values).collect()
+}
+
+/// A short fingerprint of one part (16 hex digits of the SHA-256 of its canonical JSON).
+fn part_fingerprint(value: &Value) -> String {
+    let mut text = String::new();
+    canonical_json(value, &mut text);
+    let mut hash = hex(&Sha256::digest(text.as_bytes()));
+    hash.truncate(16);
+    hash
+}
+
+/// The request header `header` of an action read with its configuration.
+fn published_header<'a>(action: &'a Action, header: &str) -> Option<&'a str> {
     action
         .config
         .as_ref()?
         .request
         .headers
         .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(DEFINITION_HEADER))
+        .find(|(name, _)| name.eq_ignore_ascii_case(header))
         .map(|(_, value)| value.trim())
 }
 
@@ -937,6 +1290,9 @@ async fn run_tests(client: &GenesysClient, actions: &[&DataAction], report: &mut
         .enumerate()
         .filter_map(|(i, (action, entry))| {
             let input = action.example_input()?;
+            if entry.error.is_some() {
+                return None;
+            }
             let id = entry.genesys_action_id.clone()?;
             let breaker = &breaker;
             Some(async move { (i, run_test(client, breaker, &id, input).await) })
@@ -1112,9 +1468,112 @@ mod tests {
             secure: None,
             extra: serde_json::Map::new(),
         };
-        assert_eq!(published_fingerprint(&action), Some("abc"));
+        assert_eq!(published_header(&action, DEFINITION_HEADER), Some("abc"));
         action.config = None;
-        assert_eq!(published_fingerprint(&action), None);
+        assert_eq!(published_header(&action, DEFINITION_HEADER), None);
+    }
+
+    #[test]
+    fn a_public_url_on_this_machine_must_lead_to_the_gateway() {
+        let served: SocketAddr = "127.0.0.1:8181".parse().unwrap();
+        for fine in [
+            "http://127.0.0.1:8181",
+            "http://localhost:8181/",
+            "https://gateway.example.com",
+            "http://10.1.2.3:8080",
+        ] {
+            assert_eq!(public_url_warning(fine, served), None, "{fine}");
+        }
+        for wrong in [
+            "http://127.0.0.1:8080",
+            "http://localhost",
+            "http://127.0.0.2:8181",
+            "https://127.0.0.1:8181",
+        ] {
+            let warning = public_url_warning(wrong, served).expect(wrong);
+            assert!(warning.contains("data_actions.public_url"), "{warning}");
+        }
+        let everywhere: SocketAddr = "0.0.0.0:9000".parse().unwrap();
+        assert_eq!(
+            public_url_warning("http://127.0.0.1:9000", everywhere),
+            None
+        );
+        assert_eq!(
+            public_url_warning("http://localhost:9000", everywhere),
+            None
+        );
+        assert!(public_url_warning("http://127.0.0.1:9001", everywhere).is_some());
+        let lan: SocketAddr = "10.0.0.5:8080".parse().unwrap();
+        assert_eq!(public_url_warning("http://10.0.0.5:8080", lan), None);
+        assert!(public_url_warning("http://10.0.0.5:9090", lan).is_some());
+        assert!(public_url_warning("http://127.0.0.1:8080", lan).is_some());
+    }
+
+    #[test]
+    fn a_sandbox_public_url_is_the_address_listened_on() {
+        assert_eq!(
+            sandbox_public_url("127.0.0.1:41234".parse().unwrap()),
+            "http://127.0.0.1:41234"
+        );
+        assert_eq!(
+            sandbox_public_url("0.0.0.0:8080".parse().unwrap()),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            sandbox_public_url("[::]:8080".parse().unwrap()),
+            "http://[::1]:8080"
+        );
+    }
+
+    fn published(definition: &Definition, contract: Option<ActionContract>) -> Action {
+        Action {
+            id: "id".to_owned(),
+            name: Some("a".to_owned()),
+            category: Some(CATEGORY.to_owned()),
+            integration_id: None,
+            version: Some(1),
+            config: Some(definition.config.clone()),
+            contract: contract.or_else(|| Some(definition.contract.clone())),
+            secure: Some(false),
+            extra: serde_json::Map::new(),
+        }
+    }
+
+    #[test]
+    fn the_parts_that_changed_are_named() {
+        let action = |timeout_ms: u64, schema: Value| {
+            DataAction::builder("a")
+                .upstream("genesys")
+                .path("/x")
+                .timeout(Duration::from_millis(timeout_ms))
+                .input_schema(schema)
+                .build()
+                .unwrap()
+        };
+        let before = Definition::new(&action(5000, json!({"type": "object"})), "https://gw");
+        let after = Definition::new(
+            &action(9000, json!({"type": "object", "required": ["id"]})),
+            "https://gw",
+        );
+        let current = published(&before, None);
+        assert!(before.is_published_as(&current));
+        assert!(!after.is_published_as(&current));
+        assert_eq!(
+            after.changes_from(&current),
+            ["timeoutSeconds", "contract.input"]
+        );
+        let moved = Definition::new(&action(5000, json!({"type": "object"})), "https://gw2");
+        assert_eq!(moved.changes_from(&current), ["requestUrlTemplate"]);
+
+        // Published without the parts header: what Genesys shows is compared.
+        let mut old = published(&before, None);
+        if let Some(config) = old.config.as_mut() {
+            config.request.headers.remove(PARTS_HEADER);
+        }
+        assert_eq!(
+            after.changes_from(&old),
+            ["timeoutSeconds", "contract.input"]
+        );
     }
 
     #[test]

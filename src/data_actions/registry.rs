@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 
 use super::action::{DataAction, MAX_TIMEOUT};
 use super::execute::BoundAction;
-use super::outcome::{ActionMetrics, UNKNOWN_ACTION};
+use super::outcome::{ActionMetrics, ActionStatsBook, UNKNOWN_ACTION};
 use crate::auth::InboundAuth;
 use crate::config::{ActionSettings, Problem, Settings};
 use crate::reload::{Prepared, Reloadable, Staging};
@@ -250,6 +250,8 @@ pub struct ActionRegistry {
     /// Actions made in code, served next to the configuration's across reloads.
     extra: Arc<[DataAction]>,
     metrics: Arc<Metrics>,
+    /// Every action's last-failure slot, kept across reloads.
+    stats: Arc<ActionStatsBook>,
 }
 
 impl std::fmt::Debug for ActionRegistry {
@@ -264,10 +266,13 @@ impl ActionRegistry {
     /// A registry serving `set`; a reload rebuilds it from the new `[[actions]]` plus `extra`
     /// (actions made in code), with metric handles from `metrics`.
     pub fn new(set: ActionSet, extra: Vec<DataAction>, metrics: Arc<Metrics>) -> Self {
+        let stats = Arc::new(ActionStatsBook::default());
+        attach_stats(&stats, &set);
         Self {
             current: Arc::new(ArcSwap::from_pointee(set)),
             extra: extra.into(),
             metrics,
+            stats,
         }
     }
 
@@ -302,6 +307,7 @@ impl Reloadable for ActionRegistry {
             return Err(compile_actions(next).err().unwrap_or_default());
         };
         let set = ActionSet::from_settings(next, &self.extra, upstreams, &self.metrics)?;
+        attach_stats(&self.stats, &set);
         let mut changes = ActionChanges::between(&staging.running().actions, &next.actions);
         // A schema file edited in place: the same settings, another schema.
         let current = self.current.load();
@@ -324,6 +330,13 @@ impl Reloadable for ActionRegistry {
             set,
             changes,
         }))
+    }
+}
+
+/// Gives every action of `set` its last-failure slot from `book`.
+fn attach_stats(book: &ActionStatsBook, set: &ActionSet) {
+    for bound in set.iter() {
+        book.attach(bound.action().name().as_str(), bound.metrics());
     }
 }
 

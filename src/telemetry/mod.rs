@@ -1,20 +1,23 @@
 //! Logs, request correlation and Prometheus metrics.
 //!
-//! - [`init`] installs the process-wide `tracing` subscriber: JSON or text per
+//! - [`init`] installs the process-wide `tracing` subscriber: JSON lines (typed fields, the
+//!   spans in scope listed once; see [`AsJson`] and the `json` module) or text per
 //!   `[telemetry] log_format`, filtered by `RUST_LOG` (default `info`).
-//! - [`RequestId`] is the correlation id of the request being served (SPEC §3): it is on the
+//! - [`RequestId`] is the correlation id of the request being served: it is on the
 //!   request's span (so on every log line), on the response, in error bodies as `contextId`, in
 //!   audit records and on outbound calls as `ININ-Correlation-Id`.
-//! - [`Metrics`] owns the registry and every metric family of SPEC §7.
+//! - [`Metrics`] owns the registry and every metric family the gateway exports.
 //!
 //! Nothing here ever records a secret, a token or a payload: spans carry ids, routes and
 //! statuses only, and metric labels only bounded values (route templates, names, outcomes).
 
 mod flood;
+mod json;
 mod metrics;
 mod request;
 
 pub use flood::FloodGate;
+pub use json::AsJson;
 pub use metrics::{Metrics, RouteLabel};
 pub use request::{ININ_CORRELATION_ID, RequestId, X_REQUEST_ID};
 
@@ -48,10 +51,8 @@ where
         .with_target(true);
     let result = match format {
         LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
-            .flatten_event(true)
+            .fmt_fields(json::JsonSpanFields)
+            .event_format(json::JsonLines)
             .try_init(),
         LogFormat::Text => builder.with_ansi(false).try_init(),
     };

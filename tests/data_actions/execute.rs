@@ -1,4 +1,4 @@
-//! Data actions through the HTTP surface (SPEC §3.2): a real gateway in front of a real local
+//! Data actions through the HTTP surface: a real gateway in front of a real local
 //! upstream.
 
 use crate::common;
@@ -431,7 +431,7 @@ async fn a_429_with_retry_after_is_waited_out() {
     let started = Instant::now();
     let response = call(&app, "lookupOrder", json!({"orderId": "o-1"})).await;
 
-    // The one real-time check of SPEC §3.2's "429 waits Retry-After": a lower bound only (a
+    // The one real-time check of the rule "a 429 waits its Retry-After": a lower bound only (a
     // slow machine can only make it longer).
     assert_eq!(response.status(), 200);
     assert!(

@@ -7,5 +7,6 @@ mod execute;
 mod mapping;
 #[allow(dead_code)]
 mod mock;
+mod operator;
 mod publish;
 mod reload;

@@ -1,4 +1,4 @@
-//! The mapping language of data actions (SPEC §2 `[[actions]]`), table-driven, plus a property
+//! The mapping language of data actions, table-driven, plus a property
 //! test that no input can make a compiled mapping panic.
 
 use bytes::Bytes;

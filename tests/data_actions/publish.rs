@@ -1,4 +1,4 @@
-//! Publishing data actions into Genesys (SPEC §3.6), end to end against the simulator: the
+//! Publishing data actions into Genesys, end to end against the simulator: the
 //! gateway provisions the integration, credential and actions; the simulator then executes an
 //! action for real, calling the gateway, which calls the upstream.
 
@@ -218,9 +218,15 @@ async fn publish_provisions_genesys_idempotently_and_genesys_calls_the_gateway()
     let report: Value = r.json().await.unwrap();
     assert_eq!(
         report,
-        json!({"actions": [
-            {"name": "lookupOrder", "genesysActionId": null, "change": "created", "test": null},
-            {"name": "createNote", "genesysActionId": null, "change": "created", "test": null}
+        json!({"success": true,
+               "warnings": [
+                   "createNote: no input_schema: published with an empty input contract",
+                   "createNote: no output_schema: published with an empty output contract"],
+               "actions": [
+            {"name": "lookupOrder", "genesysActionId": null, "change": "created", "changes": [],
+             "error": null, "test": null},
+            {"name": "createNote", "genesysActionId": null, "change": "created", "changes": [],
+             "error": null, "test": null}
         ]})
     );
     assert_eq!(api.counts().await, (0, 0, 0));
@@ -356,6 +362,16 @@ async fn publish_provisions_genesys_idempotently_and_genesys_calls_the_gateway()
     assert_eq!(entry(&dry, "lookupOrder")["change"], "updated");
     assert_eq!(entry(&dry, "createNote")["change"], "updated");
     assert_eq!(entry(&dry, "lookupOrder")["test"], Value::Null);
+    // The dry run names what would change, per action.
+    assert_eq!(
+        entry(&dry, "lookupOrder")["changes"],
+        json!(["timeoutSeconds"])
+    );
+    assert_eq!(
+        entry(&dry, "createNote")["changes"],
+        json!(["contract.output"])
+    );
+    assert_eq!(dry["success"], true);
     api.forget_requests().await;
     let report: Value = publish(&app, false).await.json().await.unwrap();
     assert_eq!(entry(&report, "lookupOrder")["change"], "updated");
@@ -931,6 +947,120 @@ async fn an_existing_draft_is_taken_over() {
         .await
         .unwrap();
     assert_eq!(draft.status(), 404, "the draft was published");
+    app.stop().await;
+    sim.shutdown().await;
+}
+
+/// `actions publish` exits 1 when an action's test fails in Genesys — the report says which —
+/// and 0 once every action is published and passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_exits_1_when_a_test_fails_and_0_when_every_action_passes() {
+    let sim = Simulator::start(([127, 0, 0, 1], 0).into(), SimOptions::default())
+        .await
+        .unwrap();
+    let mock = MockUpstream::start().await;
+    mock.default_reply(Reply::json(200, json!({"state": "open"})));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    let publish_cli = |text: String| {
+        std::fs::write(&file, text).unwrap();
+        let file = file.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_genesys-gateway"))
+                .args(["actions", "publish", "--config"])
+                .arg(&file)
+                .env("RUST_LOG", "error")
+                .output()
+                .unwrap()
+        })
+    };
+
+    // Nothing listens at this public URL: Genesys' test of lookupOrder fails.
+    let out = publish_cli(config(
+        &sim.base_url(),
+        &mock,
+        "http://127.0.0.1:9",
+        "pw-1",
+        "",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["success"], false, "{report}");
+    assert_eq!(entry(&report, "lookupOrder")["test"]["success"], false);
+    assert!(entry(&report, "lookupOrder")["test"]["error"].is_string());
+    assert_eq!(entry(&report, "createNote")["test"], Value::Null);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("lookupOrder"), "{stderr}");
+    assert!(!stderr.contains("createNote"), "{stderr}");
+
+    // A gateway that serves the actions at the public URL: the test passes, exit 0.
+    let text = config(&sim.base_url(), &mock, "http://127.0.0.1:9", "pw-1", "");
+    let app = TestApp::spawn_with(&text).await;
+    let out = publish_cli(text.replace("http://127.0.0.1:9", &app.url("")))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["success"], true, "{report}");
+    assert_eq!(entry(&report, "lookupOrder")["change"], "updated");
+    assert_eq!(
+        entry(&report, "lookupOrder")["changes"],
+        json!(["requestUrlTemplate"])
+    );
+    assert_eq!(entry(&report, "lookupOrder")["test"]["success"], true);
+    app.stop().await;
+    sim.shutdown().await;
+}
+
+/// One action Genesys refuses does not stop the others; the report names it and why.
+#[tokio::test]
+async fn an_action_genesys_refuses_is_reported_and_the_others_are_published() {
+    let sim = Simulator::start(([127, 0, 0, 1], 0).into(), SimOptions::default())
+        .await
+        .unwrap();
+    let api = SimApi::new(sim.base_url()).await;
+    let mock = MockUpstream::start().await;
+    let text = config(
+        &sim.base_url(),
+        &mock,
+        "https://gateway.example.com",
+        "pw-1",
+        "",
+    )
+    .replace("example_input = { orderId = \"o-example\" }\n", "");
+    let app = TestApp::spawn_with(&text).await;
+    api.fault(json!({"method": "POST", "path": "/api/v2/integrations/actions", "status": 400, "count": 1}))
+        .await;
+
+    let r = publish(&app, false).await;
+    assert_eq!(r.status(), 200);
+    let report: Value = r.json().await.unwrap();
+    assert_eq!(report["success"], false, "{report}");
+    let failed = entry(&report, "lookupOrder");
+    assert_eq!(failed["genesysActionId"], Value::Null, "{report}");
+    assert!(failed["error"].is_string(), "{report}");
+    let note = entry(&report, "createNote");
+    assert_eq!(note["change"], "created");
+    assert_eq!(note["error"], Value::Null);
+    assert!(note["genesysActionId"].is_string());
+
+    // The next run creates what is missing.
+    let report: Value = publish(&app, false).await.json().await.unwrap();
+    assert_eq!(report["success"], true, "{report}");
+    assert_eq!(entry(&report, "lookupOrder")["change"], "created");
+    assert_eq!(entry(&report, "createNote")["change"], "unchanged");
     app.stop().await;
     sim.shutdown().await;
 }

@@ -1,4 +1,4 @@
-//! Reloading actions without a restart (SPEC §3.2, §3.6): `POST /admin/v1/reload`, and
+//! Reloading actions without a restart: `POST /admin/v1/reload`, and
 //! `GET /admin/v1/actions`.
 
 use crate::common;
@@ -123,7 +123,14 @@ async fn reloads_swap_the_action_set_under_load_with_no_failed_request() {
     assert_eq!(
         last,
         json!({"actions": 2, "upstreams": 2, "targets": 0, "restartRequired": [],
-               "added": ["second"], "changed": ["lookup"], "removed": []})
+               "added": ["second"], "changed": ["lookup"], "removed": [],
+               "warnings": [
+                   "actions[0] (lookup).input_schema: not set: the action is published with \
+                    an empty input contract, so a flow sees no inputs to fill",
+                   "actions[0] (lookup).output_schema: not set: the action is published with \
+                    an empty output contract, so a flow sees no outputs to map",
+                   "actions[1] (second).output_schema: not set: the action is published with \
+                    an empty output contract, so a flow sees no outputs to map"]})
     );
     assert_eq!(reports[1]["actions"], 1);
     assert_eq!(lookup(&app.client, &base).await.1["version"], 2);
@@ -334,8 +341,9 @@ async fn an_action_deadline_beyond_the_server_deadline_is_refused_by_a_reload() 
         assert_eq!(
             body["details"],
             json!([{"fieldName": "actions[1].timeout_ms", "errorCode": "invalid",
-                    "message": "must not exceed server.request_timeout_ms (30000): the server's \
-                                deadline would cut the action first"}])
+                    "message": "actions[1] (second).timeout_ms: must not exceed \
+                                server.request_timeout_ms (30000): the server's deadline \
+                                would cut the action first"}])
         );
     }
     assert_eq!(lookup(&app.client, &app.url("")).await.1["version"], 1);
@@ -354,11 +362,10 @@ async fn an_invalid_toml_reload_names_the_problem() {
     assert_eq!(details.len(), 1, "{body}");
     assert_eq!(details[0]["fieldName"], "");
     assert_eq!(details[0]["errorCode"], "invalid");
+    // The line and column of the syntax error come first.
+    let message = details[0]["message"].as_str().unwrap();
     assert!(
-        details[0]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("not valid TOML: "),
+        message.starts_with("line 1, column ") && message.contains(": not valid TOML: "),
         "{body}"
     );
     app.stop().await;
