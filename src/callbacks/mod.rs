@@ -64,12 +64,18 @@
 //!   `IntoResponse`.
 
 pub mod calendar;
+pub mod changes;
 pub mod error;
 pub mod event;
+pub mod http;
+pub mod notification;
 pub mod number;
 pub mod request;
 pub mod reservation;
+pub mod service;
 pub mod status;
+pub mod stream;
+pub mod sync;
 pub mod validate;
 
 pub use calendar::{CallbackQueue, CallbackQueues};
