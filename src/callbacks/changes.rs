@@ -47,9 +47,8 @@ pub fn to_row(reservation: &Reservation) -> Result<ReservationRow, ReservationEr
 /// # Errors
 /// [`ReservationError::Corrupt`] when its JSON is not a reservation.
 pub fn from_row(row: &ReservationRow) -> Result<Reservation, ReservationError> {
-    serde_json::from_str(&row.body).map_err(|err| {
-        ReservationError::Corrupt(format!("reservation {}: {err}", row.id))
-    })
+    serde_json::from_str(&row.body)
+        .map_err(|err| ReservationError::Corrupt(format!("reservation {}: {err}", row.id)))
 }
 
 /// The stream frame of a stored change.

@@ -175,7 +175,9 @@ async fn list(
         cursor: q.cursor.filter(|c| !c.is_empty()),
     };
     let queue_id = q.queue_id.filter(|q| !q.is_empty());
-    Ok(axum::Json(reservations.list(queue_id, status, &page).await?))
+    Ok(axum::Json(
+        reservations.list(queue_id, status, &page).await?,
+    ))
 }
 
 /// One reservation.
@@ -330,7 +332,11 @@ fn envelopes(body: &[u8]) -> Result<Vec<NotificationEvent>, ReservationError> {
     let mut details = Vec::new();
     let mut events = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
-        let at = if indexed { format!("/{i}") } else { String::new() };
+        let at = if indexed {
+            format!("/{i}")
+        } else {
+            String::new()
+        };
         match serde_json::from_value::<NotificationEvent>(item) {
             Ok(event) => events.push(event),
             Err(err) => details.push(ErrorDetail::new(

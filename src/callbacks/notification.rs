@@ -183,7 +183,8 @@ mod tests {
 
     #[test]
     fn unusable_notifications_are_none() {
-        let good = json!({"id": "c", "participants": [{"purpose": "customer", "state": "scheduled"}]});
+        let good =
+            json!({"id": "c", "participants": [{"purpose": "customer", "state": "scheduled"}]});
         assert!(CallbackUpdate::from_notification(&event("v2.users.x.presence", good)).is_none());
         for body in [
             json!({}),

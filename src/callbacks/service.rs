@@ -51,11 +51,10 @@ use super::stream::StreamHub;
 use super::validate::{RESERVED_DATA_KEY, ValidReservationRequest};
 use crate::auth::InboundAuth;
 use crate::config::Problem;
-use crate::genesys::models::{
-    BulkCallbackDisconnectRequest, CallbackDisconnectIdentifier, CreateCallbackCommand,
-    RoutingData,
-};
 use crate::genesys::GenesysClient;
+use crate::genesys::models::{
+    BulkCallbackDisconnectRequest, CallbackDisconnectIdentifier, CreateCallbackCommand, RoutingData,
+};
 use crate::reload::{Prepared, Reloadable, Staging};
 use crate::store::{Page, PageRequest, ReservationFilter, Store};
 use crate::telemetry::{Metrics, RequestId};
@@ -210,10 +209,7 @@ impl Reservations {
     }
 
     fn count(&self, outcome: Outcome) {
-        let index = Outcome::ALL
-            .iter()
-            .position(|o| *o == outcome)
-            .unwrap_or(0);
+        let index = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
         self.inner.outcomes[index].inc();
     }
 
@@ -253,7 +249,8 @@ impl Reservations {
     /// # Errors
     /// [`ReservationError::NoGenesys`] when the configuration has none (never with a valid one).
     pub fn genesys(&self) -> Result<GenesysClient, ReservationError> {
-        GenesysClient::from_upstreams(&self.inner.upstreams.load()).ok_or(ReservationError::NoGenesys)
+        GenesysClient::from_upstreams(&self.inner.upstreams.load())
+            .ok_or(ReservationError::NoGenesys)
     }
 
     /// Reserves a callback for a `POST /v1/callbacks` body (see "Reserving"): the reservation
@@ -635,7 +632,8 @@ impl Reservations {
                     Ok(conversation) => {
                         if let Some(status) = CallbackUpdate::from_conversation(&conversation)
                             .and_then(|u| {
-                                ReservationStatus::Pending.after_participant_state(&u.state, u.history)
+                                ReservationStatus::Pending
+                                    .after_participant_state(&u.state, u.history)
                             })
                         {
                             next = status;
@@ -755,4 +753,3 @@ fn same_queues(a: &CallbackQueues, b: &CallbackQueues) -> bool {
                 && x.booking_horizon() == y.booking_horizon()
         })
 }
-

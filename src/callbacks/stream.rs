@@ -261,18 +261,20 @@ impl StreamHub {
                 state.ring.pop_front();
             }
             state.ring.push_back(frame.clone());
-            state.clients.retain(|_, slot| match slot.tx.try_send(frame.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    slot.slow.cancel();
-                    slot.counted.release();
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    slot.counted.release();
-                    false
-                }
-            });
+            state
+                .clients
+                .retain(|_, slot| match slot.tx.try_send(frame.clone()) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        slot.slow.cancel();
+                        slot.counted.release();
+                        false
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        slot.counted.release();
+                        false
+                    }
+                });
         }
     }
 
@@ -342,7 +344,9 @@ pub async fn run_fanout(hub: StreamHub, store: Store, cancel: CancellationToken)
             () = tokio::time::sleep(POLL_INTERVAL) => {}
         }
         loop {
-            let rows = match store.changes_after(i64::try_from(last).unwrap_or(i64::MAX), PAGE).await
+            let rows = match store
+                .changes_after(i64::try_from(last).unwrap_or(i64::MAX), PAGE)
+                .await
             {
                 Ok(rows) => rows,
                 Err(err) => {
@@ -354,7 +358,10 @@ pub async fn run_fanout(hub: StreamHub, store: Store, cancel: CancellationToken)
             let mut frames = Vec::with_capacity(rows.len());
             for row in &rows {
                 last = last.max(u64::try_from(row.seq).unwrap_or(0));
-                match frame_of(row).map_err(|e| e.to_string()).and_then(|m| Frame::encode(&m)) {
+                match frame_of(row)
+                    .map_err(|e| e.to_string())
+                    .and_then(|m| Frame::encode(&m))
+                {
                     Ok(frame) => frames.push(Arc::new(frame)),
                     Err(err) => {
                         tracing::error!(seq = row.seq, error = %err, "stream: a stored change cannot be read; skipped");
@@ -561,7 +568,10 @@ pub(super) async fn serve(
             close_code::POLICY,
             format!("too slow; resume with since={resume}"),
         )),
-        End::Shutdown => Some(close(close_code::AWAY, "the gateway is stopping".to_owned())),
+        End::Shutdown => Some(close(
+            close_code::AWAY,
+            "the gateway is stopping".to_owned(),
+        )),
     };
     tracing::debug!(resume, acked, "stream: closed");
     if let Some(message) = message {
@@ -637,10 +647,19 @@ mod tests {
         let hub = hub();
         hub.start(10);
         let counted = Counted::new(hub.inner.gauge.clone());
-        assert!(hub.try_register(10, &counted).is_some(), "live from the last");
-        assert!(hub.try_register(3, &counted).is_none(), "3..10 must be replayed");
+        assert!(
+            hub.try_register(10, &counted).is_some(),
+            "live from the last"
+        );
+        assert!(
+            hub.try_register(3, &counted).is_none(),
+            "3..10 must be replayed"
+        );
         hub.publish(vec![frame(12), frame(13)]);
-        assert!(hub.try_register(10, &counted).is_none(), "11 may exist: replay");
+        assert!(
+            hub.try_register(10, &counted).is_none(),
+            "11 may exist: replay"
+        );
         let sub = hub.try_register(11, &counted).unwrap();
         assert_eq!(
             sub.backlog.iter().map(|f| f.seq).collect::<Vec<_>>(),

@@ -40,7 +40,9 @@ use tokio_util::sync::CancellationToken;
 use super::notification::{CallbackUpdate, callback_topic};
 use super::service::Reservations;
 use crate::backoff::{Backoff, Jitter};
-use crate::genesys::{NotificationEvent, NotificationItem, NotificationsClient, NotificationsOptions};
+use crate::genesys::{
+    NotificationEvent, NotificationItem, NotificationsClient, NotificationsOptions,
+};
 use crate::store::LeaderSession;
 use crate::telemetry::Metrics;
 
@@ -116,7 +118,8 @@ pub async fn run_sync(
             Ok(true) => {
                 failures = 0;
                 tracing::info!("this replica leads the Genesys callback sync");
-                let led = lead_while_held(&reservations, &metrics, &options, &mut lead, &cancel).await;
+                let led =
+                    lead_while_held(&reservations, &metrics, &options, &mut lead, &cancel).await;
                 lead.release().await;
                 match led {
                     Led::Cancelled => break,
