@@ -46,7 +46,7 @@ use super::error::{CallbacksError, ReservationError};
 use super::event::ReservationEventType;
 use super::notification::CallbackUpdate;
 use super::reservation::{Reservation, ReservationId, millis};
-use super::status::ReservationStatus;
+use super::status::{ReservationStatus, TransitionRefused};
 use super::stream::StreamHub;
 use super::validate::{RESERVED_DATA_KEY, ValidReservationRequest};
 use crate::auth::InboundAuth;
@@ -460,10 +460,14 @@ impl Reservations {
 
     async fn cancel_inner(&self, id: &str) -> Result<Reservation, ReservationError> {
         let current = self.get(id).await?;
-        current
-            .status
-            .transition(ReservationStatus::Canceled)
-            .map_err(CallbacksError::from)?;
+        if current.status.is_final() {
+            // Also when already canceled: a second DELETE is a conflict, not a no-op.
+            return Err(CallbacksError::from(TransitionRefused {
+                from: current.status,
+                to: ReservationStatus::Canceled,
+            })
+            .into());
+        }
         if let Some(conversation_id) = &current.conversation_id {
             let request = BulkCallbackDisconnectRequest {
                 callback_disconnect_identifiers: vec![CallbackDisconnectIdentifier {
