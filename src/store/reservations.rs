@@ -582,9 +582,11 @@ impl Store {
         let backend = match &self.backend {
             Backend::Sqlite(_) => LeaderBackend::Sole { held: false },
             Backend::Postgres(db) => LeaderBackend::Postgres {
-                options: (*background_pool(db).connect_options())
-                    .clone()
-                    .options(LEADER_SESSION_OPTIONS),
+                options: Box::new(
+                    (*background_pool(db).connect_options())
+                        .clone()
+                        .options(LEADER_SESSION_OPTIONS),
+                ),
                 conn: None,
             },
         };
@@ -640,7 +642,7 @@ enum LeaderBackend {
         held: bool,
     },
     Postgres {
-        options: PgConnectOptions,
+        options: Box<PgConnectOptions>,
         /// The session holding the lock, once acquired.
         conn: Option<PgConnection>,
     },

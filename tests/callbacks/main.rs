@@ -3,6 +3,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod postgres;
 mod reserve;
 mod stream;
 mod support;
