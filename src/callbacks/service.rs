@@ -323,6 +323,19 @@ impl Reservations {
             if taken < u64::from(valid.limit()) {
                 let reservation = Reservation::pending(ReservationId::new(), valid, *slot, now);
                 tx.insert_reservation(&to_row(&reservation)?).await?;
+                // The held place is a state change too: audited with it (never published).
+                let mut held = crate::store::AuditRecord::now(
+                    "reservation.held",
+                    ACTOR_PORTAL,
+                    ReservationStatus::Pending.as_str(),
+                )
+                .with_subject(reservation.id.to_string())
+                .with_detail(serde_json::json!({"queueId": reservation.queue_id}));
+                held.at = now;
+                if let Some(id) = crate::telemetry::RequestId::current() {
+                    held = held.with_request_id(&*id);
+                }
+                tx.append_audit(&held).await?;
                 tx.commit().await?;
                 return Ok(reservation);
             }
