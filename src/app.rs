@@ -53,7 +53,7 @@ use crate::store::{
 };
 use crate::telemetry::Metrics;
 use crate::upstream::UpstreamRegistry;
-use crate::{admin, data_actions, genesys};
+use crate::{admin, callbacks, data_actions, genesys};
 
 /// A built gateway, bound to its port, not yet serving.
 pub struct Application {
@@ -275,6 +275,36 @@ impl Application {
         // still in flight at shutdown are written.
         let audit = AuditWriter::spawn_on(committer, metrics.clone(), writers_stop.clone(), &tasks);
 
+        // Callbacks: reservations, the (leader-elected) Genesys sync and the change stream.
+        let callback_queues =
+            callbacks::CallbackQueues::from_settings(&settings.callbacks).map_err(config_error)?;
+        let stream_hub =
+            callbacks::stream::StreamHub::new(metrics.stream_clients.clone(), shutdown.clone());
+        let reservations =
+            callbacks::service::Reservations::new(callbacks::service::ReservationsParts {
+                store: store.clone(),
+                upstreams: upstreams.clone(),
+                queues: callback_queues,
+                events_auth: InboundAuth::from_settings(&settings.data_actions.auth),
+                hub: stream_hub.clone(),
+                metrics: metrics.clone(),
+                tasks: tasks.clone(),
+                clock: None,
+            });
+        tasks.spawn(callbacks::stream::run_fanout(
+            stream_hub,
+            store.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(callbacks::sync::run_sync(
+            reservations.clone(),
+            metrics.clone(),
+            callbacks::sync::SyncOptions::new(genesys::NotificationsOptions::from_settings(
+                &settings.genesys,
+            )),
+            shutdown.clone(),
+        ));
+
         let mut checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(StoreCheck(store.clone()))];
         if !settings.genesys.simulate
             && let Some(genesys) = upstreams.get(genesys::UPSTREAM)
@@ -288,7 +318,8 @@ impl Application {
             .part(Arc::new(upstreams.clone()))
             .part(Arc::new(action_registry.clone()))
             .part(Arc::new(data_actions::publish::ContractWarnings))
-            .part(Arc::new(TargetCount));
+            .part(Arc::new(TargetCount))
+            .part(Arc::new(reservations.clone()));
         for part in parts {
             reloader = reloader.part(part);
         }
@@ -310,7 +341,11 @@ impl Application {
             .merge(data_actions::router(DataActionsState {
                 registry: action_registry.clone(),
                 audit: audit.clone(),
-            }));
+            }))
+            .merge(callbacks::http::router(
+                reservations,
+                InboundAuth::from_settings(&settings.callbacks.auth),
+            ));
         let admin_tokens = settings.admin_tokens();
         if !admin_tokens.is_empty() {
             api = api.merge(admin::actions::router(

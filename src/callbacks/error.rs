@@ -4,7 +4,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::reservation::InvalidReservationId;
 use super::status::TransitionRefused;
-use crate::error::{ApiError, ErrorCode, ErrorDetail};
+use crate::error::{ApiError, ErrorCode, ErrorDetail, ErrorLog};
+use crate::genesys::GenesysError;
+use crate::store::StoreError;
 
 /// An error of the callbacks capability. Every variant is a 4xx whose message says what was
 /// wrong; none carries a secret or the customer's number.
@@ -67,6 +69,60 @@ impl From<CallbacksError> for ApiError {
 }
 
 impl IntoResponse for CallbacksError {
+    fn into_response(self) -> Response {
+        ApiError::from(self).into_response()
+    }
+}
+
+/// How an operation on reservations (reserve, cancel, read, apply a Genesys event) can fail:
+/// the request's fault (4xx), Genesys (502/503/504 as every upstream failure), or the gateway
+/// (500, cause logged once at the edge).
+#[derive(Debug, thiserror::Error)]
+pub enum ReservationError {
+    /// The request cannot be served as asked (4xx).
+    #[error(transparent)]
+    Request(#[from] CallbacksError),
+    /// Genesys refused the call or stayed unavailable.
+    #[error(transparent)]
+    Genesys(#[from] GenesysError),
+    /// The store failed.
+    #[error("the store failed: {0}")]
+    Store(#[from] StoreError),
+    /// A stored reservation cannot be read back (its JSON was altered).
+    #[error("a stored reservation is unreadable: {0}")]
+    Corrupt(String),
+    /// The built-in `genesys` upstream is missing (a broken configuration).
+    #[error("the genesys upstream is not configured")]
+    NoGenesys,
+    /// An answer decided before the capability was asked (a bad query parameter, a body the
+    /// gateway's JSON rules refuse).
+    #[error("{0}")]
+    Answer(Box<ApiError>),
+}
+
+impl From<ApiError> for ReservationError {
+    fn from(err: ApiError) -> Self {
+        Self::Answer(Box::new(err))
+    }
+}
+
+impl From<ReservationError> for ApiError {
+    fn from(err: ReservationError) -> Self {
+        match err {
+            ReservationError::Request(err) => err.into(),
+            ReservationError::Genesys(err) => err.into(),
+            ReservationError::Answer(err) => *err,
+            ReservationError::Store(StoreError::InvalidCursor) => {
+                ApiError::bad_request("The cursor is not valid.")
+            }
+            other => ApiError::internal().with_log(
+                ErrorLog::new(tracing::Level::ERROR, "callback reservation failed").error(&other),
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ReservationError {
     fn into_response(self) -> Response {
         ApiError::from(self).into_response()
     }

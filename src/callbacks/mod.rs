@@ -16,7 +16,16 @@
 //! - [`reservation`]: [`Reservation`] as answered and stored, [`ReservationId`], [`Slot`].
 //! - [`status`]: [`ReservationStatus`], its allowed changes, and the Genesys participant states.
 //! - [`event`]: [`ReservationEventType`], the stream frame and the webhook payload.
-//! - [`error`](mod@error): [`CallbacksError`] and its answers.
+//! - [`error`](mod@error): [`CallbacksError`] and its answers, [`ReservationError`] for
+//!   operations that reach the store or Genesys.
+//! - [`service`]: [`service::Reservations`], the capability at work (reserve, cancel, read,
+//!   apply Genesys reports, reconcile, settle stale pending places) and its reload part.
+//! - [`changes`]: the stored form and [`changes::record_change`], the one place every published
+//!   change is committed (where webhook deliveries are to be enqueued).
+//! - [`notification`]: what Genesys says about a callback ([`notification::CallbackUpdate`]).
+//! - [`sync`]: the leader-elected notifications task ([`sync::run_sync`]).
+//! - [`stream`]: `GET /v1/callbacks/stream` and the per-process fan-out hub.
+//! - [`http`]: the routes ([`http::router`]).
 //!
 //! # The request
 //! `{"callbackNumber", "callbackUserName", "queueId", "reason", "timeSlots": [{"start", "end"}],
@@ -64,16 +73,22 @@
 //!   `IntoResponse`.
 
 pub mod calendar;
+pub mod changes;
 pub mod error;
 pub mod event;
+pub mod http;
+pub mod notification;
 pub mod number;
 pub mod request;
 pub mod reservation;
+pub mod service;
 pub mod status;
+pub mod stream;
+pub mod sync;
 pub mod validate;
 
 pub use calendar::{CallbackQueue, CallbackQueues};
-pub use error::CallbacksError;
+pub use error::{CallbacksError, ReservationError};
 pub use event::{ReservationEventType, StreamMessage, WebhookPayload};
 pub use number::{CallbackNumber, InvalidNumber};
 pub use request::{ReservationRequest, SlotRequest};

@@ -1,7 +1,7 @@
 //! Which settings a running gateway takes on reload, and which only on restart.
 //!
 //! A reload (`POST /admin/v1/reload`, SIGHUP) swaps the **live** keys: `[upstreams.*]`,
-//! `[data_actions]`, `[[actions]]` and `[[targets]]`. Every other key only takes effect on
+//! `[data_actions]`, `[[actions]]`, `[[targets]]` and `[[callbacks.queues]]`. Every other key only takes effect on
 //! restart: a reload keeps running with its old value and names it in `restartRequired`
 //! ([`restart_required`]; until the process is restarted, every later reload names it again).
 //! The `[genesys]` section is such a key too: the built-in `genesys` upstream keeps the
@@ -27,6 +27,10 @@ pub fn live_parts(running: &Settings, loaded: Settings) -> Settings {
         actions: loaded.actions,
         targets: loaded.targets,
         source: loaded.source,
+        callbacks: CallbacksSettings {
+            auth: running.callbacks.auth.clone(),
+            queues: loaded.callbacks.queues,
+        },
         ..running.clone()
     }
 }
@@ -194,9 +198,9 @@ pub fn restart_required(old: &Settings, new: &Settings) -> Vec<String> {
     );
     cmp("delivery.allow_cidrs", *allow_cidrs == n.allow_cidrs);
 
-    let CallbacksSettings { auth, queues } = callbacks;
+    // `callbacks.queues` is live: swapped by the reload (the sync resubscribes).
+    let CallbacksSettings { auth, queues: _ } = callbacks;
     cmp("callbacks.auth", *auth == new.callbacks.auth);
-    cmp("callbacks.queues", *queues == new.callbacks.queues);
     keys
 }
 
@@ -344,17 +348,6 @@ mod tests {
                 value: "v".into(),
             };
         }),
-        ("callbacks.queues", |s| {
-            s.callbacks.queues.push(CallbackQueueSettings {
-                id: "q".into(),
-                name: "Q".into(),
-                timezone: "UTC".into(),
-                open_hours: vec!["mon 08:00-09:00".into()],
-                slot_capacity: 1,
-                max_slot_minutes: 30,
-                booking_horizon_days: 1,
-            });
-        }),
     ];
 
     #[test]
@@ -371,7 +364,19 @@ mod tests {
         }
         assert_eq!(restart_required(&base, &all), expected);
 
-        // Changes to live sections need no restart.
+        // Changes to live sections need no restart; the queues are among them.
+        let mut queues = base.clone();
+        queues.callbacks.queues.push(CallbackQueueSettings {
+            id: "q".into(),
+            name: "Q".into(),
+            timezone: "UTC".into(),
+            open_hours: vec!["mon 08:00-09:00".into()],
+            slot_capacity: 1,
+            max_slot_minutes: 30,
+            booking_horizon_days: 1,
+        });
+        assert!(restart_required(&base, &queues).is_empty());
+        assert_eq!(live_parts(&base, queues).callbacks.queues.len(), 1);
         let live = parse(
             "[genesys]\nsimulate = true\n[data_actions]\npublic_url = \"https://x.example\"\n\
              [upstreams.crm]\nbase_url = \"http://127.0.0.1:1\"\n",

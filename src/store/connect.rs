@@ -52,6 +52,11 @@ const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "gateway settings",
         sql: include_str!("../../migrations/sqlite/0002_gateway_settings.sql"),
     },
+    EmbeddedMigration {
+        version: 4,
+        description: "reservations",
+        sql: include_str!("../../migrations/sqlite/0004_reservations.sql"),
+    },
 ];
 
 /// The PostgreSQL migrations, in order.
@@ -65,6 +70,11 @@ const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 2,
         description: "gateway settings",
         sql: include_str!("../../migrations/postgres/0002_gateway_settings.sql"),
+    },
+    EmbeddedMigration {
+        version: 4,
+        description: "reservations",
+        sql: include_str!("../../migrations/postgres/0004_reservations.sql"),
     },
 ];
 

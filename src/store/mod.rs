@@ -13,8 +13,9 @@
 //! - `commit.rs`: the [`GroupCommitter`], through which high-rate producers share commits
 //!   (see "Durability and concurrency");
 //! - one file per topic holding that topic's SQL for both dialects side by side: `audit.rs`
-//!   now (the audit log and the [`AuditWriter`]); later `events.rs`, `deliveries.rs`,
-//!   `targets.rs`, `reservations.rs`; `settings.rs` keeps small named values of the gateway's
+//!   (the audit log and the [`AuditWriter`]), `reservations.rs` (callback reservations, their
+//!   numbered changes, the leader lock and the change listener); later `events.rs`,
+//!   `deliveries.rs`, `targets.rs`; `settings.rs` keeps small named values of the gateway's
 //!   own (random keys, fingerprints). A topic adds `impl Store { ... }` and
 //!   `impl Transaction { ... }` blocks in its own file and its tables in
 //!   `migrations/{sqlite,postgres}/NNNN_<topic>.sql`.
@@ -111,6 +112,7 @@ mod audit;
 mod commit;
 mod connect;
 mod page;
+mod reservations;
 mod settings;
 
 use std::path::Path;
@@ -126,6 +128,9 @@ pub use commit::{
     POSTGRES_MAX_BATCH, Receipt,
 };
 pub use page::{Page, PageRequest};
+pub use reservations::{
+    CHANGES_CHANNEL, ChangeListener, ChangeRow, LeaderSession, ReservationFilter, ReservationRow,
+};
 
 /// Runs `$body` once per backend with `$pool` bound to that backend's pool (`&SqlitePool` or
 /// `&PgPool`): `write` picks the SQLite writer, `read` the SQLite readers; on PostgreSQL both

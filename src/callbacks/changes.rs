@@ -1,0 +1,138 @@
+//! How a reservation is kept in the store, and the one place where every published change is
+//! written: [`record_change`].
+//!
+//! A reservation is stored as its API shape (JSON text) beside the facts the store queries
+//! (queue, status, whether it holds a place, slot, conversation, version, seq, times).
+//!
+//! # The seam
+//! [`record_change`] runs inside the transaction of the change, after the caller locked the
+//! reservation's row and changed it ([`Reservation::change_status`]). It writes the audit record,
+//! numbers the change (the next `seq`, in commit order), stores the reservation's new state and
+//! the change row the stream replays from. Everything that must happen exactly when a change is
+//! committed belongs here, in the same transaction — deliveries to webhook subscribers are to be
+//! enqueued here (one call, with the [`WebhookPayload`](super::WebhookPayload) of the change).
+
+use chrono::{DateTime, Utc};
+
+use super::error::ReservationError;
+use super::event::{ReservationEventType, StreamMessage};
+use super::reservation::Reservation;
+use crate::store::{AuditRecord, ChangeRow, ReservationRow, StoreError, Transaction};
+
+/// The row that stores `reservation`.
+///
+/// # Errors
+/// [`ReservationError::Corrupt`] if it cannot be written as JSON (never for a valid one).
+pub fn to_row(reservation: &Reservation) -> Result<ReservationRow, ReservationError> {
+    let body = serde_json::to_string(reservation)
+        .map_err(|err| ReservationError::Corrupt(err.to_string()))?;
+    Ok(ReservationRow {
+        id: reservation.id.to_string(),
+        queue_id: reservation.queue_id.clone(),
+        status: reservation.status.as_str().to_owned(),
+        live: reservation.status.is_live(),
+        slot_start_ms: reservation.slot.start().timestamp_millis(),
+        slot_end_ms: reservation.slot.end().timestamp_millis(),
+        conversation_id: reservation.conversation_id.clone(),
+        version: i64::from(reservation.version),
+        seq: i64::try_from(reservation.seq).unwrap_or(i64::MAX),
+        created_ms: reservation.created_at.timestamp_millis(),
+        updated_ms: reservation.updated_at.timestamp_millis(),
+        body,
+    })
+}
+
+/// The reservation a row stores.
+///
+/// # Errors
+/// [`ReservationError::Corrupt`] when its JSON is not a reservation.
+pub fn from_row(row: &ReservationRow) -> Result<Reservation, ReservationError> {
+    serde_json::from_str(&row.body)
+        .map_err(|err| ReservationError::Corrupt(format!("reservation {}: {err}", row.id)))
+}
+
+/// The stream frame of a stored change.
+///
+/// # Errors
+/// [`ReservationError::Corrupt`] when the row is not a change this gateway wrote.
+pub fn frame_of(change: &ChangeRow) -> Result<StreamMessage, ReservationError> {
+    let event_type = change
+        .event_type
+        .parse::<ReservationEventType>()
+        .map_err(|_| ReservationError::Corrupt(format!("change {}: event type", change.seq)))?;
+    let reservation: Reservation = serde_json::from_str(&change.body)
+        .map_err(|err| ReservationError::Corrupt(format!("change {}: {err}", change.seq)))?;
+    Ok(StreamMessage {
+        seq: u64::try_from(change.seq).unwrap_or(0),
+        event_type,
+        reservation,
+    })
+}
+
+/// The audit `kind` of a published change (`reservation.created`, `reservation.updated`,
+/// `reservation.canceled`).
+pub fn audit_kind(event: ReservationEventType) -> &'static str {
+    match event {
+        ReservationEventType::Created => "reservation.created",
+        ReservationEventType::Updated => "reservation.updated",
+        ReservationEventType::Canceled => "reservation.canceled",
+    }
+}
+
+/// The audit record of a change of `reservation` (already changed) by `actor`: the subject is
+/// the reservation id, the outcome its new status; the detail holds the queue, the version and
+/// the previous status — never the customer's data.
+pub fn audit_record(
+    event: ReservationEventType,
+    reservation: &Reservation,
+    previous: super::ReservationStatus,
+    actor: &str,
+    at: DateTime<Utc>,
+) -> AuditRecord {
+    let mut record = AuditRecord::now(audit_kind(event), actor, reservation.status.as_str())
+        .with_subject(reservation.id.to_string())
+        .with_detail(serde_json::json!({
+            "queueId": reservation.queue_id,
+            "version": reservation.version,
+            "previousStatus": previous.as_str(),
+            "conversationId": reservation.conversation_id,
+        }));
+    record.at = at;
+    if let Some(id) = crate::telemetry::RequestId::current() {
+        record = record.with_request_id(&*id);
+    }
+    record
+}
+
+/// Commits a published change of `reservation` inside `tx` (see "The seam"): writes `audit`,
+/// takes the next `seq` (set on `reservation`), stores the reservation's new state and the
+/// change row. The caller commits `tx`, then wakes the stream.
+///
+/// # Errors
+/// [`ReservationError::Store`]; the caller drops the transaction (nothing is written).
+pub async fn record_change(
+    tx: &mut Transaction,
+    event: ReservationEventType,
+    reservation: &mut Reservation,
+    audit: &AuditRecord,
+) -> Result<ChangeRow, ReservationError> {
+    tx.append_audit(audit).await?;
+    // Taken last: the counter row stays locked until commit (see the store's docs).
+    let seq = tx.next_change_seq().await?;
+    reservation.seq = u64::try_from(seq).map_err(|_| {
+        ReservationError::Store(StoreError::Database(sqlx::Error::Decode(
+            "negative change number".into(),
+        )))
+    })?;
+    let row = to_row(reservation)?;
+    tx.update_reservation(&row).await?;
+    let change = ChangeRow {
+        seq,
+        reservation_id: row.id,
+        event_type: event.as_str().to_owned(),
+        at_ms: reservation.updated_at.timestamp_millis(),
+        body: row.body,
+    };
+    tx.insert_change(&change).await?;
+    Ok(change)
+}

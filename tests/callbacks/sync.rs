@@ -1,0 +1,115 @@
+//! The sync from Genesys: the simulator drives the callback, the reservation follows; the
+//! socket is lost and replaced without losing what happened meanwhile; pushed events.
+
+use serde_json::{Value, json};
+
+use crate::support::{Env, PUSH_PASSWORD, request, slot};
+
+async fn reserved(env: &Env, hour: u32) -> (String, String) {
+    env.await_sockets(1).await;
+    let r: Value = env
+        .reserve(&request(vec![slot(2, hour, 30)]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    (
+        r["id"].as_str().unwrap().to_owned(),
+        r["conversationId"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn scheduled_connected_disconnected_is_versions_one_two_three() {
+    let env = Env::start(10).await;
+    let (id, conversation) = reserved(&env, 9).await;
+    let state = format!("/__sim/callbacks/{conversation}/state");
+    env.sim_post(&state, json!({"state": "connected"})).await;
+    let in_progress = env.await_status(&id, "in_progress").await;
+    assert_eq!(in_progress["version"], 2);
+    env.sim_post(&state, json!({"state": "disconnected"})).await;
+    let completed = env.await_status(&id, "completed").await;
+    assert_eq!(completed["version"], 3);
+    assert!(completed["seq"].as_u64() > in_progress["seq"].as_u64());
+    env.app.stop().await;
+}
+
+#[tokio::test]
+async fn socket_closing_and_heartbeat_silence_lose_no_event() {
+    let env = Env::start(10).await;
+    let (id, conversation) = reserved(&env, 10).await;
+    let state = format!("/__sim/callbacks/{conversation}/state");
+    env.sim_post("/__sim/notifications/socket-closing", json!({}))
+        .await;
+    env.sim_post(&state, json!({"state": "dialing"})).await;
+    env.await_status(&id, "in_progress").await;
+    // Silence past the 2 s watchdog: the gateway reconnects, and reconciles the gap.
+    env.sim_post("/__sim/notifications/pause", json!({"seconds": 4}))
+        .await;
+    env.sim_post(&state, json!({"state": "disconnected"})).await;
+    let done = env.await_status(&id, "canceled").await;
+    assert_eq!(done["version"], 3, "{done}");
+    env.app.stop().await;
+}
+
+#[tokio::test]
+async fn a_change_made_while_disconnected_is_reconciled() {
+    let env = Env::start(10).await;
+    let (id, conversation) = reserved(&env, 11).await;
+    // The simulator is stopped: no socket; Genesys is back with the callback moved on.
+    let sockets = env.await_sockets(1).await;
+    assert_eq!(sockets.len(), 1);
+    env.sim_post(
+        "/__sim/faults",
+        json!({"method": "GET", "path": "/channels/*", "status": 0, "count": 3}),
+    )
+    .await;
+    env.sim_post("/__sim/notifications/socket-closing", json!({}))
+        .await;
+    env.sim_post(
+        &format!("/__sim/callbacks/{conversation}/state"),
+        json!({"state": "connected"}),
+    )
+    .await;
+    env.await_status(&id, "in_progress").await;
+    env.app.stop().await;
+}
+
+#[tokio::test]
+async fn pushed_events_apply_like_the_socket_and_foreign_ones_are_ignored() {
+    let env = Env::start(10).await;
+    let (id, conversation) = reserved(&env, 12).await;
+    let envelope = |conv: &str, state: &str| {
+        json!({
+            "topicName": "v2.routing.queues.a3b1f7c2-0000-4000-8000-000000000001.conversations.callbacks",
+            "version": "2",
+            "eventBody": {"id": conv, "participants": [{"purpose": "customer", "state": state}]},
+            "metadata": {}
+        })
+    };
+    let url = env.app.url("/v1/genesys/events");
+    let response = env
+        .http
+        .post(&url)
+        .basic_auth("genesys", Some(PUSH_PASSWORD))
+        .json(&json!([
+            envelope(&conversation, "dialing"),
+            envelope("someone-else", "dialing")
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let counts: Value = response.json().await.unwrap();
+    assert_eq!(counts, json!({"applied": 1, "ignored": 1}));
+    env.await_status(&id, "in_progress").await;
+    let response = env
+        .http
+        .post(&url)
+        .json(&envelope(&conversation, "dialing"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    env.app.stop().await;
+}
