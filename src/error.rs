@@ -469,8 +469,13 @@ pub fn check_json(bytes: &[u8]) -> Result<(), ApiError> {
             let message = format!(
                 "The key at `{pointer}` appears twice in one object; each key may appear once."
             );
-            Err(ApiError::bad_request(message.clone())
-                .with_details(vec![ErrorDetail::new(pointer, "duplicateKey", message)]))
+            Err(
+                ApiError::bad_request(message.clone()).with_details(vec![ErrorDetail::new(
+                    pointer,
+                    "duplicateKey",
+                    message,
+                )]),
+            )
         }
     }
 }

@@ -20,7 +20,7 @@ use tower::{Layer, Service, ServiceExt};
 use tracing::Instrument;
 
 use crate::error::{ApiError, ErrorCode, ErrorLog, payload_too_large};
-use crate::telemetry::{FloodGate, Metrics, RequestId, X_REQUEST_ID, DeadlineDrop};
+use crate::telemetry::{DeadlineDrop, FloodGate, Metrics, RequestId, X_REQUEST_ID};
 
 /// The edge of the one middleware stack, as one tower layer so that a request pays for one
 /// service clone and one boxed future instead of one per step (measured in BENCHMARKS.md).
@@ -214,7 +214,8 @@ struct Measured<'a> {
 impl Drop for Measured<'_> {
     fn drop(&mut self) {
         let status = self.status.unwrap_or_else(|| {
-            http::StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(http::StatusCode::BAD_REQUEST)
+            http::StatusCode::from_u16(CLIENT_CLOSED_REQUEST)
+                .unwrap_or(http::StatusCode::BAD_REQUEST)
         });
         self.metrics.observe_http(
             self.route.as_ref().map(MatchedPath::as_str),

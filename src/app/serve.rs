@@ -174,7 +174,9 @@ pub(super) async fn serve(
         }
         let open = OpenConnection(limits.open.clone());
         let Some(client_slot) = limits.per_client.take(remote.ip()) else {
-            if let Some(suppressed) = limits.flood.admit(&("client connection limit", remote.ip()))
+            if let Some(suppressed) = limits
+                .flood
+                .admit(&("client connection limit", remote.ip()))
             {
                 tracing::warn!(client = %remote.ip(), suppressed,
                     max = limits.per_client.max,

@@ -118,7 +118,11 @@ pub struct ThrottledAuth {
 
 impl ThrottledAuth {
     /// `auth` on the surface named `surface` (in log lines), throttled by `throttle`.
-    pub fn new(auth: InboundAuth, throttle: Arc<FailedAuthThrottle>, surface: &'static str) -> Self {
+    pub fn new(
+        auth: InboundAuth,
+        throttle: Arc<FailedAuthThrottle>,
+        surface: &'static str,
+    ) -> Self {
         Self {
             auth,
             throttle,

@@ -14,8 +14,9 @@
 use secrecy::SecretString;
 
 use super::{
-    AdminAuthSettings, AdminSettings, AuditSettings, CallbacksSettings, DeliverySettings, GenesysSettings,
-    IngestSettings, ServerSettings, Settings, StoreSettings, TelemetrySettings, secret_eq,
+    AdminAuthSettings, AdminSettings, AuditSettings, CallbacksSettings, DeliverySettings,
+    GenesysSettings, IngestSettings, ServerSettings, Settings, StoreSettings, TelemetrySettings,
+    secret_eq,
 };
 
 /// The settings to run with after a reload: the live sections from `loaded`, every other
@@ -299,7 +300,9 @@ mod tests {
         ("server.shutdown_delay_ms", |s| {
             s.server.shutdown_delay_ms += 1
         }),
-        ("server.max_header_bytes", |s| s.server.max_header_bytes += 1),
+        ("server.max_header_bytes", |s| {
+            s.server.max_header_bytes += 1
+        }),
         ("server.max_connections_per_client", |s| {
             s.server.max_connections_per_client += 1;
         }),

@@ -207,8 +207,8 @@ impl Drop for Execution<'_> {
             if crate::telemetry::deadline_passed() {
                 self.record(Outcome::Timeout, StatusCode::GATEWAY_TIMEOUT, None);
             } else {
-                let status = StatusCode::from_u16(CLIENT_CLOSED_REQUEST)
-                    .unwrap_or(StatusCode::BAD_REQUEST);
+                let status =
+                    StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST);
                 self.record(Outcome::Canceled, status, None);
             }
         }

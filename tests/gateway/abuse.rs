@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::routing::{any, get};
+use axum::routing::any;
 use common::{ADMIN_TOKEN, TestApp};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -219,8 +219,12 @@ async fn input_that_cannot_form_the_upstream_request_is_a_400_naming_its_pointer
     };
     // The path the finding used: a 65,521-character segment.
     let long = "a".repeat(65_521);
-    let body = common::assert_error(call(json!({"userId": long})).await.unwrap(), 400, "invalid.input")
-        .await;
+    let body = common::assert_error(
+        call(json!({"userId": long})).await.unwrap(),
+        400,
+        "invalid.input",
+    )
+    .await;
     assert_eq!(body["details"][0]["fieldName"], "/userId", "{body}");
     assert_eq!(body["details"][0]["errorCode"], "maxLength", "{body}");
     // Characters that percent-encode to three bytes each cross the limit sooner.
@@ -245,13 +249,19 @@ async fn input_that_cannot_form_the_upstream_request_is_a_400_naming_its_pointer
     assert_eq!(body["details"][0]["errorCode"], "maxLength", "{body}");
     // A header value that is not encodable.
     let body = common::assert_error(
-        call(json!({"userId": "u-1", "note": "a\r\nb"})).await.unwrap(),
+        call(json!({"userId": "u-1", "note": "a\r\nb"}))
+            .await
+            .unwrap(),
         400,
         "invalid.input",
     )
     .await;
     assert_eq!(body["details"][0]["fieldName"], "/note", "{body}");
-    assert_eq!(calls.load(Ordering::SeqCst), 0, "nothing reached the upstream");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "nothing reached the upstream"
+    );
     // A long but formable one still goes through.
     let ok = call(json!({"userId": "a".repeat(8000), "note": "n".repeat(4000)}))
         .await
@@ -264,11 +274,12 @@ async fn input_that_cannot_form_the_upstream_request_is_a_400_naming_its_pointer
 #[tokio::test]
 async fn failed_admin_authentication_is_throttled_per_address() {
     let app = TestApp::spawn_with(
-        &common::base_config().replace(
-            "type = \"bearer\"",
-            "max_failed_auth_per_min = 5\n[admin.auth]\ntype = \"bearer\"",
-        )
-        .replace("[admin.auth]\nmax_failed", "[admin]\nmax_failed"),
+        &common::base_config()
+            .replace(
+                "type = \"bearer\"",
+                "max_failed_auth_per_min = 5\n[admin.auth]\ntype = \"bearer\"",
+            )
+            .replace("[admin.auth]\nmax_failed", "[admin]\nmax_failed"),
     )
     .await;
     let attacker = client_from(ATTACKER);
@@ -334,9 +345,16 @@ async fn one_address_cannot_take_every_connection_slot() {
             closed += 1;
         }
     }
-    assert_eq!(closed, 1, "the attacker's connection beyond the limit is closed");
+    assert_eq!(
+        closed, 1,
+        "the attacker's connection beyond the limit is closed"
+    );
     // The legitimate client is served meanwhile.
-    let r = fresh_client().get(app.url("/healthz")).send().await.unwrap();
+    let r = fresh_client()
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     // A slot given back is the attacker's again.
     held.clear();
@@ -355,7 +373,12 @@ async fn one_address_cannot_take_every_connection_slot() {
 // 6. No header cap.
 #[tokio::test]
 async fn headers_beyond_the_cap_are_a_431_in_the_error_shape() {
-    let app = TestApp::spawn_with(&config("http://127.0.0.1:9", "max_header_bytes = 16384", "")).await;
+    let app = TestApp::spawn_with(&config(
+        "http://127.0.0.1:9",
+        "max_header_bytes = 16384",
+        "",
+    ))
+    .await;
     // Under the cap: served.
     let r = fresh_client()
         .get(app.url("/healthz"))
@@ -373,11 +396,16 @@ async fn headers_beyond_the_cap_are_a_431_in_the_error_shape() {
         .unwrap();
     assert_eq!(r.headers()["connection"], "close");
     let body = common::assert_error(r, 431, "headers.too.large").await;
-    assert!(body["message"].as_str().unwrap().contains("16384"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("16384"),
+        "{body}"
+    );
     // Many small headers together count too; and a head that never ends is cut at the cap,
     // before its end arrives (the memory held is bounded by the cap).
     let mut conn = connect_from(ATTACKER, app.addr).await;
-    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     for i in 0..400 {
         let line = format!("x-h{i}: {}\r\n", "v".repeat(50));
         if conn.write_all(line.as_bytes()).await.is_err() {
@@ -386,7 +414,10 @@ async fn headers_beyond_the_cap_are_a_431_in_the_error_shape() {
     }
     let answer = read_all(&mut conn, Duration::from_secs(5)).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
-    assert!(answer.contains("\"code\":\"headers.too.large\""), "{answer}");
+    assert!(
+        answer.contains("\"code\":\"headers.too.large\""),
+        "{answer}"
+    );
     // The body of a request does not count against its headers.
     let r = fresh_client()
         .post(app.url("/v1/actions/unknown"))
@@ -411,7 +442,9 @@ async fn shutdown_does_not_wait_on_a_connection_that_sent_half_a_request() {
         .await
         .unwrap();
     let mut idle = connect_from(ATTACKER, app.addr).await;
-    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut first = [0u8; 12];
     idle.read_exact(&mut first).await.unwrap();
     assert_eq!(&first, b"HTTP/1.1 200");
@@ -454,7 +487,10 @@ async fn a_caller_that_hangs_up_is_canceled_not_a_timeout() {
         {
             break text;
         }
-        assert!(Instant::now() < deadline, "the hang-up was not counted:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "the hang-up was not counted:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(
@@ -499,8 +535,18 @@ async fn duplicate_keys_are_refused_on_every_surface() {
         r.send()
     };
     let cases = [
-        ("/v1/actions/slow", r#"{"userId":"a","userId":"b"}"#, false, "/userId"),
-        ("/v1/actions/slow", r#"{"userId":"a","x":{"k":1,"k":2}}"#, false, "/x/k"),
+        (
+            "/v1/actions/slow",
+            r#"{"userId":"a","userId":"b"}"#,
+            false,
+            "/userId",
+        ),
+        (
+            "/v1/actions/slow",
+            r#"{"userId":"a","x":{"k":1,"k":2}}"#,
+            false,
+            "/x/k",
+        ),
         (
             "/webhook/data-action",
             r#"{"requestId":"r","action":"slow","data":{"userId":"a","userId":"b"}}"#,
@@ -513,16 +559,30 @@ async fn duplicate_keys_are_refused_on_every_surface() {
             false,
             "/action",
         ),
-        ("/admin/v1/actions/slow/test", r#"{"userId":"a","userId":"b"}"#, true, "/userId"),
+        (
+            "/admin/v1/actions/slow/test",
+            r#"{"userId":"a","userId":"b"}"#,
+            true,
+            "/userId",
+        ),
     ];
     for (path, body, admin, pointer) in cases {
-        let answer = common::assert_error(post(path, body, admin).await.unwrap(), 400, "bad.request")
-            .await;
-        assert_eq!(answer["details"][0]["fieldName"], pointer, "{path} {body}: {answer}");
+        let answer =
+            common::assert_error(post(path, body, admin).await.unwrap(), 400, "bad.request").await;
+        assert_eq!(
+            answer["details"][0]["fieldName"], pointer,
+            "{path} {body}: {answer}"
+        );
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 0, "nothing reached the upstream");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "nothing reached the upstream"
+    );
     // The same bodies without the duplicate are served.
-    let ok = post("/v1/actions/slow", r#"{"userId":"a"}"#, false).await.unwrap();
+    let ok = post("/v1/actions/slow", r#"{"userId":"a"}"#, false)
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
     app.stop().await;
 }
@@ -558,9 +618,7 @@ impl Process {
 
 fn gateway_binary() -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_genesys-gateway"));
-    command
-        .env("RUST_LOG", "info")
-        .env_remove("GATEWAY_CONFIG");
+    command.env("RUST_LOG", "info").env_remove("GATEWAY_CONFIG");
     command
 }
 
@@ -589,7 +647,10 @@ fn start_gateway(dir: &std::path::Path, config: &str) -> (Process, SocketAddr) {
         {
             return (process, addr);
         }
-        assert!(Instant::now() < deadline, "the gateway did not start:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not start:\n{text}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -635,7 +696,9 @@ path = "/down"
     // Let the startup's own writes settle before measuring.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let store_before = store_bytes(dir.path());
-    let log_before = std::fs::metadata(dir.path().join("gateway.log")).unwrap().len();
+    let log_before = std::fs::metadata(dir.path().join("gateway.log"))
+        .unwrap()
+        .len();
 
     // Ten seconds of calls, every one rejected by the open breaker; a few admin guesses too.
     let until = Instant::now() + Duration::from_secs(10);
@@ -715,23 +778,33 @@ path = "/down"
     };
     assert_eq!(individual + summarized, made, "every call is accounted for");
     assert!(summaries >= 1, "summary records stand for the flood");
-    assert!(individual <= 100 * 12, "at most the budget per second: {individual}");
+    assert!(
+        individual <= 100 * 12,
+        "at most the budget per second: {individual}"
+    );
 
     let status = gateway.terminate();
     assert!(status.success(), "{status:?}");
-    let log_growth = std::fs::metadata(dir.path().join("gateway.log")).unwrap().len() - log_before;
+    let log_growth = std::fs::metadata(dir.path().join("gateway.log"))
+        .unwrap()
+        .len()
+        - log_before;
     let store_growth = store_bytes(dir.path()).saturating_sub(store_before);
     eprintln!(
         "flood: {made} calls; log +{log_growth} B; store +{store_growth} B; \
          {individual} records + {summaries} summaries"
     );
     assert!(log_growth < 2 * 1024 * 1024, "log grew by {log_growth} B");
-    assert!(store_growth < 4 * 1024 * 1024, "store grew by {store_growth} B");
+    assert!(
+        store_growth < 4 * 1024 * 1024,
+        "store grew by {store_growth} B"
+    );
     // Failed admin authentication is logged at WARN with the address, never the token.
     let log = std::fs::read_to_string(dir.path().join("gateway.log")).unwrap();
     assert!(
-        log.lines()
-            .any(|l| l.contains("WARN") && l.contains("authentication failed") && l.contains("127.0.0.2")),
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("authentication failed")
+            && l.contains("127.0.0.2")),
         "{log}"
     );
     assert!(!log.contains("secret-guess-0000"));
