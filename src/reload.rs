@@ -490,42 +490,40 @@ impl Hangups {
 
     /// The task that reloads on each SIGHUP until `shutdown` (spawn it on the application's
     /// task tracker). Refused reloads are logged; the running configuration stays.
-    pub fn reload_with(
+    pub async fn reload_with(
         self,
         reloader: Reloader,
         shutdown: tokio_util::sync::CancellationToken,
-    ) -> impl Future<Output = ()> + Send + 'static {
-        async move {
-            #[cfg(unix)]
-            {
-                let mut hangups = match self.signal {
-                    Ok(s) => s,
-                    Err(err) => {
-                        tracing::error!(error = %err, "cannot listen for SIGHUP; reload with POST /admin/v1/reload");
-                        return;
-                    }
-                };
-                loop {
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        hangup = hangups.recv() => {
-                            if hangup.is_none() {
-                                break;
-                            }
-                        }
-                    }
-                    tracing::info!("SIGHUP: reloading the configuration");
-                    if let Err(err) = reloader.reload(ReloadTrigger::Signal).await {
-                        for p in &err.problems {
-                            tracing::warn!(key = %p.path, problem = %err.describe(p), "reload refused");
+    ) {
+        #[cfg(unix)]
+        {
+            let mut hangups = match self.signal {
+                Ok(s) => s,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot listen for SIGHUP; reload with POST /admin/v1/reload");
+                    return;
+                }
+            };
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    hangup = hangups.recv() => {
+                        if hangup.is_none() {
+                            break;
                         }
                     }
                 }
+                tracing::info!("SIGHUP: reloading the configuration");
+                if let Err(err) = reloader.reload(ReloadTrigger::Signal).await {
+                    for p in &err.problems {
+                        tracing::warn!(key = %p.path, problem = %err.describe(p), "reload refused");
+                    }
+                }
             }
-            #[cfg(not(unix))]
-            {
-                let _ = (self, reloader, shutdown);
-            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = (self, reloader, shutdown);
         }
     }
 }
