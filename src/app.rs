@@ -78,6 +78,8 @@ pub struct Application {
     simulator: Option<Simulator>,
     reloader: Reloader,
     in_flight: InFlight,
+    /// The actions served (their held-back audit counts are written at shutdown).
+    actions: ActionRegistry,
     /// What the startup line says about this gateway.
     summary: summary::Summary,
 }
@@ -127,6 +129,14 @@ pub struct ApplicationBuilder {
     env: Environment,
     actions: Vec<DataAction>,
     parts: Vec<Arc<dyn Reloadable>>,
+    sighup: Sighup,
+}
+
+/// Whether SIGHUP reloads the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sighup {
+    Ignored,
+    Reloads,
 }
 
 impl ApplicationBuilder {
@@ -144,6 +154,15 @@ impl ApplicationBuilder {
     #[must_use]
     pub fn actions(mut self, actions: Vec<DataAction>) -> Self {
         self.actions = actions;
+        self
+    }
+
+    /// Reloads the configuration on every SIGHUP until the shutdown (the process's main asks
+    /// for it; tests do not). The handler is installed first thing in [`Self::build`], so that
+    /// a SIGHUP during startup never ends the process.
+    #[must_use]
+    pub fn reload_on_sighup(mut self) -> Self {
+        self.sighup = Sighup::Reloads;
         self
     }
 
@@ -173,6 +192,7 @@ impl Application {
             env: Environment::from_process(),
             actions: Vec::new(),
             parts: Vec::new(),
+            sighup: Sighup::Ignored,
         }
     }
 
@@ -217,7 +237,10 @@ impl Application {
             env,
             actions,
             parts,
+            sighup,
         } = builder;
+        // Before anything that takes time: from here on a SIGHUP is a reload, never the end.
+        let hangups = (sighup == Sighup::Reloads).then(crate::reload::Hangups::listen);
         let (mut settings, simulator) = start_simulator(settings).await?;
         // Bound first: in sandbox mode an unset `public_url` is the address actually bound.
         let listeners = serve::bind_shared(
@@ -274,6 +297,13 @@ impl Application {
         // Stopped only after the server threads have drained, so that records of requests
         // still in flight at shutdown are written.
         let audit = AuditWriter::spawn_on(committer, metrics.clone(), writers_stop.clone(), &tasks);
+        // Summary records of the executions beyond `audit.execution_records_per_s`; the last
+        // ones are written by the shutdown before the writer stops.
+        tasks.spawn(data_actions::write_audit_summaries(
+            action_registry.clone(),
+            audit.clone(),
+            writers_stop.clone(),
+        ));
 
         // Callbacks: reservations, the (leader-elected) Genesys sync and the change stream.
         let callback_queues =
@@ -331,6 +361,9 @@ impl Application {
             }) as PrepareSettings);
         }
         let reloader = reloader.build();
+        if let Some(hangups) = hangups {
+            tasks.spawn(hangups.reload_with(reloader.clone(), shutdown.clone()));
+        }
 
         let openapi_actions = action_registry.clone();
         let mut api = OpenApiRouter::with_openapi(openapi::base())
@@ -341,6 +374,7 @@ impl Application {
             .merge(data_actions::router(DataActionsState {
                 registry: action_registry.clone(),
                 audit: audit.clone(),
+                execution_records_per_s: settings.audit.execution_records_per_s,
             }))
             .merge(callbacks::http::router(
                 reservations,
@@ -348,23 +382,31 @@ impl Application {
             ));
         let admin_tokens = settings.admin_tokens();
         if !admin_tokens.is_empty() {
+            // One throttle for the whole admin surface.
+            let admin_auth = crate::auth::ThrottledAuth::new(
+                InboundAuth::bearer(admin_tokens),
+                Arc::new(crate::auth::FailedAuthThrottle::new(
+                    settings.admin.max_failed_auth_per_min,
+                )),
+                "admin",
+            );
             api = api.merge(admin::actions::router(
                 admin::actions::ActionsAdminState {
                     reloader: reloader.clone(),
-                    actions: action_registry,
+                    actions: action_registry.clone(),
                     upstreams,
                     store: store.clone(),
                     tasks: tasks.clone(),
                     publish_lock: crate::data_actions::publish::PublishLock::default(),
                     served: addr,
                 },
-                InboundAuth::bearer(admin_tokens.clone()),
+                admin_auth.clone(),
             ));
             api = api.merge(admin::router(
                 admin::AdminState {
                     store: store.clone(),
                 },
-                InboundAuth::bearer(admin_tokens),
+                admin_auth,
             ));
         }
         let (router, routes_doc) = api.split_for_parts();
@@ -399,17 +441,9 @@ impl Application {
             simulator,
             reloader,
             in_flight,
+            actions: action_registry,
             summary,
         })
-    }
-
-    /// Reloads the configuration on every SIGHUP until the shutdown (a task of the
-    /// application's). Call it once, from the process's main.
-    pub fn reload_on_sighup(&self) {
-        self.tasks.spawn(crate::reload::reload_on_sighup(
-            self.reloader.clone(),
-            self.shutdown.clone(),
-        ));
     }
 
     /// Reloads the configuration (what `POST /admin/v1/reload` and SIGHUP do).
@@ -455,6 +489,7 @@ impl Application {
             simulator,
             in_flight,
             reloader: _,
+            actions,
             summary,
         } = self;
         let server = &settings.server;
@@ -467,6 +502,11 @@ impl Application {
             header_read_timeout: server.header_read_timeout(),
             max_connections: server.max_connections,
             open: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            max_header_bytes: server.max_header_bytes,
+            per_client: Arc::new(serve::ClientConnections::new(
+                server.max_connections_per_client,
+            )),
+            flood: Arc::new(crate::telemetry::FloodGate::new()),
         };
         let (ended_tx, mut ended_rx) = tokio::sync::mpsc::unbounded_channel();
         let threads = listeners.len();
@@ -549,6 +589,9 @@ impl Application {
         hard_stop.cancel();
         // Every background task, in one place: those that watch `shutdown` are stopping
         // already; the writers flush what the drained requests left and stop now.
+        // Every execution is accounted for: the held-back ones as summary records, while the
+        // writer still takes records.
+        data_actions::write_held_back(&actions, &audit);
         drop(audit);
         writers_stop.cancel();
         tasks.close();
@@ -730,27 +773,37 @@ pub fn middleware_stack(
     ))
 }
 
-/// Waits for SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Listens for SIGTERM and SIGINT from now on (the handlers are installed by this call, not
+/// when the future is first polled) and returns a future that ends at the first of them.
+///
+/// # Panics
+/// Outside a tokio runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            let wait = |s: std::io::Result<tokio::signal::unix::Signal>, name: &'static str| async move {
+                match s {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, signal = name, "cannot listen for the signal");
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            tokio::select! {
+                () = wait(term, "SIGTERM") => {},
+                () = wait(int, "SIGINT") => {},
             }
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

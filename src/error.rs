@@ -56,6 +56,8 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// 413.
     PayloadTooLarge,
+    /// 431: the request's header block is larger than the gateway accepts.
+    HeadersTooLarge,
     /// 409.
     Conflict,
     /// 409: same idempotency key, different content.
@@ -93,6 +95,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => "method.not.allowed",
             Self::UnsupportedMediaType => "unsupported.media.type",
             Self::PayloadTooLarge => "payload.too.large",
+            Self::HeadersTooLarge => "headers.too.large",
             Self::Conflict => "conflict",
             Self::IdempotencyConflict => "idempotency.conflict",
             Self::CapacityExceeded => "capacity.exceeded",
@@ -117,6 +120,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Conflict | Self::IdempotencyConflict | Self::CapacityExceeded => {
                 StatusCode::CONFLICT
             }
@@ -330,6 +334,13 @@ impl ApiError {
 
     /// The body as JSON bytes, with the current request id as `contextId`.
     pub fn body(&self) -> Bytes {
+        let request_id = RequestId::current();
+        self.body_for(request_id.as_deref().unwrap_or(""))
+    }
+
+    /// The body as JSON bytes, with `request_id` as `contextId` (for answers written outside
+    /// a request's task, like the connection-level 431).
+    pub fn body_for(&self, request_id: &str) -> Bytes {
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
         struct Body<'a> {
@@ -340,12 +351,11 @@ impl ApiError {
             details: &'a [ErrorDetail],
             errors: [(); 0],
         }
-        let request_id = RequestId::current();
         let body = Body {
             status: self.status().as_u16(),
             code: self.code.as_str(),
             message: &self.message,
-            context_id: request_id.as_deref().unwrap_or(""),
+            context_id: request_id,
             details: &self.details,
             errors: [],
         };
@@ -394,7 +404,8 @@ impl std::error::Error for ApiError {}
 
 /// A JSON request body, checked the gateway's way: `application/json` (415 otherwise), at most
 /// `max_body_bytes` (413, enforced while reading), at most [`MAX_JSON_DEPTH`] levels (400
-/// `bad.request`), parsable (400 `bad.request`), and of the shape `T` (400 `invalid.input` with
+/// `bad.request`), parsable with no object key written twice (400 `bad.request`, see
+/// [`check_json`]), and of the shape `T` (400 `invalid.input` with
 /// the pointer of the offending field).
 #[derive(Debug, Clone)]
 pub struct Json<T>(pub T);
@@ -412,8 +423,9 @@ where
     }
 }
 
-/// The raw bytes of a JSON body that passed the content-type, size and depth checks but is not
-/// parsed yet (for handlers that parse in a particular way).
+/// The raw bytes of a JSON body that passed the content-type, size, depth, syntax and
+/// duplicate-key checks ([`check_json`]) but is not parsed yet (for handlers that parse in a
+/// particular way).
 #[derive(Debug, Clone)]
 pub struct JsonBytes(pub Bytes);
 
@@ -431,12 +443,40 @@ where
             ));
         }
         let bytes = read_body(req.into_body()).await?;
-        if json_too_deep(&bytes, MAX_JSON_DEPTH) {
-            return Err(ApiError::bad_request(format!(
-                "JSON is nested deeper than {MAX_JSON_DEPTH} levels."
-            )));
-        }
+        check_json(&bytes)?;
         Ok(JsonBytes(bytes))
+    }
+}
+
+/// The gateway's rules for any JSON body, checked before it is parsed for its meaning: at most
+/// [`MAX_JSON_DEPTH`] levels, valid JSON, and no object with a key written twice (one rule
+/// everywhere: never last-one-wins). Every body extractor ([`Json`], [`JsonBytes`]) runs it.
+///
+/// # Errors
+/// 400 `bad.request`: too deep, not JSON, or a duplicated key (named with its pointer).
+pub fn check_json(bytes: &[u8]) -> Result<(), ApiError> {
+    if json_too_deep(bytes, MAX_JSON_DEPTH) {
+        return Err(ApiError::bad_request(format!(
+            "JSON is nested deeper than {MAX_JSON_DEPTH} levels."
+        )));
+    }
+    match crate::json::strict::check(bytes) {
+        Ok(()) => Ok(()),
+        Err(crate::json::strict::StrictError::Syntax) => {
+            Err(ApiError::bad_request("The request body is not valid JSON."))
+        }
+        Err(crate::json::strict::StrictError::DuplicateKey { pointer }) => {
+            let message = format!(
+                "The key at `{pointer}` appears twice in one object; each key may appear once."
+            );
+            Err(
+                ApiError::bad_request(message.clone()).with_details(vec![ErrorDetail::new(
+                    pointer,
+                    "duplicateKey",
+                    message,
+                )]),
+            )
+        }
     }
 }
 

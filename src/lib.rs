@@ -48,8 +48,8 @@
 //!   every caller from the registry, never owned by a capability.
 //! - `store` knows no capability and makes no outbound calls; capabilities write their state,
 //!   audit records and outbox rows through it, in one transaction.
-//! - `config`, `backoff` and `runtime` are leaves; `error` and `telemetry` use only each other
-//!   and `config`.
+//! - `config`, `backoff` and `runtime` are leaves; `error` and `telemetry` use only each other,
+//!   `config` and `json::strict` (the one strict reading of JSON bodies).
 //! - The delivery engine (being built in `delivery`) is the one engine every producer uses; it
 //!   imports no producer.
 

@@ -229,11 +229,16 @@ fn serve(config: Option<PathBuf>, env: &Environment) -> ExitCode {
         Err(code) => return code,
     };
     let result = runtime.block_on(async move {
-        let app = Application::build(settings).await?;
+        // Signal handlers first: a SIGTERM or SIGHUP during startup is never taken for its
+        // default action (the end of the process).
+        let stop_signal = app::shutdown_signal();
+        let app = Application::builder(settings)
+            .reload_on_sighup()
+            .build()
+            .await?;
         let handle = app.shutdown_handle();
-        app.reload_on_sighup();
         tokio::spawn(async move {
-            app::shutdown_signal().await;
+            stop_signal.await;
             handle.shutdown();
         });
         app.run_until_stopped().await

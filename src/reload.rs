@@ -467,26 +467,37 @@ struct Change {
     report: ReloadReport,
 }
 
-/// Listens for SIGHUP now, and returns the task that reloads on each one until `shutdown`
-/// (spawn it on the application's task tracker). Refused reloads are logged; the running
-/// configuration stays.
-///
-/// The signal handler is installed when this is called, not when the returned future is first
-/// polled: a SIGHUP that arrives once this returned is never taken for the default action
-/// (which would end the process).
-pub fn reload_on_sighup(
-    reloader: Reloader,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> impl Future<Output = ()> + Send + 'static {
+/// SIGHUP, listened for since [`Hangups::listen`] (from then on a SIGHUP is never taken for
+/// its default action, which would end the process): install it first thing at startup.
+#[derive(Debug)]
+pub struct Hangups {
     #[cfg(unix)]
-    let hangups = {
-        use tokio::signal::unix::{SignalKind, signal};
-        signal(SignalKind::hangup())
-    };
-    async move {
+    signal: std::io::Result<tokio::signal::unix::Signal>,
+}
+
+impl Hangups {
+    /// Installs the SIGHUP handler now (a SIGHUP before the reloader runs is kept and answered
+    /// by one reload once it runs).
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn listen() -> Self {
+        Self {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()),
+        }
+    }
+
+    /// The task that reloads on each SIGHUP until `shutdown` (spawn it on the application's
+    /// task tracker). Refused reloads are logged; the running configuration stays.
+    pub async fn reload_with(
+        self,
+        reloader: Reloader,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
         #[cfg(unix)]
         {
-            let mut hangups = match hangups {
+            let mut hangups = match self.signal {
                 Ok(s) => s,
                 Err(err) => {
                     tracing::error!(error = %err, "cannot listen for SIGHUP; reload with POST /admin/v1/reload");
@@ -512,9 +523,18 @@ pub fn reload_on_sighup(
         }
         #[cfg(not(unix))]
         {
-            let _ = (reloader, shutdown);
+            let _ = (self, reloader, shutdown);
         }
     }
+}
+
+/// Listens for SIGHUP now ([`Hangups::listen`]) and returns the task that reloads on each one
+/// until `shutdown` ([`Hangups::reload_with`]).
+pub fn reload_on_sighup(
+    reloader: Reloader,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> impl Future<Output = ()> + Send + 'static {
+    Hangups::listen().reload_with(reloader, shutdown)
 }
 
 #[cfg(test)]

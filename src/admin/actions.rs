@@ -13,7 +13,7 @@ use tracing::Instrument as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{self, InboundAuth};
+use crate::auth::{self, ThrottledAuth};
 use crate::data_actions::outcome::ActionStats;
 use crate::data_actions::publish::{self, Publication, PublishLock, PublishMode, PublishReport};
 use crate::data_actions::trial::Trial;
@@ -45,8 +45,9 @@ pub struct ActionsAdminState {
     pub served: std::net::SocketAddr,
 }
 
-/// The `/admin/v1` routes of data actions, behind the admin bearer check.
-pub fn router(state: ActionsAdminState, auth: InboundAuth) -> OpenApiRouter {
+/// The `/admin/v1` routes of data actions, behind the admin bearer check (throttled per
+/// address after repeated failures).
+pub fn router(state: ActionsAdminState, auth: ThrottledAuth) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(list_actions))
         .routes(routes!(get_action))
@@ -54,7 +55,7 @@ pub fn router(state: ActionsAdminState, auth: InboundAuth) -> OpenApiRouter {
         .routes(routes!(reload))
         .routes(routes!(publish_actions))
         .with_state(state)
-        .route_layer(from_fn_with_state(auth, auth::require))
+        .route_layer(from_fn_with_state(auth, auth::require_throttled))
 }
 
 /// One action as listed.

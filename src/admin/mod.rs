@@ -15,7 +15,7 @@ use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{self, InboundAuth};
+use crate::auth::{self, ThrottledAuth};
 use crate::error::{ApiError, Query};
 use crate::store::{AuditEntry, AuditFilter, Page, PageRequest, Store, StoreError};
 
@@ -31,12 +31,13 @@ pub struct AdminState {
     pub store: Store,
 }
 
-/// The `/admin/v1` routes behind the bearer check.
-pub fn router(state: AdminState, auth: InboundAuth) -> OpenApiRouter {
+/// The `/admin/v1` routes behind the bearer check (throttled per address after repeated
+/// failures).
+pub fn router(state: AdminState, auth: ThrottledAuth) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(list_audit))
         .with_state(state)
-        .route_layer(from_fn_with_state(auth, auth::require))
+        .route_layer(from_fn_with_state(auth, auth::require_throttled))
 }
 
 /// Query of `GET /admin/v1/audit`.

@@ -20,7 +20,7 @@ use tower::{Layer, Service, ServiceExt};
 use tracing::Instrument;
 
 use crate::error::{ApiError, ErrorCode, ErrorLog, payload_too_large};
-use crate::telemetry::{FloodGate, Metrics, RequestId, X_REQUEST_ID};
+use crate::telemetry::{DeadlineDrop, FloodGate, Metrics, RequestId, X_REQUEST_ID};
 
 /// The edge of the one middleware stack, as one tower layer so that a request pays for one
 /// service clone and one boxed future instead of one per step (measured in BENCHMARKS.md).
@@ -34,7 +34,8 @@ use crate::telemetry::{FloodGate, Metrics, RequestId, X_REQUEST_ID};
 /// 4. [`deadline`]: past `request_timeout_ms`, 504 `request.timeout`;
 /// 5. [`limit_body`]: a declared oversized body is refused at once; others are capped while read;
 /// 6. [`shed_load`]: beyond `max_concurrent_requests`, or once the shutdown drain has begun,
-///    503 `overloaded` + `Retry-After`.
+///    503 `overloaded` + `Retry-After` — except the operations endpoints (`/healthz`,
+///    `/readyz`, `/metrics`), which are never shed nor counted.
 #[derive(Debug, Clone)]
 pub struct EdgeLayer {
     shared: Arc<EdgeShared>,
@@ -187,18 +188,47 @@ where
     S: Service<Request, Response = Response, Error = Infallible> + Send,
     S::Future: Send,
 {
-    let started = Instant::now();
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let method = req.method().clone();
+    let mut measured = Measured {
+        metrics: &shared.metrics,
+        started: Instant::now(),
+        route: req.extensions().get::<MatchedPath>().cloned(),
+        method: req.method().clone(),
+        status: None,
+    };
     let response = contain_panics(shared, inner, req).await;
-    shared.metrics.observe_http(
-        route.as_ref().map(MatchedPath::as_str),
-        &method,
-        response.status(),
-        started.elapsed(),
-    );
+    measured.status = Some(response.status());
     response
 }
+
+/// The HTTP metrics of one request, observed when it ends: with the answer's status, or as
+/// 499 when the caller went away first (its future dropped), so that every request the
+/// handlers saw is counted.
+struct Measured<'a> {
+    metrics: &'a Metrics,
+    started: Instant,
+    route: Option<MatchedPath>,
+    method: http::Method,
+    status: Option<http::StatusCode>,
+}
+
+impl Drop for Measured<'_> {
+    fn drop(&mut self) {
+        let status = self.status.unwrap_or_else(|| {
+            http::StatusCode::from_u16(CLIENT_CLOSED_REQUEST)
+                .unwrap_or(http::StatusCode::BAD_REQUEST)
+        });
+        self.metrics.observe_http(
+            self.route.as_ref().map(MatchedPath::as_str),
+            &self.method,
+            status,
+            self.started.elapsed(),
+        );
+    }
+}
+
+/// The status counted for a request whose caller went away before the answer ("client
+/// closed request"; never sent).
+const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 /// Step 3: a panic becomes a 500 in the error shape.
 async fn contain_panics<S>(shared: &EdgeShared, inner: S, req: Request) -> Response
@@ -222,7 +252,19 @@ where
     S: Service<Request, Response = Response, Error = Infallible> + Send,
     S::Future: Send,
 {
-    match tokio::time::timeout(shared.deadline, limit_body(shared, inner, req)).await {
+    let outcome = {
+        // Declared first, dropped last: the handler is dropped while it is armed.
+        let mut marker = DeadlineDrop::default();
+        let mut handler = std::pin::pin!(limit_body(shared, inner, req));
+        let outcome = tokio::time::timeout(shared.deadline, handler.as_mut()).await;
+        if outcome.is_err() {
+            // The handler is dropped at the end of this block: its deadline passed (it is not
+            // a hang-up).
+            marker.arm();
+        }
+        outcome
+    };
+    match outcome {
         Ok(response) => response,
         Err(_) => ApiError::new(
             ErrorCode::RequestTimeout,
@@ -327,7 +369,8 @@ impl Drop for InFlightGuard {
     }
 }
 
-/// Routes that keep answering during the shutdown drain (readiness must be seen turning 503).
+/// The operations endpoints: never load-shed, not counted against `max_concurrent_requests`,
+/// and answering during the shutdown drain (readiness must be seen turning 503).
 fn is_operations_path(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics")
 }
@@ -342,7 +385,15 @@ where
     S::Future: Send,
 {
     let inner_state = &shared.in_flight.inner;
-    if inner_state.refusing.load(Ordering::Acquire) && !is_operations_path(req.uri().path()) {
+    if is_operations_path(req.uri().path()) {
+        // Never shed and never counted: health and metrics answer however many requests are
+        // stalled, and during the drain.
+        return match inner.oneshot(req).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+    }
+    if inner_state.refusing.load(Ordering::Acquire) {
         let mut response = ApiError::new(
             ErrorCode::Overloaded,
             "The gateway is shutting down; retry on another instance.",

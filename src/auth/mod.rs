@@ -7,8 +7,14 @@
 //! wrong one 401 `invalid.token`; both carry `WWW-Authenticate` for the scheme (SPEC §5).
 //!
 //! The ingest surface's bearer JWTs are verified by [`jwt::JwtVerifier`].
+//!
+//! Repeated failures from one client address are throttled where a surface asks for it
+//! ([`throttle`]: the admin surface): 429 `too.many.requests` for the rest of the minute.
 
 pub mod jwt;
+pub mod throttle;
+
+pub use throttle::{FailedAuthThrottle, ThrottledAuth, require_throttled};
 
 use std::sync::Arc;
 

@@ -14,8 +14,9 @@
 use secrecy::SecretString;
 
 use super::{
-    AdminAuthSettings, AdminSettings, CallbacksSettings, DeliverySettings, GenesysSettings,
-    IngestSettings, ServerSettings, Settings, StoreSettings, TelemetrySettings, secret_eq,
+    AdminAuthSettings, AdminSettings, AuditSettings, CallbacksSettings, DeliverySettings,
+    GenesysSettings, IngestSettings, ServerSettings, Settings, StoreSettings, TelemetrySettings,
+    secret_eq,
 };
 
 /// The settings to run with after a reload: the live sections from `loaded`, every other
@@ -53,6 +54,7 @@ pub fn restart_required(old: &Settings, new: &Settings) -> Vec<String> {
         store,
         genesys,
         admin,
+        audit,
         jwt_issuers,
         // Live: swapped by the reload.
         upstreams: _,
@@ -66,7 +68,21 @@ pub fn restart_required(old: &Settings, new: &Settings) -> Vec<String> {
     } = old;
 
     // Every field of every variant is in the effective tokens compared below.
-    let AdminSettings { auth: admin_auth } = admin;
+    let AdminSettings {
+        auth: admin_auth,
+        max_failed_auth_per_min,
+    } = admin;
+    cmp(
+        "admin.max_failed_auth_per_min",
+        *max_failed_auth_per_min == new.admin.max_failed_auth_per_min,
+    );
+    let AuditSettings {
+        execution_records_per_s,
+    } = audit;
+    cmp(
+        "audit.execution_records_per_s",
+        *execution_records_per_s == new.audit.execution_records_per_s,
+    );
     let (AdminAuthSettings::Bearer { tokens: _ } | AdminAuthSettings::Disabled) = admin_auth;
 
     let ServerSettings {
@@ -79,6 +95,8 @@ pub fn restart_required(old: &Settings, new: &Settings) -> Vec<String> {
         max_connections,
         header_read_timeout_ms,
         shutdown_delay_ms,
+        max_header_bytes,
+        max_connections_per_client,
     } = server;
     let n = &new.server;
     cmp("server.listen", *listen == n.listen);
@@ -107,6 +125,14 @@ pub fn restart_required(old: &Settings, new: &Settings) -> Vec<String> {
     cmp(
         "server.shutdown_delay_ms",
         *shutdown_delay_ms == n.shutdown_delay_ms,
+    );
+    cmp(
+        "server.max_header_bytes",
+        *max_header_bytes == n.max_header_bytes,
+    );
+    cmp(
+        "server.max_connections_per_client",
+        *max_connections_per_client == n.max_connections_per_client,
     );
 
     let TelemetrySettings { log_format } = telemetry;
@@ -273,6 +299,18 @@ mod tests {
         }),
         ("server.shutdown_delay_ms", |s| {
             s.server.shutdown_delay_ms += 1
+        }),
+        ("server.max_header_bytes", |s| {
+            s.server.max_header_bytes += 1
+        }),
+        ("server.max_connections_per_client", |s| {
+            s.server.max_connections_per_client += 1;
+        }),
+        ("admin.max_failed_auth_per_min", |s| {
+            s.admin.max_failed_auth_per_min += 1;
+        }),
+        ("audit.execution_records_per_s", |s| {
+            s.audit.execution_records_per_s += 1;
         }),
         ("telemetry.log_format", |s| {
             s.telemetry.log_format = LogFormat::Json;

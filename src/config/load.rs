@@ -25,6 +25,7 @@ const SECTIONS: &[&str] = &[
     "store",
     "genesys",
     "admin",
+    "audit",
     "jwt_issuers",
     "upstreams",
     "data_actions",
@@ -168,6 +169,7 @@ fn deserialize_all(mut table: Table, source: ConfigSource) -> (Settings, Finding
     section(take("store"), "store", &mut s.store, &mut found);
     section(take("genesys"), "genesys", &mut s.genesys, &mut found);
     section(take("admin"), "admin", &mut s.admin, &mut found);
+    section(take("audit"), "audit", &mut s.audit, &mut found);
     array(
         take("jwt_issuers"),
         "jwt_issuers",

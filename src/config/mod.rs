@@ -41,6 +41,8 @@ pub struct Settings {
     pub genesys: GenesysSettings,
     /// `[admin]`.
     pub admin: AdminSettings,
+    /// `[audit]`.
+    pub audit: AuditSettings,
     /// `[[jwt_issuers]]`.
     pub jwt_issuers: Vec<JwtIssuerSettings>,
     /// `[upstreams.<name>]` (the built-in `genesys` upstream is not listed here).

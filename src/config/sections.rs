@@ -38,6 +38,14 @@ pub struct ServerSettings {
     /// After SIGTERM/SIGINT, keep serving normally (with `/readyz` already 503) for this long
     /// before refusing new work, so load balancers see the instance leave. 0 = refuse at once.
     pub shutdown_delay_ms: u64,
+    /// Largest request header block (request line and every header line together); beyond,
+    /// 431 `headers.too.large` and the connection is closed. Also bounds the memory a
+    /// connection holds while its headers arrive.
+    pub max_header_bytes: usize,
+    /// Connections one client address may hold open at once; beyond, that address's new
+    /// connections are closed at once. 0 = no per-address limit (every connection comes from
+    /// a load balancer).
+    pub max_connections_per_client: usize,
 }
 
 impl Default for ServerSettings {
@@ -52,6 +60,8 @@ impl Default for ServerSettings {
             max_connections: 10_000,
             header_read_timeout_ms: 30_000,
             shutdown_delay_ms: 0,
+            max_header_bytes: 32_768,
+            max_connections_per_client: 1024,
         }
     }
 }
@@ -167,11 +177,42 @@ impl Default for GenesysSettings {
 }
 
 /// `[admin]`.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSettings {
     /// `[admin.auth]`.
     pub auth: AdminAuthSettings,
+    /// Failed authentications one client address may make on `/admin` within a minute;
+    /// beyond, that address is answered 429 `too.many.requests` (also with the right token)
+    /// until the minute has passed.
+    pub max_failed_auth_per_min: u32,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            auth: AdminAuthSettings::default(),
+            max_failed_auth_per_min: 20,
+        }
+    }
+}
+
+/// `[audit]`: how the audit log is kept from flooding.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// Data-action execution records written individually per second, per action and
+    /// outcome; beyond, one summary record per second per action and outcome stands for the
+    /// rest (`detail.count`). 0 = every execution is written individually.
+    pub execution_records_per_s: u64,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            execution_records_per_s: 1000,
+        }
+    }
 }
 
 /// `[admin.auth]`: bearer tokens for `/admin`.

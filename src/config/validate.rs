@@ -46,6 +46,11 @@ pub const OPEN_HOURS_GRAMMAR: &str = "\"<day>[-<day>] HH:MM-HH:MM\" with days mo
 pub(super) fn validate(s: &Settings) -> Vec<Problem> {
     let mut p = Vec::new();
     server(s, &mut p);
+    positive(
+        &mut p,
+        "admin.max_failed_auth_per_min",
+        u64::from(s.admin.max_failed_auth_per_min),
+    );
     store(s, &mut p);
     genesys(s, &mut p);
     issuers(s, &mut p);
@@ -79,6 +84,12 @@ fn server(s: &Settings, p: &mut Vec<Problem>) {
         p.push(Problem::new(
             "server.shutdown_delay_ms",
             "must be shorter than server.shutdown_grace_ms",
+        ));
+    }
+    if v.max_header_bytes < 1024 {
+        p.push(Problem::new(
+            "server.max_header_bytes",
+            "must be at least 1024 (a request line and its usual headers)",
         ));
     }
     if v.io_threads > 256 {

@@ -18,11 +18,16 @@
 //! for its credential is counted as `unauthorized` but not audited: anyone can send one, and
 //! they must not be able to fill the audit log or the writer's queue.
 //!
+//! A flood must not fill the store either: per action and outcome, the first
+//! `audit.execution_records_per_s` executions of each second are written individually; the
+//! others are counted, and [`write_audit_summaries`] writes one summary record per second per
+//! action and outcome whose `detail.count` is the executions it stands for.
+//!
 //! An execution dropped before it finished is counted and audited as a `timeout` with status
-//! 504: that is what happens when the server's request deadline (`server.request_timeout_ms`)
-//! passes first, and the client got that 504. A caller that disconnects mid-call drops the
-//! execution the same way, and is counted and audited the same way — from inside the handler
-//! the two cannot be told apart.
+//! 504 when the server's request deadline (`server.request_timeout_ms`) passed first (the
+//! client got that 504 from the edge), and as `canceled` with status 499 when the caller went
+//! away mid-call (no answer was sent); the edge marks the drops it makes at the deadline
+//! ([`crate::telemetry::DeadlineDrop`]).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -50,6 +55,9 @@ use crate::upstream::CallTrace;
 pub const AUDIT_KIND: &str = "action.executed";
 /// The audit `actor` of an execution (the caller is a Genesys flow).
 const AUDIT_ACTOR: &str = "genesys";
+/// The status audited for an execution whose caller went away (nginx's "client closed
+/// request"; never sent: there is nobody to send it to).
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 /// At most this many characters of the envelope's `requestId` are kept in the audit record.
 pub const MAX_FLOW_REQUEST_ID_CHARS: usize = 256;
 
@@ -60,6 +68,9 @@ pub struct DataActionsState {
     pub registry: ActionRegistry,
     /// Where execution records go.
     pub audit: AuditWriter,
+    /// `audit.execution_records_per_s`: records written individually per second, per action
+    /// and outcome (0 = no limit); beyond, summary records ([`write_audit_summaries`]).
+    pub execution_records_per_s: u64,
 }
 
 impl std::fmt::Debug for DataActionsState {
@@ -90,10 +101,13 @@ fn refuse(
 }
 
 /// One execution being served: what to count and audit when it ends. An execution dropped
-/// before it finished is counted and audited as a `timeout` answered 504 (see the module docs).
+/// before it finished is counted and audited as a `timeout` answered 504 or as `canceled`
+/// (status 499) (see the module docs).
 struct Execution<'a> {
     set: &'a ActionSet,
     audit: &'a AuditWriter,
+    /// `audit.execution_records_per_s`.
+    records_per_s: u64,
     action: Option<&'a Arc<BoundAction>>,
     started: Instant,
     /// The envelope's `requestId`, already cut to [`MAX_FLOW_REQUEST_ID_CHARS`].
@@ -102,10 +116,11 @@ struct Execution<'a> {
 }
 
 impl<'a> Execution<'a> {
-    fn new(set: &'a ActionSet, audit: &'a AuditWriter, started: Instant) -> Self {
+    fn new(set: &'a ActionSet, state: &'a DataActionsState, started: Instant) -> Self {
         Self {
             set,
-            audit,
+            audit: &state.audit,
+            records_per_s: state.execution_records_per_s,
             action: None,
             started,
             flow_request_id: None,
@@ -153,6 +168,11 @@ impl<'a> Execution<'a> {
                 request_id: RequestId::current().map(|id| (*id).to_owned()),
             });
         }
+        if !metrics.admit_audit(outcome, self.started + elapsed, self.records_per_s) {
+            // Beyond the second's budget: counted in this action and outcome's next summary
+            // record instead.
+            return;
+        }
         let mut detail = serde_json::Map::new();
         detail.insert("status".to_owned(), status.as_u16().into());
         detail.insert(
@@ -184,8 +204,51 @@ impl Drop for Execution<'_> {
     fn drop(&mut self) {
         if !self.finished {
             self.finished = true;
-            self.record(Outcome::Timeout, StatusCode::GATEWAY_TIMEOUT, None);
+            if crate::telemetry::deadline_passed() {
+                self.record(Outcome::Timeout, StatusCode::GATEWAY_TIMEOUT, None);
+            } else {
+                let status =
+                    StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST);
+                self.record(Outcome::Canceled, status, None);
+            }
         }
+    }
+}
+
+/// Writes, once a second until `stop`, one summary record per action and outcome whose
+/// execution records were held back beyond `audit.execution_records_per_s` in that second:
+/// kind `action.executed`, the outcome, `detail.count` = the executions it stands for
+/// (`detail.summary` = `true`). A last pass runs when stopping, so that every execution is
+/// accounted for.
+pub async fn write_audit_summaries(
+    registry: ActionRegistry,
+    audit: AuditWriter,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = tick.tick() => write_held_back(&registry, &audit),
+        }
+    }
+    write_held_back(&registry, &audit);
+}
+
+/// One pass of [`write_audit_summaries`].
+pub fn write_held_back(registry: &ActionRegistry, audit: &AuditWriter) {
+    for (name, outcome, count) in registry.stats_book().take_held_back() {
+        let subject = (&*name != UNKNOWN_ACTION).then(|| name.into_string());
+        audit.record(AuditRecord {
+            at: chrono::Utc::now(),
+            kind: AUDIT_KIND.to_owned(),
+            actor: AUDIT_ACTOR.to_owned(),
+            request_id: None,
+            subject,
+            outcome: outcome.as_str().to_owned(),
+            detail: serde_json::json!({ "summary": true, "count": count, "periodMs": 1000 }),
+        });
     }
 }
 
@@ -234,7 +297,7 @@ async fn execute_action(
     if let Err(err) = set.auth().check_request(req.uri(), req.headers()) {
         return refuse(&set, action, started, err);
     }
-    let mut execution = Execution::new(&set, &state.audit, started);
+    let mut execution = Execution::new(&set, &state, started);
     if let Err(err) = parse_query::<NoParams>(req.uri().query()) {
         return execution.finish(Err(ActionError::Input(err)));
     }
@@ -287,7 +350,7 @@ async fn execute_envelope(State(state): State<DataActionsState>, req: Request) -
     if let Err(err) = set.auth().check_request(req.uri(), req.headers()) {
         return refuse(&set, None, started, err);
     }
-    let mut execution = Execution::new(&set, &state.audit, started);
+    let mut execution = Execution::new(&set, &state, started);
     if let Err(err) = parse_query::<NoParams>(req.uri().query()) {
         return execution.finish(Err(ActionError::Input(err)));
     }

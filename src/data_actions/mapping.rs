@@ -645,6 +645,9 @@ impl RequestPlan {
         raw_input: &Bytes,
     ) -> Result<RenderedRequest, Vec<ErrorDetail>> {
         let mut details = Vec::new();
+        // Set once the rendered path and query outgrow `MAX_PATH_AND_QUERY` (named once, at
+        // the value that crossed the limit).
+        let mut too_long = false;
         let mut path = String::with_capacity(self.literal_len + 32);
         for piece in &self.pieces {
             match piece {
@@ -655,6 +658,10 @@ impl RequestPlan {
                         Some(v) => match scalar_text(v) {
                             Some(text) if !matches!(&*text, "" | "." | "..") => {
                                 path.extend(utf8_percent_encode(&text, COMPONENT));
+                                if path.len() > MAX_PATH_AND_QUERY && !too_long {
+                                    too_long = true;
+                                    details.push(too_long_detail(pointer.as_str()));
+                                }
                             }
                             Some(_) => details.push(ErrorDetail::new(
                                 pointer.as_str(),
@@ -718,6 +725,10 @@ impl RequestPlan {
                     )),
                 },
             }
+            if path.len() > MAX_PATH_AND_QUERY && !too_long {
+                too_long = true;
+                details.push(too_long_detail(pointer_of(source)));
+            }
         }
 
         let mut headers = HeaderMap::with_capacity(self.headers.len());
@@ -728,6 +739,16 @@ impl RequestPlan {
                 }
                 HeaderSource::Mapped(s) => match s.lookup(input, NullIs::Missing) {
                     Lookup::Found(v) => match header_value(v) {
+                        Some(value) if value.len() > MAX_HEADER_VALUE => {
+                            details.push(ErrorDetail::new(
+                                pointer_of(s),
+                                "maxLength",
+                                format!(
+                                    "The value for header `{name}` is longer than \
+                                     {MAX_HEADER_VALUE} bytes."
+                                ),
+                            ));
+                        }
                         Some(value) => {
                             headers.append(name.clone(), value);
                         }
@@ -768,6 +789,27 @@ impl RequestPlan {
             Err(details)
         }
     }
+}
+
+/// The longest path and query (percent-encoded) a rendered request may have: far below what
+/// URIs can hold (64 KiB) and what upstream servers commonly accept (8–16 KiB), so that an
+/// input can never make a request that cannot be formed.
+pub const MAX_PATH_AND_QUERY: usize = 16 * 1024;
+
+/// The longest value a mapped request header may have.
+pub const MAX_HEADER_VALUE: usize = 8 * 1024;
+
+/// The input at `pointer` made the request's path and query longer than
+/// [`MAX_PATH_AND_QUERY`].
+fn too_long_detail(pointer: &str) -> ErrorDetail {
+    ErrorDetail::new(
+        pointer,
+        "maxLength",
+        format!(
+            "The value makes the upstream request's path and query longer than \
+             {MAX_PATH_AND_QUERY} bytes."
+        ),
+    )
 }
 
 fn pointer_of(source: &Source) -> &str {

@@ -33,6 +33,6 @@ pub mod trial;
 pub use action::{ActionName, DataAction, DataActionBuilder};
 pub use error::ActionError;
 pub use execute::BoundAction;
-pub use http::{DataActionsState, router};
+pub use http::{DataActionsState, router, write_audit_summaries, write_held_back};
 pub use outcome::Outcome;
 pub use registry::{ActionChanges, ActionRegistry, ActionSet, check, compile_actions};

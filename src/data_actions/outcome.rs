@@ -11,9 +11,17 @@
 //! plus a last-failure slot, written only when an execution fails. The slots are kept by name in
 //! an [`ActionStatsBook`] that the action registry attaches to every set it builds, so that a
 //! reload keeps them too. Nothing is added to a successful execution's path.
+//!
+//! # The audit budget
+//! The same per-name slot holds, per outcome, how many execution records were written this
+//! second ([`ActionMetrics::admit_audit`], two atomic operations) and how many were held back
+//! beyond `audit.execution_records_per_s`; [`ActionStatsBook::take_held_back`] hands the
+//! held-back counts to the writer of the summary records once a second.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use prometheus::{Histogram, IntCounter};
@@ -45,11 +53,13 @@ pub enum Outcome {
     CircuitOpen,
     /// 504: the action's deadline passed.
     Timeout,
+    /// The caller went away before the answer (audited with status 499; no answer was sent).
+    Canceled,
 }
 
 impl Outcome {
     /// Every outcome, in label order.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Success,
         Self::InvalidInput,
         Self::Unauthorized,
@@ -59,6 +69,7 @@ impl Outcome {
         Self::UpstreamUnavailable,
         Self::CircuitOpen,
         Self::Timeout,
+        Self::Canceled,
     ];
 
     /// The label value.
@@ -73,6 +84,7 @@ impl Outcome {
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::CircuitOpen => "circuit_open",
             Self::Timeout => "timeout",
+            Self::Canceled => "canceled",
         }
     }
 
@@ -84,9 +96,39 @@ impl Outcome {
 /// The metric handles of one action label, and its last-failure slot once attached.
 #[derive(Debug, Clone)]
 pub struct ActionMetrics {
-    executions: [IntCounter; 9],
+    executions: [IntCounter; Outcome::ALL.len()],
     duration: Histogram,
     last_failure: OnceLock<Arc<FailureSlot>>,
+}
+
+/// Execution records of one action and outcome: written this second, held back since the last
+/// summary.
+#[derive(Debug, Default)]
+struct AuditBudget {
+    /// The second (since the slot was made) `written` counts.
+    second: AtomicU64,
+    written: AtomicU64,
+    held_back: AtomicU64,
+}
+
+impl AuditBudget {
+    fn admit(&self, second: u64, per_s: u64) -> bool {
+        let current = self.second.load(Ordering::Relaxed);
+        if current != second
+            && self
+                .second
+                .compare_exchange(current, second, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.written.store(0, Ordering::Relaxed);
+        }
+        if self.written.fetch_add(1, Ordering::Relaxed) < per_s {
+            true
+        } else {
+            self.held_back.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+    }
 }
 
 impl ActionMetrics {
@@ -115,10 +157,25 @@ impl ActionMetrics {
     pub fn failed(&self, failure: LastError) {
         if let Some(slot) = self.last_failure.get() {
             *slot
-                .0
+                .last
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(failure);
         }
+    }
+
+    /// Whether the execution record of an execution with `outcome`, ended at `now`, is written
+    /// on its own: `true` for the first `per_s` of each second (and always with `per_s` 0 or
+    /// before a slot is attached), `false` beyond — it is then counted for the next summary
+    /// record ([`ActionStatsBook::take_held_back`]).
+    pub fn admit_audit(&self, outcome: Outcome, now: Instant, per_s: u64) -> bool {
+        if per_s == 0 {
+            return true;
+        }
+        let Some(slot) = self.last_failure.get() else {
+            return true;
+        };
+        let second = now.saturating_duration_since(slot.made).as_secs();
+        slot.audit[outcome.index()].admit(second, per_s)
     }
 
     /// The executions counted since the process started, and the last failure.
@@ -131,7 +188,7 @@ impl ActionMetrics {
             calls: by_outcome.values().sum(),
             by_outcome,
             last_error: self.last_failure.get().and_then(|slot| {
-                slot.0
+                slot.last
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .clone()
@@ -173,9 +230,25 @@ pub struct ActionStats {
     pub last_error: Option<LastError>,
 }
 
-/// One action's last-failure slot.
-#[derive(Debug, Default)]
-struct FailureSlot(Mutex<Option<LastError>>);
+/// One action name's slot: its last failure and its audit budget per outcome.
+#[derive(Debug)]
+struct FailureSlot {
+    last: Mutex<Option<LastError>>,
+    /// When the slot was made: audit budget seconds count from here.
+    made: Instant,
+    /// Per outcome, in [`Outcome::ALL`] order.
+    audit: [AuditBudget; Outcome::ALL.len()],
+}
+
+impl Default for FailureSlot {
+    fn default() -> Self {
+        Self {
+            last: Mutex::new(None),
+            made: Instant::now(),
+            audit: Default::default(),
+        }
+    }
+}
 
 /// The last-failure slots of every action name served since start (see "Stats since start").
 #[derive(Debug, Default)]
@@ -193,6 +266,27 @@ impl ActionStatsBook {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let slot = slots.entry(name.into()).or_default().clone();
         let _ = metrics.last_failure.set(slot);
+    }
+
+    /// The execution records held back since the last call, per action name and outcome
+    /// (only those with some), the counters reset: what one summary record each stands for.
+    pub fn take_held_back(&self) -> Vec<(Box<str>, Outcome, u64)> {
+        let slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut held = Vec::new();
+        for (name, slot) in slots.iter() {
+            for outcome in Outcome::ALL {
+                let count = slot.audit[outcome.index()]
+                    .held_back
+                    .swap(0, Ordering::Relaxed);
+                if count > 0 {
+                    held.push((name.clone(), outcome, count));
+                }
+            }
+        }
+        held
     }
 }
 

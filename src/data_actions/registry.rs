@@ -287,6 +287,11 @@ impl ActionRegistry {
         self.current.load()
     }
 
+    /// The per-name slots of every action served since start (last failures, audit budgets).
+    pub fn stats_book(&self) -> &ActionStatsBook {
+        &self.stats
+    }
+
     /// Replaces the set being served; returns the previous one.
     pub fn swap(&self, set: ActionSet) -> Arc<ActionSet> {
         self.current.swap(Arc::new(set))
@@ -333,11 +338,12 @@ impl Reloadable for ActionRegistry {
     }
 }
 
-/// Gives every action of `set` its last-failure slot from `book`.
+/// Gives every action of `set` (and its handles of unknown actions) its slot from `book`.
 fn attach_stats(book: &ActionStatsBook, set: &ActionSet) {
     for bound in set.iter() {
         book.attach(bound.action().name().as_str(), bound.metrics());
     }
+    book.attach(UNKNOWN_ACTION, set.unknown_metrics());
 }
 
 /// Which configured actions a reload adds, changes and removes, by name.

@@ -19,7 +19,7 @@ mod request;
 pub use flood::FloodGate;
 pub use json::AsJson;
 pub use metrics::{Metrics, RouteLabel};
-pub use request::{ININ_CORRELATION_ID, RequestId, X_REQUEST_ID};
+pub use request::{DeadlineDrop, ININ_CORRELATION_ID, RequestId, X_REQUEST_ID, deadline_passed};
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;

@@ -1,4 +1,6 @@
-//! The request id: chosen at the edge, carried in a task-local for the request's whole life.
+//! The request id: chosen at the edge, carried in a task-local for the request's whole life;
+//! and how a request that ends without an answer ended (its deadline passed, or its caller
+//! went away), for the code whose futures are dropped.
 
 use std::fmt;
 use std::ops::Deref;
@@ -16,6 +18,42 @@ const MAX_ID_LEN: usize = 128;
 
 tokio::task_local! {
     static CURRENT: RequestId;
+}
+
+thread_local! {
+    /// Set while the edge drops a request's future because its deadline passed.
+    static DEADLINE_DROP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the drop of a request's future as its deadline passing. Declare it *before* the
+/// future (locals drop in reverse order) and [`arm`](Self::arm) it once the deadline passed:
+/// destructors that run while the future is dropped see [`deadline_passed`] `true`. Any other
+/// drop of a request's future is its caller going away.
+#[derive(Debug, Default)]
+pub struct DeadlineDrop {
+    armed: bool,
+}
+
+impl DeadlineDrop {
+    /// From now until this marker is dropped, drops on this thread are the deadline's.
+    pub fn arm(&mut self) {
+        self.armed = true;
+        DEADLINE_DROP.with(|d| d.set(true));
+    }
+}
+
+impl Drop for DeadlineDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            DEADLINE_DROP.with(|d| d.set(false));
+        }
+    }
+}
+
+/// In the destructor of a request's state: `true` when the request is dropped because its
+/// deadline passed ([`DeadlineDrop`]), `false` when its caller went away.
+pub fn deadline_passed() -> bool {
+    DEADLINE_DROP.with(std::cell::Cell::get)
 }
 
 /// The correlation id of one request.

@@ -921,7 +921,8 @@ auth = { typ = "jwt", issuers = [] }
             "server.colour",
             "unknown key; known keys: listen, request_timeout_ms, max_body_bytes, \
              max_concurrent_requests, shutdown_grace_ms, io_threads, max_connections, \
-             header_read_timeout_ms, shutdown_delay_ms",
+             header_read_timeout_ms, shutdown_delay_ms, max_header_bytes, \
+             max_connections_per_client",
         ),
         (
             "upstreams.crm.timout_ms",

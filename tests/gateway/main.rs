@@ -1,6 +1,7 @@
 //! The gateway as a whole: configuration, the edge (the one middleware stack), operations
 //! endpoints, the admin surface and graceful shutdown, in one test binary.
 
+mod abuse;
 mod admin;
 #[path = "../common/mod.rs"]
 mod common;
