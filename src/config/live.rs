@@ -281,6 +281,12 @@ mod tests {
     /// One change per restart-only key (the compiler makes `restart_required` name every key;
     /// this checks each is compared and reported under its own name).
     const CHANGES: &[(&str, Change)] = &[
+        ("admin.max_failed_auth_per_min", |s| {
+            s.admin.max_failed_auth_per_min += 1;
+        }),
+        ("audit.execution_records_per_s", |s| {
+            s.audit.execution_records_per_s += 1;
+        }),
         ("server.listen", |s| s.server.listen = "127.0.0.1:9".into()),
         ("server.request_timeout_ms", |s| {
             s.server.request_timeout_ms += 1
@@ -305,12 +311,6 @@ mod tests {
         }),
         ("server.max_connections_per_client", |s| {
             s.server.max_connections_per_client += 1;
-        }),
-        ("admin.max_failed_auth_per_min", |s| {
-            s.admin.max_failed_auth_per_min += 1;
-        }),
-        ("audit.execution_records_per_s", |s| {
-            s.audit.execution_records_per_s += 1;
         }),
         ("telemetry.log_format", |s| {
             s.telemetry.log_format = LogFormat::Json;
