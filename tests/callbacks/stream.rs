@@ -368,3 +368,28 @@ async fn after_a_restart_since_replays_from_the_store_and_a_pruned_cursor_is_tol
     assert_eq!(seen, stored, "every kept and new change once, in order");
     env.app.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_during_the_replay_is_closed_with_1008() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("gateway.db").display());
+    let env = Env::start_on(&url, 50, |text| text).await;
+    // About 6 MB of changes: more than the socket buffers between the gateway and a client.
+    for day in 1..6 {
+        for hour in 0..24 {
+            let r = env.reserve(&large_request(vec![slot(day, hour, 30)])).await;
+            assert_eq!(r.status(), 201);
+        }
+    }
+    env.app.stop().await;
+    // A fresh gateway: the replay comes from the store, and no new change arrives.
+    let env = Env::start_on(&url, 50, |text| text).await;
+    let mut stalled = connect_small(&env, "?since=0").await;
+    env.await_stream_clients(1, WAIT).await;
+    env.await_stream_clients(0, Duration::from_secs(30)).await;
+    let frame = close_frame(&mut stalled).await;
+    assert_eq!(u16::from(frame.code), 1008, "{frame:?}");
+    assert!(frame.reason.as_str().contains("resume with since="), "{frame:?}");
+    connection_end(&mut stalled).await;
+    env.app.stop().await;
+}
