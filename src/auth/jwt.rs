@@ -759,8 +759,9 @@ fn strip_bearer(value: &[u8]) -> Option<&[u8]> {
 
 /// Whether a query string has a credential-named parameter or a JWT-shaped value.
 fn query_carries_credential(query: &str) -> bool {
-    form_urlencoded::parse(query.as_bytes())
-        .any(|(name, value)| super::is_credential_parameter(&name) || looks_like_token(value.as_bytes()))
+    form_urlencoded::parse(query.as_bytes()).any(|(name, value)| {
+        super::is_credential_parameter(&name) || looks_like_token(value.as_bytes())
+    })
 }
 
 /// Whether a value is a JWT (signed or encrypted compact form), with or without `Bearer `.

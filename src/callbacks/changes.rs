@@ -206,7 +206,11 @@ pub async fn prune_changes(
 /// The background task deleting the changes past `retention` (see "Retention"), every
 /// `retention.interval` until `cancel` fires. Every replica may run it: passes of several
 /// replicas delete the same oldest rows, never a kept one.
-pub async fn run_change_pruner(store: Store, retention: ChangeRetention, cancel: CancellationToken) {
+pub async fn run_change_pruner(
+    store: Store,
+    retention: ChangeRetention,
+    cancel: CancellationToken,
+) {
     let mut tick = tokio::time::interval(retention.interval.max(Duration::from_millis(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -217,7 +221,9 @@ pub async fn run_change_pruner(store: Store, retention: ChangeRetention, cancel:
         }
         match prune_changes(&store, &retention, Utc::now(), &cancel).await {
             Ok(0) => {}
-            Ok(deleted) => tracing::info!(deleted, "reservation changes past their retention deleted"),
+            Ok(deleted) => {
+                tracing::info!(deleted, "reservation changes past their retention deleted")
+            }
             Err(err) => {
                 tracing::warn!(error = %err, "pruning reservation changes failed; trying again at the next pass");
             }

@@ -229,7 +229,12 @@ async fn sockets(http: &reqwest::Client, sim: &str) -> Vec<Value> {
 
 /// Reserves a callback through `gateway`; returns its id and conversation.
 async fn reserve(http: &reqwest::Client, gateway: &Gateway, hour: u32) -> (String, String) {
-    let r = reserve_at(http, &gateway.url("/v1/callbacks"), &request(vec![slot(5, hour, 30)])).await;
+    let r = reserve_at(
+        http,
+        &gateway.url("/v1/callbacks"),
+        &request(vec![slot(5, hour, 30)]),
+    )
+    .await;
     assert_eq!(r.status(), 201);
     let r: Value = r.json().await.unwrap();
     (
@@ -239,7 +244,13 @@ async fn reserve(http: &reqwest::Client, gateway: &Gateway, hour: u32) -> (Strin
 }
 
 /// Waits until `gateway` answers `id` with `status` and `version`.
-async fn await_state(http: &reqwest::Client, gateway: &Gateway, id: &str, status: &str, version: u64) {
+async fn await_state(
+    http: &reqwest::Client,
+    gateway: &Gateway,
+    id: &str,
+    status: &str,
+    version: u64,
+) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let r: Value = http

@@ -18,7 +18,10 @@ use crate::support::{Env, KEY, WAIT, large_request, request, reserve_at, slot};
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-fn stream_request(env: &Env, query: &str) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+fn stream_request(
+    env: &Env,
+    query: &str,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
     let url = env
         .app
         .url(&format!("/v1/callbacks/stream{query}"))
@@ -232,7 +235,10 @@ async fn a_client_that_stops_reading_is_closed_with_1008_and_its_stream_ends() {
     // It reads again at once: what was buffered, then the 1008 close naming where to resume.
     let frame = close_frame(&mut stalled).await;
     assert_eq!(u16::from(frame.code), 1008, "{frame:?}");
-    assert!(frame.reason.as_str().contains("resume with since="), "{frame:?}");
+    assert!(
+        frame.reason.as_str().contains("resume with since="),
+        "{frame:?}"
+    );
     // The gateway ended that stream: the connection is closed after the handshake.
     connection_end(&mut stalled).await;
     // The reading client was not affected: it saw every change, in order.
@@ -389,7 +395,10 @@ async fn a_client_that_stops_reading_during_the_replay_is_closed_with_1008() {
     env.await_stream_clients(0, Duration::from_secs(30)).await;
     let frame = close_frame(&mut stalled).await;
     assert_eq!(u16::from(frame.code), 1008, "{frame:?}");
-    assert!(frame.reason.as_str().contains("resume with since="), "{frame:?}");
+    assert!(
+        frame.reason.as_str().contains("resume with since="),
+        "{frame:?}"
+    );
     connection_end(&mut stalled).await;
     env.app.stop().await;
 }

@@ -79,7 +79,11 @@ impl Env {
 
     /// A gateway on the store at `store` with `capacity` places per slot, its configuration
     /// text adjusted by `adjust`.
-    pub async fn start_on(store: &str, capacity: u32, adjust: impl FnOnce(String) -> String) -> Self {
+    pub async fn start_on(
+        store: &str,
+        capacity: u32,
+        adjust: impl FnOnce(String) -> String,
+    ) -> Self {
         let sim = simulator().await;
         let app = TestApp::spawn_with(&adjust(config(&sim.base_url(), store, capacity))).await;
         Self {
