@@ -373,6 +373,30 @@ async fn after_a_restart_since_replays_from_the_store_and_a_pruned_cursor_is_tol
     stored.sort_unstable();
     assert_eq!(seen, stored, "every kept and new change once, in order");
     env.app.stop().await;
+
+    // By age: eight days later every change is past the 7 days kept, whatever their number.
+    let store = Store::connect(&secrecy::SecretString::from(url.clone()), dir.path())
+        .await
+        .unwrap();
+    let later = chrono::Utc::now() + chrono::TimeDelta::days(8);
+    let by_age = ChangeRetention::default();
+    assert_eq!(
+        prune_changes(&store, &by_age, chrono::Utc::now(), &cancel)
+            .await
+            .unwrap(),
+        0,
+        "nothing is 7 days old yet"
+    );
+    let deleted = prune_changes(&store, &by_age, later, &cancel)
+        .await
+        .unwrap();
+    assert_eq!(deleted, stored.len() as u64);
+    assert_eq!(
+        store.changes_pruned_through().await.unwrap(),
+        *stored.last().unwrap() as i64
+    );
+    assert!(store.changes_after(0, 10).await.unwrap().is_empty());
+    store.close().await;
 }
 
 #[tokio::test]
