@@ -321,6 +321,11 @@ impl Application {
                 tasks: tasks.clone(),
                 clock: None,
             });
+        tasks.spawn(callbacks::changes::run_change_pruner(
+            store.clone(),
+            callbacks::changes::ChangeRetention::default(),
+            shutdown.clone(),
+        ));
         tasks.spawn(callbacks::stream::run_fanout(
             stream_hub,
             store.clone(),

@@ -690,34 +690,6 @@ mod tests {
     }
 }
 
-/// Query parameters that carry a credential, compared case-insensitively: a request with one is
-/// refused with 401 `invalid.token` whatever its value, on every surface — a credential is never
-/// taken from a place that access logs and proxies record.
-pub const CREDENTIAL_QUERY_PARAMETERS: &[&str] = &[
-    "access_token",
-    "token",
-    "jwt",
-    "id_token",
-    "api_key",
-    "apikey",
-    "bearer",
-    "authorization",
-    "password",
-    "client_secret",
-];
-
-/// The first credential-named parameter of `query` (see [`CREDENTIAL_QUERY_PARAMETERS`]).
-pub fn query_credential(query: Option<&str>) -> Option<String> {
-    form_urlencoded::parse(query?.as_bytes())
-        .map(|(name, _)| name)
-        .find(|name| {
-            CREDENTIAL_QUERY_PARAMETERS
-                .iter()
-                .any(|p| name.eq_ignore_ascii_case(p))
-        })
-        .map(std::borrow::Cow::into_owned)
-}
-
 /// 401 `invalid.token` for a credential sent in the query string (without a `WWW-Authenticate`
 /// challenge: the surface's auth adds its own). Names the parameter, never its value.
 pub fn credential_in_query(parameter: &str) -> ApiError {
@@ -731,7 +703,8 @@ pub fn credential_in_query(parameter: &str) -> ApiError {
 }
 
 /// The query string parsed into `T`, the gateway's way (what [`Query`] does):
-/// 1. a credential-named parameter ([`CREDENTIAL_QUERY_PARAMETERS`]) is 401 `invalid.token`;
+/// 1. a credential-named parameter ([`crate::auth::CREDENTIAL_QUERY_PARAMETERS`]) is 401
+///    `invalid.token`;
 /// 2. a parameter `T` does not know is 400 `bad.request` naming it (with the nearest known
 ///    one when it looks like a misspelling: `dry_run` → `dryRun`), so that a misspelt option
 ///    is never silently ignored;
@@ -740,7 +713,7 @@ pub fn credential_in_query(parameter: &str) -> ApiError {
 /// # Errors
 /// As described.
 pub fn parse_query<T: DeserializeOwned>(query: Option<&str>) -> Result<T, ApiError> {
-    if let Some(parameter) = query_credential(query) {
+    if let Some(parameter) = crate::auth::query_credential(query) {
         return Err(credential_in_query(&parameter));
     }
     let text = query.unwrap_or("");

@@ -7,7 +7,7 @@
 //!
 //! - **One token, in one place**: exactly one `Authorization: Bearer <JWT>` header. Several
 //!   `Authorization` headers (or one holding comma-joined values), a credential-named query
-//!   parameter (`access_token`, `token`, `jwt`, `id_token`, `api_key`, ...), or a JWT-shaped
+//!   parameter (`access_token`, `token`, `api_key`, ...: [`super::CREDENTIAL_QUERY_PARAMETERS`]), or a JWT-shaped
 //!   value anywhere in the query string or in any other header are refused: a token is never
 //!   taken from a place that access logs and proxies record.
 //! - **An asymmetric signature by an allowed algorithm** of the issuer that the token's `iss`
@@ -81,19 +81,6 @@ const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
 /// The largest leeway an issuer may have.
 const MAX_LEEWAY_S: u64 = 60;
-
-/// Query parameters that carry a credential (compared case-insensitively). A request with one
-/// is refused whatever its value.
-const CREDENTIAL_PARAMETERS: &[&str] = &[
-    "access_token",
-    "token",
-    "jwt",
-    "id_token",
-    "api_key",
-    "apikey",
-    "bearer",
-    "authorization",
-];
 
 const REALM_CHALLENGE: &str = "Bearer realm=\"genesys-gateway\"";
 
@@ -773,10 +760,7 @@ fn strip_bearer(value: &[u8]) -> Option<&[u8]> {
 /// Whether a query string has a credential-named parameter or a JWT-shaped value.
 fn query_carries_credential(query: &str) -> bool {
     form_urlencoded::parse(query.as_bytes()).any(|(name, value)| {
-        CREDENTIAL_PARAMETERS
-            .iter()
-            .any(|p| name.eq_ignore_ascii_case(p))
-            || looks_like_token(value.as_bytes())
+        super::is_credential_parameter(&name) || looks_like_token(value.as_bytes())
     })
 }
 
@@ -857,6 +841,20 @@ mod tests {
         ] {
             let (uri, headers) = head("/v1/events", &[("authorization", value)]);
             assert_eq!(bearer_token(&uri, &headers), Err(expected), "{value}");
+        }
+    }
+
+    #[test]
+    fn every_credential_named_parameter_is_a_misplaced_token() {
+        let bearer = format!("Bearer {JWT}");
+        for name in crate::auth::CREDENTIAL_QUERY_PARAMETERS {
+            let uri = format!("/v1/events?limit=1&{}=v", name.to_ascii_uppercase());
+            let (uri, headers) = head(&uri, &[("authorization", &bearer)]);
+            assert_eq!(
+                bearer_token(&uri, &headers),
+                Err(JwtRejection::MisplacedToken),
+                "{uri}"
+            );
         }
     }
 

@@ -31,6 +31,41 @@ use crate::error::{ApiError, ErrorCode};
 
 const REALM: &str = "genesys-gateway";
 
+/// Query parameters that carry a credential, compared without regard to ASCII case: a request
+/// with one is refused with 401 `invalid.token` whatever its value, on every surface (the
+/// inbound schemes here, the JWT verifier, the gateway's query extractor) — a credential is
+/// never taken from a place that access logs and proxies record. The one list of them.
+pub const CREDENTIAL_QUERY_PARAMETERS: &[&str] = &[
+    "access_token",
+    "token",
+    "jwt",
+    "id_token",
+    "api_key",
+    "apikey",
+    "api-key",
+    "key",
+    "password",
+    "client_secret",
+    "bearer",
+    "authorization",
+];
+
+/// Whether `name` is a credential-named query parameter ([`CREDENTIAL_QUERY_PARAMETERS`]).
+pub fn is_credential_parameter(name: &str) -> bool {
+    CREDENTIAL_QUERY_PARAMETERS
+        .iter()
+        .any(|p| name.eq_ignore_ascii_case(p))
+}
+
+/// The first credential-named parameter of `query` (see [`CREDENTIAL_QUERY_PARAMETERS`]), as
+/// sent; never its value.
+pub fn query_credential(query: Option<&str>) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .map(|(name, _)| name)
+        .find(|name| is_credential_parameter(name))
+        .map(std::borrow::Cow::into_owned)
+}
+
 /// A compiled inbound credential check.
 #[derive(Clone)]
 pub enum InboundAuth {
@@ -151,12 +186,12 @@ impl InboundAuth {
     }
 
     /// Checks the credentials of a request, refusing first a credential sent in its query
-    /// string (401 `invalid.token`, see [`crate::error::CREDENTIAL_QUERY_PARAMETERS`]).
+    /// string (401 `invalid.token`, see [`CREDENTIAL_QUERY_PARAMETERS`]).
     ///
     /// # Errors
     /// As [`Self::check`].
     pub fn check_request(&self, uri: &http::Uri, headers: &HeaderMap) -> Result<(), ApiError> {
-        if let Some(parameter) = crate::error::query_credential(uri.query()) {
+        if let Some(parameter) = query_credential(uri.query()) {
             let err = crate::error::credential_in_query(&parameter);
             return Err(match self.challenge(Some("invalid_token")) {
                 Some(c) => err.with_www_authenticate(c),
@@ -276,6 +311,29 @@ fn parse_basic(value: &[u8]) -> BasicCredential {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_credential_named_parameter_is_refused_by_the_schemes_and_the_query_extractor() {
+        for name in CREDENTIAL_QUERY_PARAMETERS {
+            let sent = name.to_ascii_uppercase();
+            let query = format!("queueId=q&{sent}=s3cr3t");
+            assert_eq!(query_credential(Some(&query)), Some(sent.clone()));
+            let uri: http::Uri = format!("/v1/callbacks?{query}").parse().unwrap();
+            let err = InboundAuth::None
+                .check_request(&uri, &HeaderMap::new())
+                .unwrap_err();
+            assert_eq!(err.code(), ErrorCode::InvalidToken, "{name}");
+            assert!(!err.message().contains("s3cr3t"));
+            let err = crate::error::parse_query::<std::collections::BTreeMap<String, String>>(
+                Some(&query),
+            )
+            .unwrap_err();
+            assert_eq!(err.code(), ErrorCode::InvalidToken, "{name}");
+        }
+        assert_eq!(query_credential(Some("queueId=q&status=scheduled")), None);
+        assert_eq!(query_credential(Some("")), None);
+        assert_eq!(query_credential(None), None);
+    }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

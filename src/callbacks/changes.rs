@@ -11,13 +11,23 @@
 //! the change row the stream replays from. Everything that must happen exactly when a change is
 //! committed belongs here, in the same transaction — deliveries to webhook subscribers are to be
 //! enqueued here (one call, with the [`WebhookPayload`](super::WebhookPayload) of the change).
+//!
+//! # Retention
+//! The change rows exist for the stream's `since` replay, not as history (the audit log is
+//! that): [`run_change_pruner`] deletes those older than [`ChangeRetention::max_age`] (7 days)
+//! or more than [`ChangeRetention::max_rows`] (1,000,000) behind the last one, oldest first, in
+//! batches, every [`ChangeRetention::interval`]. A stream resuming from before what is kept is
+//! told to read the reservations again (see [`super::stream`]).
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
 
 use super::error::ReservationError;
 use super::event::{ReservationEventType, StreamMessage};
 use super::reservation::Reservation;
-use crate::store::{AuditRecord, ChangeRow, ReservationRow, StoreError, Transaction};
+use crate::store::{AuditRecord, ChangeRow, ReservationRow, Store, StoreError, Transaction};
 
 /// The row that stores `reservation`.
 ///
@@ -135,4 +145,88 @@ pub async fn record_change(
     };
     tx.insert_change(&change).await?;
     Ok(change)
+}
+
+/// How long published changes are kept for the stream's replay (see "Retention").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeRetention {
+    /// Changes older than this are deleted.
+    pub max_age: Duration,
+    /// At most this many of the latest changes are kept.
+    pub max_rows: u64,
+    /// The time between two passes (the first pass is at once).
+    pub interval: Duration,
+    /// Changes deleted per transaction (at least 1).
+    pub batch_rows: u32,
+}
+
+impl Default for ChangeRetention {
+    /// 7 days, 1,000,000 changes, a pass every 10 minutes, 1000 per transaction.
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(7 * 86_400),
+            max_rows: 1_000_000,
+            interval: Duration::from_secs(600),
+            batch_rows: 1000,
+        }
+    }
+}
+
+/// One pruning pass as of `now`: deletes every change past `retention`, a batch per
+/// transaction, until none is left or `cancel` fires. Returns how many were deleted.
+///
+/// # Errors
+/// [`StoreError`] of a batch (the batches before it stay deleted).
+pub async fn prune_changes(
+    store: &Store,
+    retention: &ChangeRetention,
+    now: DateTime<Utc>,
+    cancel: &CancellationToken,
+) -> Result<u64, StoreError> {
+    let max_age = chrono::Duration::from_std(retention.max_age).unwrap_or(chrono::Duration::MAX);
+    let before_ms = now
+        .checked_sub_signed(max_age)
+        .map_or(i64::MIN, |t| t.timestamp_millis());
+    let batch = retention.batch_rows.max(1);
+    let mut total = 0;
+    while !cancel.is_cancelled() {
+        let deleted = store
+            .prune_changes(before_ms, retention.max_rows, batch)
+            .await?;
+        total += deleted;
+        if deleted < u64::from(batch) {
+            break;
+        }
+        // Let the writers of this runtime go first between two batches.
+        tokio::task::yield_now().await;
+    }
+    Ok(total)
+}
+
+/// The background task deleting the changes past `retention` (see "Retention"), every
+/// `retention.interval` until `cancel` fires. Every replica may run it: passes of several
+/// replicas delete the same oldest rows, never a kept one.
+pub async fn run_change_pruner(
+    store: Store,
+    retention: ChangeRetention,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(retention.interval.max(Duration::from_millis(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        match prune_changes(&store, &retention, Utc::now(), &cancel).await {
+            Ok(0) => {}
+            Ok(deleted) => {
+                tracing::info!(deleted, "reservation changes past their retention deleted")
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "pruning reservation changes failed; trying again at the next pass");
+            }
+        }
+    }
 }

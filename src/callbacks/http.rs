@@ -12,13 +12,13 @@
 //! | `POST /v1/genesys/events` | 202 `{"applied", "ignored"}` for one notification envelope or an array of them |
 //!
 //! Credentials are checked before anything else. A credential-named query parameter
-//! (`api_key=`, `access_token=`...) is refused with 401 `invalid.token` (a credential must never
-//! travel where access logs keep it); any other unknown query parameter is 400 `bad.request`
-//! naming it.
+//! (`api_key=`, `access_token=`...: the one list of [`crate::auth::CREDENTIAL_QUERY_PARAMETERS`])
+//! is refused with 401 `invalid.token` (a credential must never travel where access logs keep
+//! it); any other unknown query parameter is 400 `bad.request` naming it.
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequest, Path, Request, State};
-use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
@@ -33,7 +33,7 @@ use super::service::{Applied, Reservations};
 use super::status::ReservationStatus;
 use super::stream::{self, StreamFormat};
 use crate::auth::{self, InboundAuth};
-use crate::error::{ApiError, ErrorCode, ErrorDetail, JsonBytes, Query};
+use crate::error::{ApiError, ErrorDetail, JsonBytes, Query};
 use crate::genesys::NotificationEvent;
 use crate::store::{Page, PageRequest};
 
@@ -41,21 +41,6 @@ use crate::store::{Page, PageRequest};
 pub const MAX_EVENTS: usize = 1000;
 /// The largest message a stream consumer may send (an ack is a few bytes).
 const MAX_INBOUND_MESSAGE: usize = 4096;
-/// Query parameters that carry a credential (compared without regard to ASCII case).
-const CREDENTIAL_PARAMETERS: &[&str] = &[
-    "access_token",
-    "token",
-    "jwt",
-    "id_token",
-    "api_key",
-    "apikey",
-    "api-key",
-    "key",
-    "password",
-    "bearer",
-    "authorization",
-];
-
 /// The callbacks routes: `/v1/callbacks*` behind `auth` (`[callbacks.auth]`), and
 /// `POST /v1/genesys/events`, which checks `[data_actions.auth]` as in force for each call.
 pub fn router(reservations: Reservations, auth: InboundAuth) -> OpenApiRouter {
@@ -64,32 +49,11 @@ pub fn router(reservations: Reservations, auth: InboundAuth) -> OpenApiRouter {
         .routes(routes!(get_one, cancel))
         .routes(routes!(watch))
         .with_state(reservations.clone())
-        .route_layer(from_fn(refuse_query_credentials))
         .route_layer(from_fn_with_state(auth, auth::require));
     let events = OpenApiRouter::new()
         .routes(routes!(genesys_events))
         .with_state(reservations);
     portal.merge(events)
-}
-
-/// Refuses a request carrying a credential in its query string (401 `invalid.token`).
-async fn refuse_query_credentials(req: Request, next: Next) -> Response {
-    if req.uri().query().is_some_and(query_carries_credential) {
-        return ApiError::new(
-            ErrorCode::InvalidToken,
-            "Credentials are not accepted in the query string.",
-        )
-        .into_response();
-    }
-    next.run(req).await
-}
-
-fn query_carries_credential(query: &str) -> bool {
-    form_urlencoded::parse(query.as_bytes()).any(|(name, _)| {
-        CREDENTIAL_PARAMETERS
-            .iter()
-            .any(|p| name.eq_ignore_ascii_case(p))
-    })
 }
 
 /// 200 (or `status`) with a reservation.
@@ -245,7 +209,10 @@ async fn watch(
     upgrade
         .max_message_size(MAX_INBOUND_MESSAGE)
         .max_frame_size(MAX_INBOUND_MESSAGE)
-        .on_upgrade(move |socket| stream::serve(socket, hub, store, q.since, format))
+        .on_upgrade(move |socket| {
+            let tracker = hub.clone();
+            tracker.track(stream::serve(socket, hub, store, q.since, format))
+        })
 }
 
 /// What `POST /v1/genesys/events` answers.
@@ -267,15 +234,10 @@ pub struct EventsApplied {
               (status = 401, description = "Missing or wrong credentials")))]
 async fn genesys_events(State(reservations): State<Reservations>, req: Request) -> Response {
     let auth = reservations.events_auth();
-    if let Err(err) = auth.check(req.headers()) {
+    // A credential in the query string is refused first (401 `invalid.token`), then the
+    // headers are checked.
+    if let Err(err) = auth.check_request(req.uri(), req.headers()) {
         return err.into_response();
-    }
-    if req.uri().query().is_some_and(query_carries_credential) {
-        return ApiError::new(
-            ErrorCode::InvalidToken,
-            "Credentials are not accepted in the query string.",
-        )
-        .into_response();
     }
     if req.uri().query().is_some_and(|q| !q.is_empty()) {
         return ApiError::bad_request("This endpoint takes no query parameter.").into_response();
@@ -356,14 +318,6 @@ fn envelopes(body: &[u8]) -> Result<Vec<NotificationEvent>, ReservationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn credentials_in_the_query_are_found_by_name() {
-        assert!(query_carries_credential("api_key=x"));
-        assert!(query_carries_credential("queueId=q&ACCESS_TOKEN="));
-        assert!(!query_carries_credential("queueId=q&status=scheduled"));
-        assert!(!query_carries_credential(""));
-    }
 
     #[test]
     fn envelopes_one_or_many() {

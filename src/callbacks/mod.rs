@@ -21,7 +21,8 @@
 //! - [`service`]: [`service::Reservations`], the capability at work (reserve, cancel, read,
 //!   apply Genesys reports, reconcile, settle stale pending places) and its reload part.
 //! - [`changes`]: the stored form and [`changes::record_change`], the one place every published
-//!   change is committed (where webhook deliveries are to be enqueued).
+//!   change is committed (where webhook deliveries are to be enqueued); the retention of the
+//!   change rows ([`changes::run_change_pruner`]).
 //! - [`notification`]: what Genesys says about a callback ([`notification::CallbackUpdate`]).
 //! - [`sync`]: the leader-elected notifications task ([`sync::run_sync`]).
 //! - [`stream`]: `GET /v1/callbacks/stream` and the per-process fan-out hub.

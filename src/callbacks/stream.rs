@@ -12,8 +12,15 @@
 //!   handled; anything else it sends closes the stream with 1007. The last ack is logged when the
 //!   stream ends.
 //! - A consumer that does not keep up — its queue of [`CLIENT_QUEUE`] frames overflows while the
-//!   socket is not taking data — is closed with 1008 (`reason` says the `seq` to resume after);
-//!   it reconnects with `?since=`. The gateway's shutdown closes streams with 1001.
+//!   socket is not taking data, or one frame (or ping) cannot be written for [`SEND_STALL`] — is
+//!   closed with 1008 (`reason` says the `seq` to resume after); it reconnects with `?since=`.
+//!   The gateway's shutdown closes streams with 1001; a replay the store cannot answer, 1011. Every write races the shutdown, the slow
+//!   mark and [`SEND_STALL`], so a consumer that stops reading never holds its stream (or the
+//!   shutdown) open; the close handshake itself is given [`CLOSE_TIMEOUT`].
+//! - A `since` older than the changes the store still keeps (see
+//!   [`super::changes::ChangeRetention`]) cannot be replayed without a hole: the stream is
+//!   closed with [`RESYNC_CLOSE_CODE`] and a `reason` naming the `seq` to resume with once the
+//!   consumer has read the current state from `GET /v1/callbacks` — never by skipping changes.
 //! - The server pings every 30 s (load balancers keep idle connections).
 //!
 //! # Fan-out
@@ -25,6 +32,10 @@
 //! "everything above the last `seq` seen" never skips a change committed later with a smaller
 //! number. The hub keeps the last [`RING`] frames: a client whose `since` is within them
 //! registers at once; an older `since` is replayed from the store page by page first.
+//!
+//! Every stream task is tracked by the hub: the fan-out task, once stopped, waits for them, so
+//! the application's shutdown drains the streams (each ends within [`CLOSE_TIMEOUT`] of the
+//! shutdown) instead of abandoning them.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,11 +44,14 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use bytes::Bytes;
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use prometheus::IntGauge;
 use serde::{Deserialize, Serialize as _};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TrackedFuture;
 
 use super::changes::frame_of;
 use super::event::StreamMessage;
@@ -54,8 +68,15 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(5);
 const PAGE: u32 = 500;
 /// Interval of the server's pings.
 const PING_INTERVAL: Duration = Duration::from_secs(30);
-/// Longest wait for the close handshake of a stream being closed.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a single frame (or ping) may take to be written before its consumer counts as too
+/// slow (closed with 1008).
+pub const SEND_STALL: Duration = Duration::from_secs(5);
+/// Longest wait for the close handshake of a stream being closed (sending the close frame and
+/// reading the consumer's answer); the connection is dropped after it.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The close code of a stream whose `since` is older than the changes kept: the consumer reads
+/// the reservations again (`GET /v1/callbacks`) and reconnects with the `since` the reason names.
+pub const RESYNC_CLOSE_CODE: u16 = 4410;
 
 /// How frames are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, utoipa::ToSchema)]
@@ -164,6 +185,8 @@ struct HubInner {
     started: Notify,
     gauge: IntGauge,
     shutdown: CancellationToken,
+    /// The stream tasks, drained by the fan-out when it stops.
+    streams: TaskTracker,
 }
 
 /// The per-process fan-out of reservation changes to stream clients (see the module docs).
@@ -208,6 +231,7 @@ impl StreamHub {
                 started: Notify::new(),
                 gauge,
                 shutdown,
+                streams: TaskTracker::new(),
             }),
         }
     }
@@ -252,8 +276,9 @@ impl StreamHub {
     fn publish(&self, frames: Vec<Arc<Frame>>) {
         let mut state = self.lock();
         for frame in frames {
-            if frame.seq <= state.last_seq && state.ring.back().is_some_and(|b| b.seq >= frame.seq)
-            {
+            // Already handed out (or below what the store had at start, which clients replay
+            // from the store): never a second time, and the ring stays in `seq` order.
+            if frame.seq <= state.last_seq {
                 continue;
             }
             state.last_seq = state.last_seq.max(frame.seq);
@@ -276,6 +301,20 @@ impl StreamHub {
                     }
                 });
         }
+    }
+
+    /// Serves `stream` as one of the hub's tracked stream tasks (see the module docs).
+    pub(super) fn track<F>(&self, stream: F) -> TrackedFuture<F>
+    where
+        F: Future<Output = ()>,
+    {
+        self.inner.streams.track_future(stream)
+    }
+
+    /// Waits until every stream task has ended (after the shutdown: each ends on its own).
+    async fn streams_ended(&self) {
+        self.inner.streams.close();
+        self.inner.streams.wait().await;
     }
 
     /// Registers a client whose cursor is `since` if the ring covers it; `None` when older
@@ -314,8 +353,14 @@ impl StreamHub {
     }
 }
 
-/// The fan-out task of this process (see the module docs); stops on `cancel`.
+/// The fan-out task of this process (see the module docs); stops on `cancel`, then waits for
+/// the stream tasks to end (they watch the same shutdown).
 pub async fn run_fanout(hub: StreamHub, store: Store, cancel: CancellationToken) {
+    fan_out(&hub, store, cancel).await;
+    hub.streams_ended().await;
+}
+
+async fn fan_out(hub: &StreamHub, store: Store, cancel: CancellationToken) {
     let backoff = Backoff::exponential(
         Duration::from_millis(200),
         Duration::from_secs(10),
@@ -434,6 +479,7 @@ struct Ack {
 }
 
 /// Why a stream ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
     /// The consumer closed it or went away.
     Gone,
@@ -443,6 +489,39 @@ enum End {
     Slow,
     /// The gateway is shutting down (1001).
     Shutdown,
+    /// The store could not be read for the replay (1011); the consumer may retry.
+    Unavailable,
+    /// Its cursor is older than the changes kept ([`RESYNC_CLOSE_CODE`]); it resumes with
+    /// `since` = this after reading the reservations again.
+    Resync(u64),
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+
+/// Writes one message, racing the shutdown, the slow mark (once registered) and
+/// [`SEND_STALL`]: a consumer that does not take it in time is [`End::Slow`].
+async fn send(
+    sink: &mut Sink,
+    message: Message,
+    shutdown: &CancellationToken,
+    slow: Option<&CancellationToken>,
+) -> Result<(), End> {
+    let slow = async {
+        match slow {
+            Some(slow) => slow.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        () = shutdown.cancelled() => Err(End::Shutdown),
+        () = slow => Err(End::Slow),
+        sent = tokio::time::timeout(SEND_STALL, sink.send(message)) => match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Gone),
+            Err(_) => Err(End::Slow),
+        },
+    }
 }
 
 /// Serves one upgraded stream until it ends.
@@ -459,7 +538,11 @@ pub(super) async fn serve(
     let mut acked: Option<u64> = None;
     let mut cursor = since;
     let end = async {
-        hub.started().await;
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return End::Shutdown,
+            () = hub.started() => {}
+        }
         // Replay until the hub's ring covers the cursor.
         let mut subscription = loop {
             let at = cursor.unwrap_or_else(|| hub.last_seq());
@@ -467,20 +550,39 @@ pub(super) async fn serve(
                 cursor = Some(at);
                 break subscription;
             }
-            let rows = match store.changes_after(i64::try_from(at).unwrap_or(i64::MAX), PAGE).await {
-                Ok(rows) => rows,
-                Err(err) => {
-                    tracing::warn!(error = %err, "stream: cannot replay changes");
-                    return End::Shutdown;
-                }
+            let read = async {
+                let rows = store
+                    .changes_after(i64::try_from(at).unwrap_or(i64::MAX), PAGE)
+                    .await?;
+                // Read after the page: a pruning committed before the page was read is seen.
+                let pruned = store.changes_pruned_through().await?;
+                Ok::<_, crate::store::StoreError>((rows, pruned))
             };
+            let (rows, pruned) = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return End::Shutdown,
+                read = read => match read {
+                    Ok(read) => read,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "stream: cannot replay changes");
+                        return End::Unavailable;
+                    }
+                },
+            };
+            if i64::try_from(at).unwrap_or(i64::MAX) < pruned {
+                // Changes after the cursor are no longer kept: replaying would leave a hole.
+                return End::Resync(hub.last_seq().max(u64::try_from(pruned).unwrap_or(0)));
+            }
             if rows.is_empty() {
                 // Nothing stored above the cursor: whatever the ring lacks was never committed.
                 cursor = Some(at.max(hub.last_seq()));
                 continue;
             }
             for row in rows {
-                let frame = match frame_of(&row).map_err(|e| e.to_string()).and_then(|m| Frame::encode(&m)) {
+                let frame = match frame_of(&row)
+                    .map_err(|e| e.to_string())
+                    .and_then(|m| Frame::encode(&m))
+                {
                     Ok(frame) => frame,
                     Err(err) => {
                         tracing::error!(seq = row.seq, error = %err, "stream: a stored change cannot be read; skipped");
@@ -488,10 +590,8 @@ pub(super) async fn serve(
                         continue;
                     }
                 };
-                tokio::select! {
-                    biased;
-                    () = shutdown.cancelled() => return End::Shutdown,
-                    sent = sink.send(frame.message(format)) => if sent.is_err() { return End::Gone },
+                if let Err(end) = send(&mut sink, frame.message(format), &shutdown, None).await {
+                    return end;
                 }
                 cursor = Some(frame.seq);
             }
@@ -503,6 +603,7 @@ pub(super) async fn serve(
             tokio::time::Instant::now() + PING_INTERVAL,
             PING_INTERVAL,
         );
+        let slow = subscription.slow.clone();
         loop {
             let frame = if let Some(frame) = backlog.next() {
                 Some(frame)
@@ -510,7 +611,7 @@ pub(super) async fn serve(
                 tokio::select! {
                     biased;
                     () = shutdown.cancelled() => return End::Shutdown,
-                    () = subscription.slow.cancelled() => return End::Slow,
+                    () = slow.cancelled() => return End::Slow,
                     incoming = source.next() => match incoming {
                         Some(Ok(Message::Text(text))) => match serde_json::from_str::<Ack>(text.as_str()) {
                             Ok(ack) => { acked = Some(ack.ack); None }
@@ -528,8 +629,8 @@ pub(super) async fn serve(
                         None => return End::Slow,
                     },
                     _ = ping.tick() => {
-                        if sink.send(Message::Ping(Bytes::new())).await.is_err() {
-                            return End::Gone;
+                        if let Err(end) = send(&mut sink, Message::Ping(Bytes::new()), &shutdown, Some(&slow)).await {
+                            return end;
                         }
                         None
                     }
@@ -539,11 +640,8 @@ pub(super) async fn serve(
             if frame.seq <= last {
                 continue;
             }
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => return End::Shutdown,
-                () = subscription.slow.cancelled() => return End::Slow,
-                sent = sink.send(frame.message(format)) => if sent.is_err() { return End::Gone },
+            if let Err(end) = send(&mut sink, frame.message(format), &shutdown, Some(&slow)).await {
+                return end;
             }
             last = frame.seq;
             cursor = Some(last);
@@ -552,29 +650,12 @@ pub(super) async fn serve(
     .await;
     counted.release();
     let resume = cursor.unwrap_or(0);
-    let close = |code: u16, reason: String| {
-        Message::Close(Some(CloseFrame {
+    tracing::debug!(resume, acked, ?end, "stream: closed");
+    if let Some((code, reason)) = close_of(end, resume) {
+        let message = Message::Close(Some(CloseFrame {
             code,
             reason: Utf8Bytes::from(reason),
-        }))
-    };
-    let message = match end {
-        End::Gone => None,
-        End::Invalid => Some(close(
-            close_code::INVALID,
-            "only {\"ack\": <seq>} may be sent".to_owned(),
-        )),
-        End::Slow => Some(close(
-            close_code::POLICY,
-            format!("too slow; resume with since={resume}"),
-        )),
-        End::Shutdown => Some(close(
-            close_code::AWAY,
-            "the gateway is stopping".to_owned(),
-        )),
-    };
-    tracing::debug!(resume, acked, "stream: closed");
-    if let Some(message) = message {
+        }));
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
             if sink.send(message).await.is_ok() {
                 // Wait for the consumer's close (or its going away).
@@ -586,6 +667,34 @@ pub(super) async fn serve(
             }
         })
         .await;
+    }
+}
+
+/// The close frame (code, reason) that ends a stream, none when the consumer went away;
+/// `resume` is the last `seq` the consumer was sent.
+fn close_of(end: End, resume: u64) -> Option<(u16, String)> {
+    match end {
+        End::Gone => None,
+        End::Invalid => Some((
+            close_code::INVALID,
+            "only {\"ack\": <seq>} may be sent".to_owned(),
+        )),
+        End::Slow => Some((
+            close_code::POLICY,
+            format!("too slow; resume with since={resume}"),
+        )),
+        End::Shutdown => Some((close_code::AWAY, "the gateway is stopping".to_owned())),
+        End::Unavailable => Some((
+            close_code::ERROR,
+            format!("changes cannot be read now; retry with since={resume}"),
+        )),
+        End::Resync(since) => Some((
+            RESYNC_CLOSE_CODE,
+            format!(
+                "changes after {resume} are gone; reload GET /v1/callbacks, then resume with \
+                 since={since}"
+            ),
+        )),
     }
 }
 
@@ -684,6 +793,43 @@ mod tests {
         assert!(hub.lock().clients.is_empty());
         drop(sub);
         assert_eq!(hub.inner.gauge.get(), 0, "released once");
+    }
+
+    #[test]
+    fn a_frame_at_or_below_the_last_seq_is_never_handed_out() {
+        let hub = hub();
+        // The store's last change at start is 10: clients replay 1..=10 from the store.
+        hub.start(10);
+        let counted = Counted::new(hub.inner.gauge.clone());
+        let mut sub = hub.try_register(10, &counted).unwrap();
+        hub.publish(vec![frame(9), frame(10), frame(11)]);
+        // 11 again (e.g. read twice), then 12.
+        hub.publish(vec![frame(11), frame(12)]);
+        let mut queued = Vec::new();
+        while let Ok(f) = sub.rx.try_recv() {
+            queued.push(f.seq);
+        }
+        assert_eq!(queued, [11, 12]);
+        let ring: Vec<_> = hub.lock().ring.iter().map(|f| f.seq).collect();
+        assert_eq!(ring, [11, 12], "in order, each once");
+        assert_eq!(hub.last_seq(), 12);
+    }
+
+    #[test]
+    fn every_close_reason_fits_a_close_frame() {
+        for end in [
+            End::Invalid,
+            End::Slow,
+            End::Shutdown,
+            End::Unavailable,
+            End::Resync(u64::MAX),
+        ] {
+            let (_, reason) = close_of(end, u64::MAX).unwrap();
+            assert!(reason.len() <= 123, "{end:?}: {} bytes", reason.len());
+        }
+        assert_eq!(close_of(End::Slow, 7).unwrap().0, close_code::POLICY);
+        assert_eq!(close_of(End::Resync(9), 3).unwrap().0, RESYNC_CLOSE_CODE);
+        assert!(close_of(End::Gone, 1).is_none());
     }
 
     #[test]

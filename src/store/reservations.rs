@@ -27,6 +27,13 @@
 //! writes the change row and, on PostgreSQL, `pg_notify`s the channel [`CHANGES_CHANNEL`] with
 //! the number (delivered at commit, to every replica's [`ChangeListener`]).
 //!
+//! # Retention
+//! [`Store::prune_changes`] deletes the oldest changes in `seq` order, a batch per
+//! transaction, and raises the counter row `callback_reservation_changes_pruned` to the last
+//! number deleted in the same transaction ([`Store::changes_pruned_through`]). A reader that
+//! reads a page of changes and then that number knows whether anything after its cursor is
+//! gone (migration 0007).
+//!
 //! # Leadership
 //! [`Store::leader_session`] is a [`LeaderSession`]: on PostgreSQL a session-level advisory
 //! lock (`pg_try_advisory_lock`) held on a dedicated connection — not a pooled one, which the
@@ -75,6 +82,13 @@ const NOTIFY: &str = "SELECT pg_notify($1, $2)";
 const CHANGES_AFTER: &str = "SELECT seq, reservation_id, event_type, at_ms, body \
      FROM callback_reservation_changes WHERE seq > $1 ORDER BY seq LIMIT $2";
 const LAST_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM callback_reservation_changes";
+const PRUNED_THROUGH: &str = "SELECT COALESCE(MAX(value), 0) FROM gateway_sequences \
+     WHERE name = 'callback_reservation_changes_pruned'";
+const OLDEST_CHANGES: &str = "SELECT seq, at_ms FROM callback_reservation_changes \
+     ORDER BY seq LIMIT $1";
+const DELETE_CHANGES_THROUGH: &str = "DELETE FROM callback_reservation_changes WHERE seq <= $1";
+const SET_PRUNED_THROUGH: &str = "UPDATE gateway_sequences SET value = $1 \
+     WHERE name = 'callback_reservation_changes_pruned' AND value < $1";
 
 /// Server-side keepalive of the leader session: a vanished peer is noticed after about
 /// 5 + 3 × 2 = 11 s (the pools use 10 + 3 × 2 s).
@@ -553,6 +567,63 @@ impl Store {
             self,
             read | pool | sqlx::query_scalar(LAST_SEQ).fetch_one(pool).await?
         ))
+    }
+
+    /// The highest change `seq` deleted by [`Store::prune_changes`] (0 when none was): every
+    /// change numbered above it that was committed is still stored.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn changes_pruned_through(&self) -> Result<i64, StoreError> {
+        Ok(with_pool!(
+            self,
+            read | pool | sqlx::query_scalar(PRUNED_THROUGH).fetch_one(pool).await?
+        ))
+    }
+
+    /// Deletes the oldest published changes, at most `batch` of them, in `seq` order: the
+    /// leading run of those written before `before_ms` or numbered more than `keep_rows` below
+    /// the last one. Raises [`Store::changes_pruned_through`] to the last number deleted, in
+    /// the same transaction. Returns how many were deleted (fewer than `batch`: nothing older
+    /// is left).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`]; nothing is deleted.
+    pub async fn prune_changes(
+        &self,
+        before_ms: i64,
+        keep_rows: u64,
+        batch: u32,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.begin().await?;
+        let (last, oldest): (i64, Vec<(i64, i64)>) = with_tx!(tx, |conn| {
+            let last: i64 = sqlx::query_scalar(LAST_SEQ).fetch_one(&mut *conn).await?;
+            let oldest = sqlx::query_as(OLDEST_CHANGES)
+                .bind(i64::from(batch.max(1)))
+                .fetch_all(&mut *conn)
+                .await?;
+            (last, oldest)
+        });
+        let keep_from = last.saturating_sub(i64::try_from(keep_rows).unwrap_or(i64::MAX));
+        let prunable = oldest
+            .iter()
+            .take_while(|(seq, at_ms)| *at_ms < before_ms || *seq <= keep_from)
+            .count();
+        let Some(&(through, _)) = prunable.checked_sub(1).and_then(|i| oldest.get(i)) else {
+            return Ok(0);
+        };
+        with_tx!(tx, |conn| {
+            sqlx::query(DELETE_CHANGES_THROUGH)
+                .bind(through)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(SET_PRUNED_THROUGH)
+                .bind(through)
+                .execute(&mut *conn)
+                .await?;
+        });
+        tx.commit().await?;
+        Ok(prunable as u64)
     }
 
     /// A listener of [`CHANGES_CHANNEL`] on a connection of its own (PostgreSQL); `None` on

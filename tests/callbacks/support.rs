@@ -74,13 +74,18 @@ pub async fn simulator() -> Simulator {
 impl Env {
     /// A gateway on SQLite with `capacity` places per slot.
     pub async fn start(capacity: u32) -> Self {
+        Self::start_on("sqlite://data/gateway.db", capacity, |text| text).await
+    }
+
+    /// A gateway on the store at `store` with `capacity` places per slot, its configuration
+    /// text adjusted by `adjust`.
+    pub async fn start_on(
+        store: &str,
+        capacity: u32,
+        adjust: impl FnOnce(String) -> String,
+    ) -> Self {
         let sim = simulator().await;
-        let app = TestApp::spawn_with(&config(
-            &sim.base_url(),
-            "sqlite://data/gateway.db",
-            capacity,
-        ))
-        .await;
+        let app = TestApp::spawn_with(&adjust(config(&sim.base_url(), store, capacity))).await;
         Self {
             app,
             sim,
@@ -162,6 +167,39 @@ impl Env {
         }
     }
 
+    /// The gateway's `gateway_stream_clients`.
+    pub async fn stream_clients(&self) -> i64 {
+        let text = self
+            .http
+            .get(self.app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix("gateway_stream_clients "))
+            .map(|v| v.trim().parse().unwrap())
+            .expect("gateway_stream_clients is exported")
+    }
+
+    /// Waits until the gateway's `gateway_stream_clients` is `n`, at most `within`.
+    pub async fn await_stream_clients(&self, n: i64, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let now = self.stream_clients().await;
+            if now == n {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "gateway_stream_clients stayed {now}, not {n}, for {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until the simulator has `n` open notification sockets.
     pub async fn await_sockets(&self, n: usize) -> Vec<Value> {
         let deadline = tokio::time::Instant::now() + WAIT;
@@ -206,6 +244,16 @@ pub fn slot(days: i64, hour: u32, minutes: i64) -> Value {
     let day = (Utc::now() + TimeDelta::days(days)).date_naive();
     let start = day.and_hms_opt(hour, 0, 0).unwrap().and_utc();
     json!({"start": rfc3339(start), "end": rfc3339(start + TimeDelta::minutes(minutes))})
+}
+
+/// A valid request for the test queue whose `data` makes its stream frames about 50 KB.
+pub fn large_request(slots: Vec<Value>) -> Value {
+    let mut body = request(slots);
+    let data: serde_json::Map<String, Value> = (0..50)
+        .map(|i| (format!("k{i:02}"), Value::String("x".repeat(1000))))
+        .collect();
+    body["data"] = Value::Object(data);
+    body
 }
 
 /// A valid request for the test queue.

@@ -1,9 +1,11 @@
 //! The sync from Genesys: the simulator drives the callback, the reservation follows; the
 //! socket is lost and replaced without losing what happened meanwhile; pushed events.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
-use crate::support::{Env, PUSH_PASSWORD, request, slot};
+use crate::support::{Env, PUSH_PASSWORD, WAIT, request, slot};
 
 async fn reserved(env: &Env, hour: u32) -> (String, String) {
     env.await_sockets(1).await;
@@ -34,18 +36,54 @@ async fn scheduled_connected_disconnected_is_versions_one_two_three() {
     env.app.stop().await;
 }
 
+/// The remote addresses of the simulator's open notification sockets (one per connection).
+async fn remotes(env: &Env) -> Vec<String> {
+    let sockets: Vec<Value> = env
+        .http
+        .get(env.sim_url("/__sim/notifications/sockets"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    sockets
+        .iter()
+        .map(|s| s["remote"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Waits until the only open socket is another connection than `old`; returns it.
+async fn await_new_socket(env: &Env, old: &str) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let open = remotes(env).await;
+        if open.len() == 1 && open[0] != old {
+            return open[0].clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reconnected from {old}: {open:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
-async fn socket_closing_and_heartbeat_silence_lose_no_event() {
+async fn socket_closing_reconnects_ahead_and_loses_no_event() {
     let env = Env::start(10).await;
     let (id, conversation) = reserved(&env, 10).await;
     let state = format!("/__sim/callbacks/{conversation}/state");
+    let old = remotes(&env).await.remove(0);
     env.sim_post("/__sim/notifications/socket-closing", json!({}))
         .await;
+    // During the switch: the old socket is still open, the new one opening.
     env.sim_post(&state, json!({"state": "dialing"})).await;
-    env.await_status(&id, "in_progress").await;
-    // Silence past the 2 s watchdog: the gateway reconnects, and reconciles the gap.
-    env.sim_post("/__sim/notifications/pause", json!({"seconds": 4}))
-        .await;
+    let in_progress = env.await_status(&id, "in_progress").await;
+    assert_eq!(in_progress["version"], 2, "{in_progress}");
+    // The gateway moved to a new connection before the simulator closed the old one.
+    await_new_socket(&env, &old).await;
+    // After the switch, on the new socket only.
     env.sim_post(&state, json!({"state": "disconnected"})).await;
     let done = env.await_status(&id, "canceled").await;
     assert_eq!(done["version"], 3, "{done}");
@@ -53,25 +91,48 @@ async fn socket_closing_and_heartbeat_silence_lose_no_event() {
 }
 
 #[tokio::test]
-async fn a_change_made_while_disconnected_is_reconciled() {
+async fn heartbeat_silence_reconnects() {
     let env = Env::start(10).await;
-    let (id, conversation) = reserved(&env, 11).await;
-    // The simulator is stopped: no socket; Genesys is back with the callback moved on.
-    let sockets = env.await_sockets(1).await;
-    assert_eq!(sockets.len(), 1);
-    env.sim_post(
-        "/__sim/faults",
-        json!({"method": "GET", "path": "/channels/*", "status": 0, "count": 3}),
-    )
-    .await;
-    env.sim_post("/__sim/notifications/socket-closing", json!({}))
+    let (id, conversation) = reserved(&env, 10).await;
+    let old = remotes(&env).await.remove(0);
+    // Silence past the 2 s watchdog: only the gateway's watchdog ends this socket (the
+    // simulator keeps it open and sends events on it).
+    env.sim_post("/__sim/notifications/pause", json!({"seconds": 3}))
         .await;
+    await_new_socket(&env, &old).await;
     env.sim_post(
         &format!("/__sim/callbacks/{conversation}/state"),
         json!({"state": "connected"}),
     )
     .await;
-    env.await_status(&id, "in_progress").await;
+    let in_progress = env.await_status(&id, "in_progress").await;
+    assert_eq!(in_progress["version"], 2, "{in_progress}");
+    env.app.stop().await;
+}
+
+#[tokio::test]
+async fn a_change_made_while_disconnected_is_reconciled() {
+    let env = Env::start(10).await;
+    let (id, conversation) = reserved(&env, 11).await;
+    // The socket goes silent (the watchdog drops it) and reconnecting fails for a while.
+    env.sim_post(
+        "/__sim/faults",
+        json!({"method": "GET", "path": "/channels/*", "status": 0, "count": 4}),
+    )
+    .await;
+    env.sim_post("/__sim/notifications/pause", json!({"seconds": 3}))
+        .await;
+    env.await_sockets(0).await;
+    // Changed while no socket is open: no event reaches the gateway.
+    env.sim_post(
+        &format!("/__sim/callbacks/{conversation}/state"),
+        json!({"state": "connected"}),
+    )
+    .await;
+    // Back: the reconciliation after the gap finds it.
+    let in_progress = env.await_status(&id, "in_progress").await;
+    assert_eq!(in_progress["version"], 2, "{in_progress}");
+    env.await_sockets(1).await;
     env.app.stop().await;
 }
 
