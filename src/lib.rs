@@ -60,6 +60,7 @@ pub mod backoff;
 pub mod callbacks;
 pub mod config;
 pub mod data_actions;
+pub mod delivery;
 pub mod error;
 pub mod genesys;
 pub mod health;
