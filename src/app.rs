@@ -443,6 +443,11 @@ impl Application {
         self.reloader.clone()
     }
 
+    /// The in-process simulator's base URL (`[genesys] simulate = true`), if it runs.
+    pub fn simulator_url(&self) -> Option<String> {
+        self.simulator.as_ref().map(Simulator::base_url)
+    }
+
     /// The durable delivery engine (what producers enqueue through).
     pub fn delivery(&self) -> DeliveryEngine {
         self.delivery.clone()

@@ -57,6 +57,11 @@ const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "reservations",
         sql: include_str!("../../migrations/sqlite/0004_reservations.sql"),
     },
+    EmbeddedMigration {
+        version: 5,
+        description: "delivery",
+        sql: include_str!("../../migrations/sqlite/0005_delivery.sql"),
+    },
 ];
 
 /// The PostgreSQL migrations, in order.
@@ -75,6 +80,11 @@ const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 4,
         description: "reservations",
         sql: include_str!("../../migrations/postgres/0004_reservations.sql"),
+    },
+    EmbeddedMigration {
+        version: 5,
+        description: "delivery",
+        sql: include_str!("../../migrations/postgres/0005_delivery.sql"),
     },
 ];
 

@@ -47,6 +47,8 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
     /// The app's delivery engine (producers enqueue through it).
     pub delivery: DeliveryEngine,
+    /// The in-process simulator's base URL, when simulating.
+    pub sim_url: Option<String>,
     shutdown: ShutdownHandle,
     join: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -94,6 +96,7 @@ impl TestApp {
             .expect("app builds");
         let addr = app.local_addr();
         let delivery = app.delivery();
+        let sim_url = app.simulator_url();
         let shutdown = app.shutdown_handle();
         let join = tokio::spawn(app.run_until_stopped());
         let client = reqwest::Client::builder()
@@ -105,6 +108,7 @@ impl TestApp {
             client,
             dir,
             delivery,
+            sim_url,
             shutdown,
             join: Some(join),
         }

@@ -227,7 +227,10 @@ async fn a_created_target_shows_its_secret_once_is_verified_and_can_be_changed()
         target
             .events()
             .into_iter()
-            .find(|e| e.header("idempotency-key") == msg.idempotency_key)
+            .find(|e| {
+                e.header("idempotency-key") == msg.idempotency_key
+                    && e.header("webhook-id").ends_with(&id)
+            })
     })
     .await;
     let (wid, ts) = (event.header("webhook-id"), event.header("webhook-timestamp"));
