@@ -43,6 +43,8 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::auth::InboundAuth;
 use crate::config::{ConfigError, Environment, ServerSettings, Settings};
 use crate::data_actions::{ActionRegistry, ActionSet, DataAction, DataActionsState};
+use crate::delivery::targets::{DeclarativeTargets, Targets};
+use crate::delivery::{DeliveryEngine, EngineParts};
 use crate::genesys::{GenesysEndpoints, GenesysReadiness};
 use crate::health::{Readiness, ReadinessCheck};
 use crate::ops::{self, OpsState};
@@ -53,8 +55,6 @@ use crate::store::{
 };
 use crate::telemetry::Metrics;
 use crate::upstream::UpstreamRegistry;
-use crate::delivery::targets::{DeclarativeTargets, Targets};
-use crate::delivery::{DeliveryEngine, EngineParts};
 use crate::{admin, callbacks, data_actions, delivery, genesys};
 
 /// A built gateway, bound to its port, not yet serving.
@@ -690,10 +690,10 @@ async fn start_simulator(mut settings: Settings) -> anyhow::Result<(Settings, Op
     simulate_genesys(&mut settings, &simulator);
     point_targets_at_simulator(&mut settings, &simulator.base_url());
     for target in &settings.targets {
-        if let Some(receiver) = target.endpoint_url.strip_prefix(&format!(
-            "{}/__sim/receivers/",
-            simulator.base_url()
-        )) && let Err(err) = simulator.set_receiver_secret(receiver, &target.secret)
+        if let Some(receiver) = target
+            .endpoint_url
+            .strip_prefix(&format!("{}/__sim/receivers/", simulator.base_url()))
+            && let Err(err) = simulator.set_receiver_secret(receiver, &target.secret)
         {
             tracing::warn!(target_name = %target.name, error = %err, "the simulator's receiver cannot check this target's signatures");
         }

@@ -239,7 +239,11 @@ async fn list_deliveries(
         .await
         .map_err(TargetError::from)?;
     Ok(Json(Page {
-        entities: page.entities.into_iter().map(DeliveryView::of_row).collect(),
+        entities: page
+            .entities
+            .into_iter()
+            .map(DeliveryView::of_row)
+            .collect(),
         next_cursor: page.next_cursor,
     }))
 }

@@ -74,7 +74,11 @@ impl Origin {
 
     /// Reads a stored name (anything unknown counts as untrusted).
     pub fn parse(text: &str) -> Self {
-        if text == "config" { Self::Config } else { Self::Api }
+        if text == "config" {
+            Self::Config
+        } else {
+            Self::Api
+        }
     }
 }
 
@@ -284,10 +288,7 @@ impl TargetConfig {
         hash.update(self.to_stored().expose_secret().as_bytes());
         hash.update([0]);
         hash.update(secret.expose_secret().as_bytes());
-        hash.finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 
@@ -298,7 +299,7 @@ pub(crate) enum DestinationAuth {
     /// A fixed `Authorization` value (Basic, bearer), marked sensitive.
     Static(HeaderValue),
     /// An OAuth2 client-credentials token source with its shared cache.
-    OAuth(TokenSource),
+    OAuth(Box<TokenSource>),
 }
 
 /// A destination compiled for sending (see the module docs).
@@ -364,7 +365,11 @@ impl Destination {
             kind,
             origin,
             status: TargetStatus::parse(&row.status),
-            globs: config.event_types.iter().map(|g| WildMatch::new(g)).collect(),
+            globs: config
+                .event_types
+                .iter()
+                .map(|g| WildMatch::new(g))
+                .collect(),
             config,
             endpoint,
             headers,
@@ -419,7 +424,7 @@ fn build_auth(
             client_id,
             client_secret,
             token_url,
-        } => DestinationAuth::OAuth(
+        } => DestinationAuth::OAuth(Box::new(
             TokenSource::new(
                 &format!("target:{name}"),
                 &ClientCredentials {
@@ -434,7 +439,7 @@ fn build_auth(
                 metrics,
             )
             .ok()?,
-        ),
+        )),
     })
 }
 
@@ -461,7 +466,10 @@ mod tests {
                 for _ in 0..50 {
                     let w = p.wait(n, None).as_secs_f64();
                     let c = ceiling as f64;
-                    assert!(w >= c * 0.8 - 1e-6 && w <= c * 1.2 + 1e-6, "{strategy:?} {n}: {w}");
+                    assert!(
+                        w >= c * 0.8 - 1e-6 && w <= c * 1.2 + 1e-6,
+                        "{strategy:?} {n}: {w}"
+                    );
                 }
             }
         }
@@ -470,7 +478,10 @@ mod tests {
     #[test]
     fn a_longer_retry_after_replaces_the_wait_and_an_hour_caps_everything() {
         let p = policy(BackoffStrategy::Exponential);
-        assert_eq!(p.wait(1, Some(Duration::from_secs(30))), Duration::from_secs(30));
+        assert_eq!(
+            p.wait(1, Some(Duration::from_secs(30))),
+            Duration::from_secs(30)
+        );
         assert!(p.wait(1, Some(Duration::from_millis(10))) >= Duration::from_millis(1600));
         assert_eq!(p.wait(1, Some(Duration::from_secs(7200))), MAX_RETRY_WAIT);
         assert!(p.wait(30, None) <= MAX_RETRY_WAIT);
@@ -491,7 +502,10 @@ mod tests {
         let stored = config.to_stored();
         assert!(stored.expose_secret().contains("p4ss"));
         let back = TargetConfig::from_stored(&stored).unwrap();
-        assert_eq!(back.auth.public_view(), serde_json::json!({"username": "u"}));
+        assert_eq!(
+            back.auth.public_view(),
+            serde_json::json!({"username": "u"})
+        );
         assert!(!format!("{back:?}").contains("p4ss"));
         let secret = SecretString::from("whsec_a");
         assert_eq!(config.fingerprint(&secret), back.fingerprint(&secret));

@@ -283,7 +283,11 @@ impl DeliveryEngine {
     /// Starts the dispatcher and the sweeper on `tasks`; they stop on `shutdown` (attempts in
     /// flight give their deliveries back, due at once).
     pub fn spawn(&self, tasks: &TaskTracker, shutdown: CancellationToken) {
-        tasks.spawn(worker::dispatch(self.clone(), tasks.clone(), shutdown.clone()));
+        tasks.spawn(worker::dispatch(
+            self.clone(),
+            tasks.clone(),
+            shutdown.clone(),
+        ));
         tasks.spawn(worker::sweep(self.clone(), shutdown));
     }
 
@@ -365,14 +369,8 @@ impl DeliveryEngine {
             .await?;
             match dead_reason {
                 Some(reason) => {
-                    tx.append_audit(&dead_record(
-                        &id_text,
-                        &message_id,
-                        destination,
-                        0,
-                        reason,
-                    ))
-                    .await?;
+                    tx.append_audit(&dead_record(&id_text, &message_id, destination, 0, reason))
+                        .await?;
                     self.inner
                         .metrics
                         .deliveries_total
@@ -408,7 +406,11 @@ impl DeliveryEngine {
     /// # Errors
     /// When the store cannot be read.
     pub async fn of_message(&self, id: Uuid) -> Result<Vec<DeliveryView>, StoreError> {
-        let rows = self.inner.store.deliveries_of_message(&id.to_string()).await?;
+        let rows = self
+            .inner
+            .store
+            .deliveries_of_message(&id.to_string())
+            .await?;
         Ok(rows.into_iter().map(DeliveryView::of_row).collect())
     }
 

@@ -94,7 +94,10 @@ mod tests {
         let old = SigningKey::parse(&generate_secret()).unwrap();
         let header = signature_header(&[new.clone(), old.clone()], "msg_1", 10, b"{}");
         let parts: Vec<_> = header.split(' ').collect();
-        assert_eq!(parts, [new.sign("msg_1", 10, b"{}"), old.sign("msg_1", 10, b"{}")]);
+        assert_eq!(
+            parts,
+            [new.sign("msg_1", 10, b"{}"), old.sign("msg_1", 10, b"{}")]
+        );
     }
 
     #[test]

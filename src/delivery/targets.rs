@@ -159,7 +159,12 @@ impl TargetView {
         ))
     }
 
-    fn of_destination(d: &Destination, status: TargetStatus, reason: Option<&str>, now: i64) -> Self {
+    fn of_destination(
+        d: &Destination,
+        status: TargetStatus,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Self {
         Self::of(
             &d.id,
             &d.name,
@@ -178,9 +183,9 @@ impl TargetView {
 pub fn estimate_event_bytes(config: &TargetConfig) -> u64 {
     let line = |name: &str, value_len: usize| name.len() + 2 + value_len + 2;
     let url = url::Url::parse(&config.endpoint_url).ok();
-    let path = url.as_ref().map_or(1, |u| {
-        u.path().len() + u.query().map_or(0, |q| q.len() + 1)
-    });
+    let path = url
+        .as_ref()
+        .map_or(1, |u| u.path().len() + u.query().map_or(0, |q| q.len() + 1));
     let host = url
         .as_ref()
         .and_then(|u| u.host_str().map(str::len))
@@ -190,7 +195,10 @@ pub fn estimate_event_bytes(config: &TargetConfig) -> u64 {
     total += line("host", host);
     total += line("content-type", "application/json".len());
     total += line("content-length", body.to_string().len());
-    total += line("user-agent", concat!("genesys-gateway/", env!("CARGO_PKG_VERSION")).len());
+    total += line(
+        "user-agent",
+        concat!("genesys-gateway/", env!("CARGO_PKG_VERSION")).len(),
+    );
     total += line("idempotency-key", 64);
     // msg_<uuid>_<uuid>
     total += line("webhook-id", 4 + 36 + 1 + 36);
@@ -203,9 +211,10 @@ pub fn estimate_event_bytes(config: &TargetConfig) -> u64 {
             "authorization",
             "Basic ".len() + (username.len() + 1 + password.expose_secret().len()).div_ceil(3) * 4,
         ),
-        TargetAuth::Jwt { token } => {
-            line("authorization", "Bearer ".len() + token.expose_secret().len())
-        }
+        TargetAuth::Jwt { token } => line(
+            "authorization",
+            "Bearer ".len() + token.expose_secret().len(),
+        ),
         TargetAuth::Oauth2 { .. } => line("authorization", "Bearer ".len() + TYPICAL_ACCESS_TOKEN),
     };
     for (name, value) in &config.headers {
@@ -299,7 +308,8 @@ fn check_url(text: &str, at: &str, policy: &NetworkPolicy, v: &mut Violations) {
         }
         Some(url::Host::Domain(_)) => None,
     };
-    let internal_allowed = ip.is_some_and(|ip| crate::upstream::is_internal(ip) && policy.permits(ip));
+    let internal_allowed =
+        ip.is_some_and(|ip| crate::upstream::is_internal(ip) && policy.permits(ip));
     if let Some(ip) = ip
         && !policy.permits(ip)
     {
@@ -351,7 +361,8 @@ fn auth_of(
             );
         }
     }
-    let mut field = |key: &str| string_field(obj, key, &format!("/authConfig/{key}"), v).map(str::to_owned);
+    let mut field =
+        |key: &str| string_field(obj, key, &format!("/authConfig/{key}"), v).map(str::to_owned);
     match auth_type {
         "NONE" => Some(TargetAuth::None),
         "BASIC" => {
@@ -422,7 +433,11 @@ fn retry_policy_of(value: Option<&Value>, v: &mut Violations) -> Option<RetryPol
         }
     };
     let max_retries = integer("maxRetries", 0..=10, u64::from(defaults.max_retries));
-    let initial = integer("initialDelaySeconds", 1..=30, defaults.initial_delay_seconds);
+    let initial = integer(
+        "initialDelaySeconds",
+        1..=30,
+        defaults.initial_delay_seconds,
+    );
     let backoff_strategy = match obj.get("backoffStrategy") {
         None | Some(Value::Null) => defaults.backoff_strategy,
         Some(Value::String(s)) if s == "EXPONENTIAL" => BackoffStrategy::Exponential,
@@ -449,7 +464,11 @@ fn headers_of(value: Option<&Value>, v: &mut Violations) -> Option<BTreeMap<Stri
         None | Some(Value::Null) => return Some(BTreeMap::new()),
         Some(Value::Object(obj)) => obj,
         Some(_) => {
-            v.add("/headers", "type", "`headers` must be an object of strings.");
+            v.add(
+                "/headers",
+                "type",
+                "`headers` must be an object of strings.",
+            );
             return None;
         }
     };
@@ -476,7 +495,11 @@ fn headers_of(value: Option<&Value>, v: &mut Violations) -> Option<BTreeMap<Stri
                 headers.insert(name.clone(), text.to_owned());
             }
             _ => {
-                v.add(&at, "type", "A header value must be a string of visible characters.");
+                v.add(
+                    &at,
+                    "type",
+                    "A header value must be a string of visible characters.",
+                );
                 ok = false;
             }
         }
@@ -496,7 +519,11 @@ fn event_types_of(value: Option<&Value>, v: &mut Violations) -> Option<Vec<Strin
             return None;
         }
         Some(_) => {
-            v.add("/eventTypes", "type", "`eventTypes` must be an array of strings.");
+            v.add(
+                "/eventTypes",
+                "type",
+                "`eventTypes` must be an array of strings.",
+            );
             return None;
         }
     };
@@ -526,7 +553,11 @@ fn event_types_of(value: Option<&Value>, v: &mut Violations) -> Option<Vec<Strin
 pub fn validate(body: &Value, policy: &NetworkPolicy) -> Result<TargetInput, Vec<ErrorDetail>> {
     let mut v = Violations(Vec::new());
     let Some(obj) = body.as_object() else {
-        return Err(vec![ErrorDetail::new("", "type", "The target must be a JSON object.")]);
+        return Err(vec![ErrorDetail::new(
+            "",
+            "type",
+            "The target must be a JSON object.",
+        )]);
     };
     for key in obj.keys() {
         if !FIELDS.contains(&key.as_str()) {
@@ -571,19 +602,28 @@ pub fn validate(body: &Value, policy: &NetworkPolicy) -> Result<TargetInput, Vec
         return Err(v.0);
     }
     match (name, endpoint, auth, retry_policy, headers, event_types) {
-        (Some(name), Some(endpoint_url), Some(auth), Some(retry_policy), Some(headers), Some(event_types)) => {
-            Ok(TargetInput {
-                name,
-                config: TargetConfig {
-                    endpoint_url,
-                    auth,
-                    retry_policy,
-                    headers,
-                    event_types,
-                },
-            })
-        }
-        _ => Err(vec![ErrorDetail::new("", "invalid", "The target is not valid.")]),
+        (
+            Some(name),
+            Some(endpoint_url),
+            Some(auth),
+            Some(retry_policy),
+            Some(headers),
+            Some(event_types),
+        ) => Ok(TargetInput {
+            name,
+            config: TargetConfig {
+                endpoint_url,
+                auth,
+                retry_policy,
+                headers,
+                event_types,
+            },
+        }),
+        _ => Err(vec![ErrorDetail::new(
+            "",
+            "invalid",
+            "The target is not valid.",
+        )]),
     }
 }
 
@@ -622,7 +662,9 @@ pub fn declarative_id(name: &str) -> String {
     let digest = sha2::Sha256::digest(format!("genesys-gateway target {name}").as_bytes());
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
 }
 
 fn now_ms() -> i64 {
@@ -692,8 +734,13 @@ async fn queue_verification(
     name: &str,
     now: i64,
 ) -> Result<String, StoreError> {
-    tx.kill_pending_deliveries(id, purpose::VERIFICATION, "superseded by a newer verification", now)
-        .await?;
+    tx.kill_pending_deliveries(
+        id,
+        purpose::VERIFICATION,
+        "superseded by a newer verification",
+        now,
+    )
+    .await?;
     let message_id = Uuid::now_v7().to_string();
     let body = json!({
         "type": VERIFICATION_EVENT,
@@ -766,7 +813,13 @@ pub(crate) async fn settle_verification(
     now: i64,
 ) -> Result<(), StoreError> {
     let settled = tx
-        .settle_verification(&destination.id, verification_id, status.as_str(), reason, now)
+        .settle_verification(
+            &destination.id,
+            verification_id,
+            status.as_str(),
+            reason,
+            now,
+        )
         .await?;
     if !settled {
         return Ok(());
@@ -785,9 +838,17 @@ pub(crate) async fn settle_verification(
         tracing::warn!(target_name = %destination.name, reason = reason.unwrap_or(""), dead = killed, "a delivery target failed its verification");
         ("target.verification_failed", "verification_failed")
     };
-    let mut record = AuditRecord::now(kind, "system", if status == TargetStatus::Verified { "success" } else { "failure" })
-        .with_subject(destination.id.clone())
-        .with_detail(json!({ "name": destination.name, "reason": reason }));
+    let mut record = AuditRecord::now(
+        kind,
+        "system",
+        if status == TargetStatus::Verified {
+            "success"
+        } else {
+            "failure"
+        },
+    )
+    .with_subject(destination.id.clone())
+    .with_detail(json!({ "name": destination.name, "reason": reason }));
     record.at = Utc::now();
     tx.append_audit(&record).await?;
     let view = TargetView::of_destination(destination, status, reason, now);
@@ -846,8 +907,7 @@ impl Targets {
     /// # Errors
     /// [`TargetError::Invalid`], [`TargetError::NameTaken`], [`TargetError::Store`].
     pub async fn create(&self, body: &Value) -> Result<TargetView, TargetError> {
-        let input =
-            validate(body, self.engine.network_policy()).map_err(TargetError::Invalid)?;
+        let input = validate(body, self.engine.network_policy()).map_err(TargetError::Invalid)?;
         let secret = generate_secret();
         let now = now_ms();
         let id = Uuid::now_v7().to_string();
@@ -916,7 +976,11 @@ impl Targets {
             .list_destinations(DestinationKind::Target.as_str(), page)
             .await?;
         Ok(Page {
-            entities: rows.entities.iter().filter_map(TargetView::of_row).collect(),
+            entities: rows
+                .entities
+                .iter()
+                .filter_map(TargetView::of_row)
+                .collect(),
             next_cursor: rows.next_cursor,
         })
     }
@@ -1102,7 +1166,8 @@ impl Targets {
         if Origin::parse(&row.origin) == Origin::Config {
             return Err(TargetError::Declarative);
         }
-        let config = TargetConfig::from_stored(&row.config).ok_or(TargetError::NotFound("target"))?;
+        let config =
+            TargetConfig::from_stored(&row.config).ok_or(TargetError::NotFound("target"))?;
         let secret = generate_secret();
         row.previous_secret = Some(row.secret.clone());
         row.previous_secret_until_ms = Some(now + ROTATION_OVERLAP_MS);
@@ -1242,7 +1307,11 @@ impl Targets {
                 now,
             )
             .await?;
-            let change = if current.is_some() { "updated" } else { "created" };
+            let change = if current.is_some() {
+                "updated"
+            } else {
+                "created"
+            };
             tx.append_audit(&audit(
                 &format!("target.{change}"),
                 "config",
@@ -1381,7 +1450,10 @@ impl Prepared for PreparedTargets {
 ///
 /// # Errors
 /// The problems of the declared targets, or the store's failure.
-pub async fn start_declarative(targets: &Targets, settings: &Settings) -> Result<(), anyhow::Error> {
+pub async fn start_declarative(
+    targets: &Targets,
+    settings: &Settings,
+) -> Result<(), anyhow::Error> {
     let problems = check_declared(settings);
     if let Some(problem) = problems.first() {
         anyhow::bail!("{}: {}", problem.path, problem.message);

@@ -58,7 +58,11 @@ fn millis(d: Duration) -> i64 {
 
 /// The dispatcher: claims due deliveries while worker slots are free and starts their attempts
 /// in acceptance order; sleeps until woken, a second passes, or a slot frees.
-pub(crate) async fn dispatch(engine: DeliveryEngine, tasks: TaskTracker, shutdown: CancellationToken) {
+pub(crate) async fn dispatch(
+    engine: DeliveryEngine,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+) {
     let slots = Arc::new(Semaphore::new(engine.inner().workers));
     let store = engine.inner().store.clone();
     loop {
@@ -221,7 +225,9 @@ impl Failure {
         );
         let reason = status.canonical_reason().unwrap_or("");
         Self {
-            error: format!("HTTP {} {reason}", status.as_u16()).trim_end().to_owned(),
+            error: format!("HTTP {} {reason}", status.as_u16())
+                .trim_end()
+                .to_owned(),
             retryable: verdict.retry.is_some(),
             retry_after: verdict.retry_after,
             gone: status == StatusCode::GONE,
@@ -278,7 +284,9 @@ pub(crate) async fn send(
     match destination.auth.as_ref() {
         DestinationAuth::None => {}
         DestinationAuth::Static(value) => {
-            request.headers_mut().insert(header::AUTHORIZATION, value.clone());
+            request
+                .headers_mut()
+                .insert(header::AUTHORIZATION, value.clone());
         }
         DestinationAuth::OAuth(source) => match source.authorization(deadline).await {
             Ok(value) => {
@@ -419,14 +427,23 @@ async fn attempt(
 /// What an attempt's outcome makes of the delivery.
 enum Decision {
     Delivered,
-    Retry { wait: Duration, error: String },
-    Dead { reason: String },
+    Retry {
+        wait: Duration,
+        error: String,
+    },
+    Dead {
+        reason: String,
+    },
     /// 410 Gone: dead, and the target DISABLED.
-    Gone { reason: String },
+    Gone {
+        reason: String,
+    },
     /// A verification succeeded.
     Verified,
     /// A verification gave up.
-    VerificationFailed { reason: String },
+    VerificationFailed {
+        reason: String,
+    },
 }
 
 fn decide(claimed: &ClaimedDelivery, destination: &Destination, outcome: Attempt) -> Decision {
@@ -489,7 +506,15 @@ async fn settle(
     let unit_destination = destination.clone();
     let unit = CommitFn::new(move |tx: &mut Transaction| {
         Box::pin(async move {
-            write_outcome(tx, &unit_engine, &unit_destination, &claimed, &token, decision).await
+            write_outcome(
+                tx,
+                &unit_engine,
+                &unit_destination,
+                &claimed,
+                &token,
+                decision,
+            )
+            .await
         }) as BoxFuture<'_, _>
     });
     match engine.inner().committer.submit(unit).await {
@@ -530,7 +555,9 @@ async fn write_outcome(
     let now = now_ms();
     let attempts = claimed.attempts + 1;
     let (status, next_at, error, delivered) = match &decision {
-        Decision::Delivered | Decision::Verified => (DeliveryStatus::Delivered, now, None, Some(now)),
+        Decision::Delivered | Decision::Verified => {
+            (DeliveryStatus::Delivered, now, None, Some(now))
+        }
         Decision::Retry { wait, error } => (
             DeliveryStatus::Pending,
             now + millis(*wait),

@@ -134,10 +134,10 @@ pub use deliveries::{
     ClaimedDelivery, DeliveryFilter, DeliveryRow, Finish, MessageRow, NewDelivery, QueueStats,
 };
 pub use page::{Page, PageRequest};
-pub use targets::DestinationRow;
 pub use reservations::{
     CHANGES_CHANNEL, ChangeListener, ChangeRow, LeaderSession, ReservationFilter, ReservationRow,
 };
+pub use targets::DestinationRow;
 
 /// Runs `$body` once per backend with `$pool` bound to that backend's pool (`&SqlitePool` or
 /// `&PgPool`): `write` picks the SQLite writer, `read` the SQLite readers; on PostgreSQL both

@@ -303,14 +303,15 @@ impl Store {
     pub async fn destination(&self, id: &str) -> Result<Option<DestinationRow>, StoreError> {
         let row: Option<Row> = with_pool!(
             self,
-            read | pool | {
-                sqlx::query_as(&format!(
+            read | pool
+                | {
+                    sqlx::query_as(&format!(
                     "SELECT {COLUMNS} FROM delivery_destinations WHERE id = $1 AND deleted_ms IS NULL"
                 ))
                 .bind(id)
                 .fetch_optional(pool)
                 .await?
-            }
+                }
         );
         Ok(row.map(from_row))
     }
@@ -326,29 +327,28 @@ impl Store {
         kind: &str,
         origin: &str,
     ) -> Result<Vec<(DestinationRow, bool)>, StoreError> {
-        let rows: Vec<(String, String, String, String, String, String, String, Option<String>, Option<i64>, String, Option<String>, Option<String>, i64, i64, Option<i64>)> = with_pool!(
-            self,
-            read | pool | {
-                sqlx::query_as(&format!(
-                    "SELECT {COLUMNS}, deleted_ms FROM delivery_destinations \
-                     WHERE kind = $1 AND origin = $2"
-                ))
-                .bind(kind)
-                .bind(origin)
-                .fetch_all(pool)
-                .await?
-            }
-        );
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let deleted = r.14.is_some();
-                let row = (
-                    r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10, r.11, r.12, r.13,
-                );
-                (from_row(row), deleted)
-            })
-            .collect())
+        let mut all = Vec::new();
+        for (condition, deleted) in [
+            ("deleted_ms IS NULL", false),
+            ("deleted_ms IS NOT NULL", true),
+        ] {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM delivery_destinations \
+                 WHERE kind = $1 AND origin = $2 AND {condition}"
+            );
+            let rows: Vec<Row> = with_pool!(
+                self,
+                read | pool | {
+                    sqlx::query_as(&sql)
+                        .bind(kind)
+                        .bind(origin)
+                        .fetch_all(pool)
+                        .await?
+                }
+            );
+            all.extend(rows.into_iter().map(|row| (from_row(row), deleted)));
+        }
+        Ok(all)
     }
 
     /// The live destinations of `kind`, newest first, keyset-paginated.

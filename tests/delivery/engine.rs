@@ -56,7 +56,11 @@ async fn a_delivery_is_signed_and_carries_the_exact_body_and_headers() {
 #[tokio::test]
 async fn three_503s_then_200_is_delivered_after_the_policys_backoff() {
     let target = Target::start().await;
-    target.answer_events([Answer::status(503), Answer::status(503), Answer::status(503)]);
+    target.answer_events([
+        Answer::status(503),
+        Answer::status(503),
+        Answer::status(503),
+    ]);
     let app = verified_app(&target, 5).await;
     let msg = message(r#"{"n":1}"#);
     enqueue(&app.delivery, &msg).await;
@@ -75,7 +79,11 @@ async fn three_503s_then_200_is_delivered_after_the_policys_backoff() {
     }
     assert!(gaps[2] > gaps[0], "the waits grow: {gaps:?}");
     // One webhook-id for every attempt.
-    assert!(events.iter().all(|e| e.header("webhook-id") == events[0].header("webhook-id")));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.header("webhook-id") == events[0].header("webhook-id"))
+    );
     app.stop().await;
 }
 
@@ -115,7 +123,9 @@ async fn a_400_is_dead_with_its_reason_and_replay_delivers_it() {
     let id = dead["id"].as_str().unwrap();
     let target_id = dead["targetId"].as_str().unwrap();
     let list: Value = app
-        .admin_get(&format!("/admin/v1/deliveries?status=dead&target={target_id}"))
+        .admin_get(&format!(
+            "/admin/v1/deliveries?status=dead&target={target_id}"
+        ))
         .await
         .json()
         .await
@@ -130,7 +140,10 @@ async fn a_400_is_dead_with_its_reason_and_replay_delivers_it() {
         .await
         .unwrap();
     assert_eq!(audit["entities"][0]["subject"], id);
-    assert_eq!(audit["entities"][0]["detail"]["reason"], "HTTP 400 Bad Request");
+    assert_eq!(
+        audit["entities"][0]["detail"]["reason"],
+        "HTTP 400 Bad Request"
+    );
 
     // Replay: pending again, then delivered (the target answers 200 now).
     let replay = admin_send(
@@ -185,10 +198,19 @@ async fn retries_exhausted_are_dead_and_replay_all_of_a_target_brings_them_back(
     )
     .await;
     assert_eq!(replay.status(), 200);
-    assert_eq!(replay.json::<Value>().await.unwrap(), json!({"replayed": 2}));
+    assert_eq!(
+        replay.json::<Value>().await.unwrap(),
+        json!({"replayed": 2})
+    );
     await_delivery(&app, first.id, "delivered").await;
     await_delivery(&app, second.id, "delivered").await;
-    let missing = admin_send(&app, reqwest::Method::POST, "/admin/v1/deliveries/replay", None).await;
+    let missing = admin_send(
+        &app,
+        reqwest::Method::POST,
+        "/admin/v1/deliveries/replay",
+        None,
+    )
+    .await;
     crate::common::assert_error(missing, 400, "bad.request").await;
     app.stop().await;
 }
@@ -208,7 +230,10 @@ async fn a_410_disables_the_target_and_kills_its_pending_deliveries() {
     let gone = message(r#"{"n":"gone"}"#);
     enqueue(&app.delivery, &gone).await;
     let dead = await_delivery(&app, gone.id, "dead").await;
-    assert!(dead["lastError"].as_str().unwrap().contains("410"), "{dead}");
+    assert!(
+        dead["lastError"].as_str().unwrap().contains("410"),
+        "{dead}"
+    );
     let t = await_target_status(&app, "orders", "DISABLED").await;
     assert!(t["statusReason"].as_str().unwrap().contains("410"));
     let killed = await_delivery(&app, waiting.id, "dead").await;
@@ -232,7 +257,11 @@ async fn a_410_disables_the_target_and_kills_its_pending_deliveries() {
     assert_eq!(verify.status(), 202);
     await_target_status(&app, "orders", "VERIFIED").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(target.events().len(), sent, "dead deliveries wait for a replay");
+    assert_eq!(
+        target.events().len(),
+        sent,
+        "dead deliveries wait for a replay"
+    );
     app.stop().await;
 }
 
@@ -246,17 +275,29 @@ async fn an_unverified_target_receives_nothing_until_it_is_verified() {
     enqueue(&app.delivery, &msg).await;
     let pending = crate::support::deliveries(&app, msg.id).await;
     assert_eq!(pending[0]["status"], "pending");
-    assert_eq!(target_named(&app, "orders").await["status"], "PENDING_VERIFICATION");
+    assert_eq!(
+        target_named(&app, "orders").await["status"],
+        "PENDING_VERIFICATION"
+    );
     await_target_status(&app, "orders", "VERIFIED").await;
     await_delivery(&app, msg.id, "delivered").await;
     let received = target.received();
     let kinds: Vec<bool> = received.iter().map(|r| r.is_verification()).collect();
-    assert_eq!(kinds, [true, true, true, false], "three verifications, then the event");
+    assert_eq!(
+        kinds,
+        [true, true, true, false],
+        "three verifications, then the event"
+    );
     // The verification is signed like any delivery.
     let v = &received[2];
     assert_eq!(
         v.header("webhook-signature"),
-        sign(SECRET, v.header("webhook-id"), v.header("webhook-timestamp"), &v.body)
+        sign(
+            SECRET,
+            v.header("webhook-id"),
+            v.header("webhook-timestamp"),
+            &v.body
+        )
     );
     app.stop().await;
 }
@@ -286,7 +327,9 @@ async fn pending_deliveries_survive_a_restart_and_are_completed() {
     let app = verified_app(&target, 10).await;
     // Every attempt fails while the first gateway runs.
     target.answer_events((0..100).map(|_| Answer::status(503)));
-    let messages: Vec<_> = (0..3).map(|i| message(&format!(r#"{{"i":{i}}}"#))).collect();
+    let messages: Vec<_> = (0..3)
+        .map(|i| message(&format!(r#"{{"i":{i}}}"#)))
+        .collect();
     for m in &messages {
         enqueue(&app.delivery, m).await;
     }
@@ -304,7 +347,11 @@ async fn pending_deliveries_survive_a_restart_and_are_completed() {
     }
     // Still VERIFIED after the restart: no second verification.
     assert_eq!(
-        target.received().iter().filter(|r| r.is_verification()).count(),
+        target
+            .received()
+            .iter()
+            .filter(|r| r.is_verification())
+            .count(),
         1
     );
     app.stop().await;

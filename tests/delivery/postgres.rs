@@ -96,7 +96,9 @@ async fn two_replicas_deliver_every_event_exactly_once_and_share_verification() 
     await_target_status(&b, "orders", "VERIFIED").await;
     // A few failures on the way, retried by whichever replica claims them.
     target.answer_events([Answer::status(503), Answer::status(502)]);
-    let messages: Vec<_> = (0..40).map(|i| message(&format!(r#"{{"i":{i}}}"#))).collect();
+    let messages: Vec<_> = (0..40)
+        .map(|i| message(&format!(r#"{{"i":{i}}}"#)))
+        .collect();
     for (i, m) in messages.iter().enumerate() {
         let app = if i % 2 == 0 { &a } else { &b };
         enqueue(&app.delivery, m).await;
@@ -112,7 +114,11 @@ async fn two_replicas_deliver_every_event_exactly_once_and_share_verification() 
     let repeated: usize = per_id.values().map(|n| n - 1).sum();
     assert_eq!(repeated, 2, "only the two failed attempts were sent again");
     assert_eq!(
-        target.received().iter().filter(|r| r.is_verification()).count(),
+        target
+            .received()
+            .iter()
+            .filter(|r| r.is_verification())
+            .count(),
         1,
         "one verification for both replicas (the declarative target is stored once)"
     );
@@ -130,7 +136,9 @@ async fn deliveries_left_by_a_stopped_replica_are_completed_by_another() {
     let a = TestApp::spawn_with(&toml).await;
     await_target_status(&a, "orders", "VERIFIED").await;
     target.answer_events((0..20).map(|_| Answer::status(503)));
-    let messages: Vec<_> = (0..5).map(|i| message(&format!(r#"{{"i":{i}}}"#))).collect();
+    let messages: Vec<_> = (0..5)
+        .map(|i| message(&format!(r#"{{"i":{i}}}"#)))
+        .collect();
     for m in &messages {
         enqueue(&a.delivery, m).await;
     }

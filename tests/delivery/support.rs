@@ -86,7 +86,11 @@ pub struct Target {
     script: Arc<Mutex<Script>>,
 }
 
-async fn receive(State(script): State<Arc<Mutex<Script>>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive(
+    State(script): State<Arc<Mutex<Script>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let received = Received {
         at: Instant::now(),
         headers,
@@ -111,9 +115,7 @@ impl Target {
     /// A target answering 200 to everything not scripted.
     pub async fn start() -> Self {
         let script = Arc::new(Mutex::new(Script::default()));
-        let app = Router::new()
-            .fallback(receive)
-            .with_state(script.clone());
+        let app = Router::new().fallback(receive).with_state(script.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -160,7 +162,12 @@ impl Target {
 /// A gateway configuration with one declarative target `orders` at `url` (EXPONENTIAL from
 /// 1 s, `max_retries` retries) and loopback allowed for API targets.
 pub fn config(url: &str, max_retries: u32) -> String {
-    config_with(url, max_retries, "EXPONENTIAL", "allow_cidrs = [\"127.0.0.0/8\"]")
+    config_with(
+        url,
+        max_retries,
+        "EXPONENTIAL",
+        "allow_cidrs = [\"127.0.0.0/8\"]",
+    )
 }
 
 /// Like [`config`], with the backoff and the `[delivery]` network lines given.

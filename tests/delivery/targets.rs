@@ -49,37 +49,169 @@ async fn every_rule_of_the_validation_matrix_is_a_400_naming_its_field() {
     let long = "x".repeat(101);
     // (case, body, the field named)
     let cases: Vec<(&str, Value, &str)> = vec![
-        ("name missing", with(valid(&url), "/name", Value::Null), "/name"),
+        (
+            "name missing",
+            with(valid(&url), "/name", Value::Null),
+            "/name",
+        ),
         ("name empty", with(valid(&url), "/name", json!("")), "/name"),
-        ("name over 100", with(valid(&url), "/name", json!(long)), "/name"),
-        ("name not a string", with(valid(&url), "/name", json!(7)), "/name"),
-        ("endpoint missing", with(valid(&url), "/endpointUrl", Value::Null), "/endpointUrl"),
-        ("endpoint not a url", with(valid(&url), "/endpointUrl", json!("not a url")), "/endpointUrl"),
-        ("endpoint ftp", with(valid(&url), "/endpointUrl", json!("ftp://example.com/x")), "/endpointUrl"),
-        ("endpoint plain http", with(valid(&url), "/endpointUrl", json!("http://example.com/x")), "/endpointUrl"),
-        ("endpoint with credentials", with(valid(&url), "/endpointUrl", json!("https://u:p@example.com/x")), "/endpointUrl"),
-        ("endpoint on a refused network", with(valid(&url), "/endpointUrl", json!("https://10.1.2.3/x")), "/endpointUrl"),
-        ("endpoint on link-local metadata", with(valid(&url), "/endpointUrl", json!("http://169.254.169.254/latest")), "/endpointUrl"),
-        ("authType unknown", with(valid(&url), "/authType", json!("DIGEST")), "/authType"),
-        ("basic without username", with(valid(&url), "/authConfig/username", Value::Null), "/authConfig/username"),
-        ("basic without password", with(valid(&url), "/authConfig/password", Value::Null), "/authConfig/password"),
-        ("basic with a stray key", with(valid(&url), "/authConfig/token", json!("t")), "/authConfig/token"),
-        ("oauth2 without clientId", json!({"name": "o", "endpointUrl": url, "authType": "OAUTH2", "authConfig": {"clientSecret": "s", "tokenUrl": "https://idp.example.com/token"}, "eventTypes": ["a"]}), "/authConfig/clientId"),
-        ("oauth2 without clientSecret", json!({"name": "o", "endpointUrl": url, "authType": "OAUTH2", "authConfig": {"clientId": "c", "tokenUrl": "https://idp.example.com/token"}, "eventTypes": ["a"]}), "/authConfig/clientSecret"),
-        ("oauth2 without tokenUrl", json!({"name": "o", "endpointUrl": url, "authType": "OAUTH2", "authConfig": {"clientId": "c", "clientSecret": "s"}, "eventTypes": ["a"]}), "/authConfig/tokenUrl"),
-        ("oauth2 tokenUrl not https", json!({"name": "o", "endpointUrl": url, "authType": "OAUTH2", "authConfig": {"clientId": "c", "clientSecret": "s", "tokenUrl": "http://idp.example.com/token"}, "eventTypes": ["a"]}), "/authConfig/tokenUrl"),
-        ("jwt without token", json!({"name": "j", "endpointUrl": url, "authType": "JWT", "authConfig": {}, "eventTypes": ["a"]}), "/authConfig/token"),
-        ("maxRetries above 10", with(valid(&url), "/retryPolicy/maxRetries", json!(11)), "/retryPolicy/maxRetries"),
-        ("maxRetries negative", with(valid(&url), "/retryPolicy/maxRetries", json!(-1)), "/retryPolicy/maxRetries"),
-        ("backoffStrategy unknown", with(valid(&url), "/retryPolicy/backoffStrategy", json!("FIBONACCI")), "/retryPolicy/backoffStrategy"),
-        ("initialDelaySeconds 0", with(valid(&url), "/retryPolicy/initialDelaySeconds", json!(0)), "/retryPolicy/initialDelaySeconds"),
-        ("initialDelaySeconds 31", with(valid(&url), "/retryPolicy/initialDelaySeconds", json!(31)), "/retryPolicy/initialDelaySeconds"),
-        ("eventTypes empty", with(valid(&url), "/eventTypes", json!([])), "/eventTypes"),
-        ("eventTypes missing", with(valid(&url), "/eventTypes", Value::Null), "/eventTypes"),
-        ("eventTypes with a number", with(valid(&url), "/eventTypes", json!(["a", 3])), "/eventTypes/1"),
-        ("header name invalid", with(valid(&url), "/headers", json!({"bad header": "x"})), "/headers/bad header"),
-        ("header reserved", with(valid(&url), "/headers", json!({"Webhook-Signature": "x"})), "/headers/Webhook-Signature"),
-        ("unknown field", with(valid(&url), "/secret", json!("whsec_x")), "/secret"),
+        (
+            "name over 100",
+            with(valid(&url), "/name", json!(long)),
+            "/name",
+        ),
+        (
+            "name not a string",
+            with(valid(&url), "/name", json!(7)),
+            "/name",
+        ),
+        (
+            "endpoint missing",
+            with(valid(&url), "/endpointUrl", Value::Null),
+            "/endpointUrl",
+        ),
+        (
+            "endpoint not a url",
+            with(valid(&url), "/endpointUrl", json!("not a url")),
+            "/endpointUrl",
+        ),
+        (
+            "endpoint ftp",
+            with(valid(&url), "/endpointUrl", json!("ftp://example.com/x")),
+            "/endpointUrl",
+        ),
+        (
+            "endpoint plain http",
+            with(valid(&url), "/endpointUrl", json!("http://example.com/x")),
+            "/endpointUrl",
+        ),
+        (
+            "endpoint with credentials",
+            with(
+                valid(&url),
+                "/endpointUrl",
+                json!("https://u:p@example.com/x"),
+            ),
+            "/endpointUrl",
+        ),
+        (
+            "endpoint on a refused network",
+            with(valid(&url), "/endpointUrl", json!("https://10.1.2.3/x")),
+            "/endpointUrl",
+        ),
+        (
+            "endpoint on link-local metadata",
+            with(
+                valid(&url),
+                "/endpointUrl",
+                json!("http://169.254.169.254/latest"),
+            ),
+            "/endpointUrl",
+        ),
+        (
+            "authType unknown",
+            with(valid(&url), "/authType", json!("DIGEST")),
+            "/authType",
+        ),
+        (
+            "basic without username",
+            with(valid(&url), "/authConfig/username", Value::Null),
+            "/authConfig/username",
+        ),
+        (
+            "basic without password",
+            with(valid(&url), "/authConfig/password", Value::Null),
+            "/authConfig/password",
+        ),
+        (
+            "basic with a stray key",
+            with(valid(&url), "/authConfig/token", json!("t")),
+            "/authConfig/token",
+        ),
+        (
+            "oauth2 without clientId",
+            json!({"name": "o", "endpointUrl": url, "authType": "OAUTH2", "authConfig": {"clientSecret": "s", "tokenUrl": "https://idp.example.com/token"}, "eventTypes": ["a"]}),
+            "/authConfig/clientId",
+        ),
+        (
+            "oauth2 without clientSecret",
+            json!({"name": "o", "endpointUrl": url, "authType": "OAUTH2", "authConfig": {"clientId": "c", "tokenUrl": "https://idp.example.com/token"}, "eventTypes": ["a"]}),
+            "/authConfig/clientSecret",
+        ),
+        (
+            "oauth2 without tokenUrl",
+            json!({"name": "o", "endpointUrl": url, "authType": "OAUTH2", "authConfig": {"clientId": "c", "clientSecret": "s"}, "eventTypes": ["a"]}),
+            "/authConfig/tokenUrl",
+        ),
+        (
+            "oauth2 tokenUrl not https",
+            json!({"name": "o", "endpointUrl": url, "authType": "OAUTH2", "authConfig": {"clientId": "c", "clientSecret": "s", "tokenUrl": "http://idp.example.com/token"}, "eventTypes": ["a"]}),
+            "/authConfig/tokenUrl",
+        ),
+        (
+            "jwt without token",
+            json!({"name": "j", "endpointUrl": url, "authType": "JWT", "authConfig": {}, "eventTypes": ["a"]}),
+            "/authConfig/token",
+        ),
+        (
+            "maxRetries above 10",
+            with(valid(&url), "/retryPolicy/maxRetries", json!(11)),
+            "/retryPolicy/maxRetries",
+        ),
+        (
+            "maxRetries negative",
+            with(valid(&url), "/retryPolicy/maxRetries", json!(-1)),
+            "/retryPolicy/maxRetries",
+        ),
+        (
+            "backoffStrategy unknown",
+            with(
+                valid(&url),
+                "/retryPolicy/backoffStrategy",
+                json!("FIBONACCI"),
+            ),
+            "/retryPolicy/backoffStrategy",
+        ),
+        (
+            "initialDelaySeconds 0",
+            with(valid(&url), "/retryPolicy/initialDelaySeconds", json!(0)),
+            "/retryPolicy/initialDelaySeconds",
+        ),
+        (
+            "initialDelaySeconds 31",
+            with(valid(&url), "/retryPolicy/initialDelaySeconds", json!(31)),
+            "/retryPolicy/initialDelaySeconds",
+        ),
+        (
+            "eventTypes empty",
+            with(valid(&url), "/eventTypes", json!([])),
+            "/eventTypes",
+        ),
+        (
+            "eventTypes missing",
+            with(valid(&url), "/eventTypes", Value::Null),
+            "/eventTypes",
+        ),
+        (
+            "eventTypes with a number",
+            with(valid(&url), "/eventTypes", json!(["a", 3])),
+            "/eventTypes/1",
+        ),
+        (
+            "header name invalid",
+            with(valid(&url), "/headers", json!({"bad header": "x"})),
+            "/headers/bad header",
+        ),
+        (
+            "header reserved",
+            with(valid(&url), "/headers", json!({"Webhook-Signature": "x"})),
+            "/headers/Webhook-Signature",
+        ),
+        (
+            "unknown field",
+            with(valid(&url), "/secret", json!("whsec_x")),
+            "/secret",
+        ),
     ];
     for (case, body, field) in cases {
         let response = post(&app, body).await;
@@ -140,7 +272,11 @@ async fn a_created_target_shows_its_secret_once_is_verified_and_can_be_changed()
     let secret = created["secret"].as_str().unwrap().to_owned();
     assert!(secret.starts_with("whsec_"));
     assert_eq!(created["authType"], "BASIC");
-    assert_eq!(created["authConfig"], json!({"username": "gw"}), "no password shown");
+    assert_eq!(
+        created["authConfig"],
+        json!({"username": "gw"}),
+        "no password shown"
+    );
     assert_eq!(created["declarative"], false);
     let estimated = created["estimatedEventBytes"].as_u64().unwrap();
     assert!((400..2000).contains(&estimated), "{estimated}");
@@ -154,7 +290,12 @@ async fn a_created_target_shows_its_secret_once_is_verified_and_can_be_changed()
         .expect("verification delivered");
     assert_eq!(
         verification.header("webhook-signature"),
-        sign(&secret, verification.header("webhook-id"), verification.header("webhook-timestamp"), &verification.body)
+        sign(
+            &secret,
+            verification.header("webhook-id"),
+            verification.header("webhook-timestamp"),
+            &verification.body
+        )
     );
     assert!(verification.header("authorization").starts_with("Basic "));
 
@@ -224,16 +365,16 @@ async fn a_created_target_shows_its_secret_once_is_verified_and_can_be_changed()
     let msg = message(r#"{"rotated":true}"#);
     enqueue(&app.delivery, &msg).await;
     let event = eventually("the event at the target", || async {
-        target
-            .events()
-            .into_iter()
-            .find(|e| {
-                e.header("idempotency-key") == msg.idempotency_key
-                    && e.header("webhook-id").ends_with(&id)
-            })
+        target.events().into_iter().find(|e| {
+            e.header("idempotency-key") == msg.idempotency_key
+                && e.header("webhook-id").ends_with(&id)
+        })
     })
     .await;
-    let (wid, ts) = (event.header("webhook-id"), event.header("webhook-timestamp"));
+    let (wid, ts) = (
+        event.header("webhook-id"),
+        event.header("webhook-timestamp"),
+    );
     assert_eq!(
         event.header("webhook-signature"),
         format!(
@@ -269,7 +410,13 @@ async fn a_created_target_shows_its_secret_once_is_verified_and_can_be_changed()
     assert!(!audit.to_string().contains(&new_secret));
 
     // Delete: 204, then 404.
-    let deleted = admin_send(&app, Method::DELETE, &format!("/admin/v1/targets/{id}"), None).await;
+    let deleted = admin_send(
+        &app,
+        Method::DELETE,
+        &format!("/admin/v1/targets/{id}"),
+        None,
+    )
+    .await;
     assert_eq!(deleted.status(), 204);
     let gone = app.admin_get(&format!("/admin/v1/targets/{id}")).await;
     assert_error(gone, 404, "not.found").await;
@@ -284,16 +431,36 @@ async fn declarative_targets_refuse_patch_delete_and_rotation_but_verify_and_pro
     assert_eq!(t["declarative"], true);
     let id = t["id"].as_str().unwrap();
     for (method, path, body) in [
-        (Method::PATCH, format!("/admin/v1/targets/{id}"), Some(json!({"eventTypes": ["x"]}))),
+        (
+            Method::PATCH,
+            format!("/admin/v1/targets/{id}"),
+            Some(json!({"eventTypes": ["x"]})),
+        ),
         (Method::DELETE, format!("/admin/v1/targets/{id}"), None),
-        (Method::POST, format!("/admin/v1/targets/{id}/rotate-secret"), None),
+        (
+            Method::POST,
+            format!("/admin/v1/targets/{id}/rotate-secret"),
+            None,
+        ),
     ] {
         let response = admin_send(&app, method.clone(), &path, body).await;
         assert_error(response, 409, "conflict").await;
     }
-    let probe = admin_send(&app, Method::POST, &format!("/admin/v1/targets/{id}/health"), None).await;
+    let probe = admin_send(
+        &app,
+        Method::POST,
+        &format!("/admin/v1/targets/{id}/health"),
+        None,
+    )
+    .await;
     assert_eq!(probe.status(), 200);
-    let verify = admin_send(&app, Method::POST, &format!("/admin/v1/targets/{id}/verify"), None).await;
+    let verify = admin_send(
+        &app,
+        Method::POST,
+        &format!("/admin/v1/targets/{id}/verify"),
+        None,
+    )
+    .await;
     assert_eq!(verify.status(), 202);
     await_target_status(&app, "orders", "VERIFIED").await;
     app.stop().await;
@@ -317,9 +484,24 @@ async fn the_network_policy_refuses_private_targets_unless_allowed() {
 async fn delivery_lists_check_their_parameters() {
     let target = Target::start().await;
     let app = TestApp::spawn_with(&config(&target.url(), 3)).await;
-    assert_error(app.admin_get("/admin/v1/deliveries?status=lost").await, 400, "bad.request").await;
-    assert_error(app.admin_get("/admin/v1/deliveries?cursor=garbage").await, 400, "bad.request").await;
-    assert_error(app.admin_get("/admin/v1/deliveries?statuss=dead").await, 400, "bad.request").await;
+    assert_error(
+        app.admin_get("/admin/v1/deliveries?status=lost").await,
+        400,
+        "bad.request",
+    )
+    .await;
+    assert_error(
+        app.admin_get("/admin/v1/deliveries?cursor=garbage").await,
+        400,
+        "bad.request",
+    )
+    .await;
+    assert_error(
+        app.admin_get("/admin/v1/deliveries?statuss=dead").await,
+        400,
+        "bad.request",
+    )
+    .await;
     let unknown = admin_send(
         &app,
         Method::POST,
@@ -328,9 +510,19 @@ async fn delivery_lists_check_their_parameters() {
     )
     .await;
     assert_error(unknown, 404, "not.found").await;
-    let list: Value = app.admin_get("/admin/v1/deliveries?status=pending").await.json().await.unwrap();
+    let list: Value = app
+        .admin_get("/admin/v1/deliveries?status=pending")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list, json!({"entities": [], "nextCursor": null}));
-    let unauthenticated = app.client.get(app.url("/admin/v1/targets")).send().await.unwrap();
+    let unauthenticated = app
+        .client
+        .get(app.url("/admin/v1/targets"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unauthenticated.status(), 401);
     app.stop().await;
 }
