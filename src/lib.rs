@@ -18,6 +18,8 @@
 //! - [`data_actions`]: the actions Genesys flows call;
 //! - [`ingest`]: business events from legacy systems (validation, mapping, idempotency);
 //! - [`callbacks`]: callback reservations (requests, queue calendars, statuses, events);
+//! - [`delivery`]: the durable delivery engine (outbox, leased claims, retries, Standard
+//!   Webhooks signing, dead letters) and the delivery targets;
 //! - [`admin`]: the operator API — thin handlers that call the capabilities;
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`.
 //!
@@ -50,8 +52,8 @@
 //!   audit records and outbox rows through it, in one transaction.
 //! - `config`, `backoff` and `runtime` are leaves; `error` and `telemetry` use only each other
 //!   and `config`.
-//! - The delivery engine (being built in `delivery`) is the one engine every producer uses; it
-//!   imports no producer.
+//! - [`delivery`] is the one engine every producer uses (ingest, targets, later webhook
+//!   subscriptions): it imports no producer; they hand it messages inside their transactions.
 
 pub mod admin;
 pub mod app;

@@ -155,7 +155,7 @@ pub(crate) async fn sweep(engine: DeliveryEngine, shutdown: CancellationToken) {
 
 /// Pending deliveries of a destination that failed, was disabled or deleted (on another
 /// replica while this one enqueued for it, say) become dead, with an audit record each.
-async fn bury_stranded(engine: &DeliveryEngine) -> Result<(), crate::store::StoreError> {
+async fn bury_stranded(engine: &DeliveryEngine) -> anyhow::Result<()> {
     let stranded = engine.inner().store.stranded_deliveries().await?;
     if stranded.is_empty() {
         return Ok(());
@@ -183,12 +183,8 @@ async fn bury_stranded(engine: &DeliveryEngine) -> Result<(), crate::store::Stor
             Ok(())
         }) as BoxFuture<'_, _>
     });
-    engine
-        .inner()
-        .committer
-        .submit(unit)
-        .await
-        .map_err(|err| crate::store::StoreError::InvalidUrl(err.to_string()))
+    let () = engine.inner().committer.submit(unit).await?;
+    Ok(())
 }
 
 /// What one attempt came to.
