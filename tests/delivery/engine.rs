@@ -50,6 +50,22 @@ async fn a_delivery_is_signed_and_carries_the_exact_body_and_headers() {
         .await
         .unwrap();
     assert_eq!(audit["entities"][0]["subject"], delivered["id"]);
+    // Counted by target name; the queue gauges are exposed.
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"gateway_deliveries_total{outcome="delivered",target="orders"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("gateway_delivery_queue_depth "));
+    assert!(metrics.contains("gateway_delivery_lag_seconds "));
     app.stop().await;
 }
 

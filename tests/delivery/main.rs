@@ -1,8 +1,9 @@
 //! The durable delivery engine against local targets (axum servers on loopback): retries and
 //! their backoff, `Retry-After`, dead letters and replay, 410, verification, signing, restart;
 //! the targets admin API with its whole validation matrix; the sandbox's simulator receiver;
-//! PostgreSQL claims.
+//! the claim statements on both databases; PostgreSQL replicas.
 
+mod claims;
 #[path = "../common/mod.rs"]
 mod common;
 mod engine;

@@ -15,14 +15,14 @@ use crate::support::{
 const PG_ENV: &str = "GATEWAY_TEST_DATABASE_URL";
 
 /// A database of one test, dropped when this is dropped.
-struct PgDatabase {
+pub struct PgDatabase {
     admin_url: String,
     name: String,
-    url: String,
+    pub url: String,
 }
 
 impl PgDatabase {
-    async fn create() -> Option<Self> {
+    pub async fn create() -> Option<Self> {
         let Ok(admin_url) = std::env::var(PG_ENV) else {
             use std::io::Write;
             let test = std::thread::current()
