@@ -526,3 +526,112 @@ async fn delivery_lists_check_their_parameters() {
     assert_eq!(unauthenticated.status(), 401);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_reload_swaps_the_declarative_targets() {
+    let target = Target::start().await;
+    let app = TestApp::spawn_with(&config(&target.url(), 3)).await;
+    let before = await_target_status(&app, "orders", "VERIFIED").await;
+    // Same file again: nothing changes, no second verification.
+    let reload = admin_send(&app, Method::POST, "/admin/v1/reload", None).await;
+    assert_eq!(reload.status(), 200);
+    assert_eq!(reload.json::<Value>().await.unwrap()["targets"], 1);
+    assert_eq!(
+        crate::support::target_named(&app, "orders").await["status"],
+        "VERIFIED"
+    );
+    // A changed endpoint: the same target (same id), verified again at the new URL.
+    let moved = config(&format!("{}/moved", target.url()), 3);
+    std::fs::write(app.dir.path().join("gateway.toml"), &moved).unwrap();
+    let reload = admin_send(&app, Method::POST, "/admin/v1/reload", None).await;
+    assert_eq!(reload.status(), 200);
+    let after = await_target_status(&app, "orders", "VERIFIED").await;
+    assert_eq!(after["id"], before["id"]);
+    assert!(after["endpointUrl"].as_str().unwrap().ends_with("/moved"));
+    assert_eq!(
+        target
+            .received()
+            .iter()
+            .filter(|r| r.is_verification())
+            .count(),
+        2
+    );
+    // Removed from the file: gone.
+    std::fs::write(
+        app.dir.path().join("gateway.toml"),
+        crate::common::base_config(),
+    )
+    .unwrap();
+    let reload = admin_send(&app, Method::POST, "/admin/v1/reload", None).await;
+    assert_eq!(reload.json::<Value>().await.unwrap()["targets"], 0);
+    let list: Value = app
+        .admin_get("/admin/v1/targets")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["entities"], json!([]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn oauth2_and_jwt_targets_send_their_bearer_tokens() {
+    use axum::routing::post as route_post;
+    let target = Target::start().await;
+    // A token endpoint checking the client's Basic credentials.
+    let tokens = axum::Router::new().route(
+        "/token",
+        route_post(|headers: axum::http::HeaderMap, body: String| async move {
+            let basic = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if basic != "Basic Y2xpZW50OmNsaWVudC1zZWNyZXQ=" || !body.contains("client_credentials") {
+                return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(json!({}))).into_response();
+            }
+            axum::Json(json!({"access_token": "oauth-token-1", "token_type": "bearer", "expires_in": 3600}))
+                .into_response()
+        }),
+    );
+    use axum::response::IntoResponse as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let token_url = format!("http://{}/token", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, tokens).await.unwrap() });
+    let app = TestApp::spawn_with(&config(&target.url(), 3)).await;
+    let oauth = post(
+        &app,
+        json!({
+            "name": "oauth",
+            "endpointUrl": format!("{}/oauth", target.url()),
+            "authType": "OAUTH2",
+            "authConfig": {"clientId": "client", "clientSecret": "client-secret", "tokenUrl": token_url},
+            "eventTypes": ["custom.other.*"],
+        }),
+    )
+    .await;
+    assert_eq!(oauth.status(), 201);
+    let jwt = post(
+        &app,
+        json!({
+            "name": "jwt",
+            "endpointUrl": format!("{}/jwt", target.url()),
+            "authType": "JWT",
+            "authConfig": {"token": "eyJ.static.jwt"},
+            "eventTypes": ["custom.other.*"],
+        }),
+    )
+    .await;
+    assert_eq!(jwt.status(), 201);
+    await_target_status(&app, "oauth", "VERIFIED").await;
+    await_target_status(&app, "jwt", "VERIFIED").await;
+    let auth_of = |name: &str| {
+        target
+            .received()
+            .into_iter()
+            .find(|r| r.is_verification() && r.json()["data"]["name"] == name)
+            .map(|r| r.header("authorization").to_owned())
+    };
+    assert_eq!(auth_of("oauth").as_deref(), Some("Bearer oauth-token-1"));
+    assert_eq!(auth_of("jwt").as_deref(), Some("Bearer eyJ.static.jwt"));
+    app.stop().await;
+}
