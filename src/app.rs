@@ -43,17 +43,19 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::auth::InboundAuth;
 use crate::config::{ConfigError, Environment, ServerSettings, Settings};
 use crate::data_actions::{ActionRegistry, ActionSet, DataAction, DataActionsState};
+use crate::delivery::targets::{DeclarativeTargets, Targets};
+use crate::delivery::{DeliveryEngine, EngineParts};
 use crate::genesys::{GenesysEndpoints, GenesysReadiness};
 use crate::health::{Readiness, ReadinessCheck};
 use crate::ops::{self, OpsState};
-use crate::reload::{PrepareSettings, Prepared, Reloadable, Reloader, Staging};
+use crate::reload::{PrepareSettings, Reloadable, Reloader};
 use crate::sim::{SimOptions, Simulator};
 use crate::store::{
     AuditRetention, AuditWriter, CommitOptions, GroupCommitter, Store, StoreOptions,
 };
 use crate::telemetry::Metrics;
 use crate::upstream::UpstreamRegistry;
-use crate::{admin, callbacks, data_actions, genesys};
+use crate::{admin, callbacks, data_actions, delivery, genesys};
 
 /// A built gateway, bound to its port, not yet serving.
 pub struct Application {
@@ -82,6 +84,8 @@ pub struct Application {
     actions: ActionRegistry,
     /// What the startup line says about this gateway.
     summary: summary::Summary,
+    /// The durable delivery engine.
+    delivery: DeliveryEngine,
 }
 
 impl std::fmt::Debug for Application {
@@ -294,6 +298,20 @@ impl Application {
             commit_stop.clone(),
             &commit_tasks,
         );
+        // The delivery engine: its outcomes go through the committer; the declarative targets
+        // are stored (verification state kept unless they changed) before it starts.
+        let delivery = DeliveryEngine::new(EngineParts {
+            store: store.clone(),
+            committer: committer.clone(),
+            metrics: metrics.clone(),
+            settings: settings.delivery.clone(),
+            threads: settings.server.io_thread_count(),
+        });
+        let targets = Targets::new(delivery.clone());
+        delivery::targets::start_declarative(&targets, &settings)
+            .await
+            .context("cannot store the declarative targets")?;
+        delivery.spawn(&tasks, shutdown.clone());
         // Stopped only after the server threads have drained, so that records of requests
         // still in flight at shutdown are written.
         let audit = AuditWriter::spawn_on(committer, metrics.clone(), writers_stop.clone(), &tasks);
@@ -353,7 +371,7 @@ impl Application {
             .part(Arc::new(upstreams.clone()))
             .part(Arc::new(action_registry.clone()))
             .part(Arc::new(data_actions::publish::ContractWarnings))
-            .part(Arc::new(TargetCount))
+            .part(Arc::new(DeclarativeTargets(targets.clone())))
             .part(Arc::new(reservations.clone()));
         for part in parts {
             reloader = reloader.part(part);
@@ -362,6 +380,7 @@ impl Application {
             let url = sim.base_url();
             reloader = reloader.prepare(Arc::new(move |s: &mut Settings| {
                 point_genesys_at(s, &url);
+                point_targets_at_simulator(s, &url);
                 derive_public_url(s, addr);
             }) as PrepareSettings);
         }
@@ -407,6 +426,12 @@ impl Application {
                 },
                 admin_auth.clone(),
             ));
+            api = api.merge(admin::targets::router(
+                admin::targets::TargetsAdminState {
+                    targets: targets.clone(),
+                },
+                InboundAuth::bearer(admin_tokens.clone()),
+            ));
             api = api.merge(admin::router(
                 admin::AdminState {
                     store: store.clone(),
@@ -448,12 +473,23 @@ impl Application {
             in_flight,
             actions: action_registry,
             summary,
+            delivery,
         })
     }
 
     /// Reloads the configuration (what `POST /admin/v1/reload` and SIGHUP do).
     pub fn reloader(&self) -> Reloader {
         self.reloader.clone()
+    }
+
+    /// The in-process simulator's base URL (`[genesys] simulate = true`), if it runs.
+    pub fn simulator_url(&self) -> Option<String> {
+        self.simulator.as_ref().map(Simulator::base_url)
+    }
+
+    /// The durable delivery engine (what producers enqueue through).
+    pub fn delivery(&self) -> DeliveryEngine {
+        self.delivery.clone()
     }
 
     /// The bound port.
@@ -496,6 +532,7 @@ impl Application {
             reloader: _,
             actions,
             summary,
+            delivery: _,
         } = self;
         let server = &settings.server;
         let stop_accepting = CancellationToken::new();
@@ -682,36 +719,6 @@ impl ServerThread {
     }
 }
 
-/// Reports the declarative targets of a reloaded configuration (`"targets": n`).
-struct TargetCount;
-
-struct TargetCountReport(usize);
-
-impl Reloadable for TargetCount {
-    fn name(&self) -> &'static str {
-        "targets"
-    }
-
-    fn prepare(
-        &self,
-        staging: &mut Staging<'_>,
-    ) -> Result<Box<dyn Prepared>, Vec<crate::config::Problem>> {
-        Ok(Box::new(TargetCountReport(
-            staging.settings().targets.len(),
-        )))
-    }
-}
-
-impl Prepared for TargetCountReport {
-    fn report(&self, report: &mut serde_json::Map<String, serde_json::Value>) {
-        report.insert("targets".to_owned(), self.0.into());
-    }
-
-    fn apply(self: Box<Self>) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
-        Box::pin(std::future::ready(()))
-    }
-}
-
 /// With `[genesys] simulate = true`: starts the simulator on this runtime and points the Genesys
 /// settings at it (its URL and built-in client credentials).
 async fn start_simulator(mut settings: Settings) -> anyhow::Result<(Settings, Option<Simulator>)> {
@@ -729,6 +736,16 @@ async fn start_simulator(mut settings: Settings) -> anyhow::Result<(Settings, Op
         .await
         .with_context(|| format!("cannot start the Genesys simulator on {listen}"))?;
     simulate_genesys(&mut settings, &simulator);
+    point_targets_at_simulator(&mut settings, &simulator.base_url());
+    for target in &settings.targets {
+        if let Some(receiver) = target
+            .endpoint_url
+            .strip_prefix(&format!("{}/__sim/receivers/", simulator.base_url()))
+            && let Err(err) = simulator.set_receiver_secret(receiver, &target.secret)
+        {
+            tracing::warn!(target_name = %target.name, error = %err, "the simulator's receiver cannot check this target's signatures");
+        }
+    }
     tracing::warn!(
         url = %simulator.base_url(),
         "SANDBOX MODE: Genesys Cloud is SIMULATED in-process — no real contact center is reached \
@@ -749,6 +766,25 @@ fn derive_public_url(settings: &mut Settings, listening: SocketAddr) {
     if settings.genesys.simulate && settings.data_actions.public_url.is_none() {
         settings.data_actions.public_url =
             Some(data_actions::publish::sandbox_public_url(listening));
+    }
+}
+
+/// The host that names the in-process simulator in a target's `endpoint_url`
+/// (`http://genesys-simulator/__sim/receivers/order-events`): with `[genesys] simulate = true`
+/// it is replaced by the simulator's real address, so the sandbox delivers with no network.
+pub const SIMULATOR_HOST: &str = "genesys-simulator";
+
+/// Rewrites every declarative target URL on [`SIMULATOR_HOST`] to the simulator at `base_url`.
+fn point_targets_at_simulator(settings: &mut Settings, base_url: &str) {
+    for target in &mut settings.targets {
+        for scheme in ["http://", "https://"] {
+            let prefix = format!("{scheme}{SIMULATOR_HOST}");
+            if let Some(rest) = target.endpoint_url.strip_prefix(&prefix)
+                && (rest.is_empty() || rest.starts_with('/'))
+            {
+                target.endpoint_url = format!("{base_url}{rest}");
+            }
+        }
     }
 }
 

@@ -18,6 +18,8 @@
 //! - [`data_actions`]: the actions Genesys flows call;
 //! - [`ingest`]: business events from legacy systems (validation, mapping, idempotency);
 //! - [`callbacks`]: callback reservations (requests, queue calendars, statuses, events);
+//! - [`delivery`]: the durable delivery engine (outbox, leased claims, retries, Standard
+//!   Webhooks signing, dead letters) and the delivery targets;
 //! - [`admin`]: the operator API — thin handlers that call the capabilities;
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`.
 //!
@@ -50,8 +52,8 @@
 //!   audit records and outbox rows through it, in one transaction.
 //! - `config`, `backoff` and `runtime` are leaves; `error` and `telemetry` use only each other,
 //!   `config` and `json::strict` (the one strict reading of JSON bodies).
-//! - The delivery engine (being built in `delivery`) is the one engine every producer uses; it
-//!   imports no producer.
+//! - [`delivery`] is the one engine every producer uses (ingest, targets, webhook
+//!   subscriptions): it imports no producer; they hand it messages inside their transactions.
 
 pub mod admin;
 pub mod app;
@@ -60,6 +62,7 @@ pub mod backoff;
 pub mod callbacks;
 pub mod config;
 pub mod data_actions;
+pub mod delivery;
 pub mod error;
 pub mod genesys;
 pub mod health;

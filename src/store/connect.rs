@@ -58,6 +58,11 @@ const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         sql: include_str!("../../migrations/sqlite/0004_reservations.sql"),
     },
     EmbeddedMigration {
+        version: 5,
+        description: "delivery",
+        sql: include_str!("../../migrations/sqlite/0005_delivery.sql"),
+    },
+    EmbeddedMigration {
         version: 7,
         description: "change retention",
         sql: include_str!("../../migrations/sqlite/0007_change_retention.sql"),
@@ -80,6 +85,11 @@ const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 4,
         description: "reservations",
         sql: include_str!("../../migrations/postgres/0004_reservations.sql"),
+    },
+    EmbeddedMigration {
+        version: 5,
+        description: "delivery",
+        sql: include_str!("../../migrations/postgres/0005_delivery.sql"),
     },
     EmbeddedMigration {
         version: 7,

@@ -14,8 +14,9 @@
 //!   (see "Durability and concurrency");
 //! - one file per topic holding that topic's SQL for both dialects side by side: `audit.rs`
 //!   (the audit log and the [`AuditWriter`]), `reservations.rs` (callback reservations, their
-//!   numbered changes, the leader lock and the change listener); later `events.rs`,
-//!   `deliveries.rs`, `targets.rs`; `settings.rs` keeps small named values of the gateway's
+//!   numbered changes, the leader lock and the change listener), `deliveries.rs` (the delivery
+//!   outbox: messages, deliveries, leased claims), `targets.rs` (delivery destinations and
+//!   their shared verification state); later `events.rs`; `settings.rs` keeps small named values of the gateway's
 //!   own (random keys, fingerprints). A topic adds `impl Store { ... }` and
 //!   `impl Transaction { ... }` blocks in its own file and its tables in
 //!   `migrations/{sqlite,postgres}/NNNN_<topic>.sql`.
@@ -111,9 +112,11 @@
 mod audit;
 mod commit;
 mod connect;
+mod deliveries;
 mod page;
 mod reservations;
 mod settings;
+mod targets;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -127,10 +130,14 @@ pub use commit::{
     CommitError, CommitFn, CommitOptions, CommitStats, CommitWork, GroupCommitter,
     POSTGRES_MAX_BATCH, Receipt,
 };
+pub use deliveries::{
+    ClaimedDelivery, DeliveryFilter, DeliveryRow, Finish, MessageRow, NewDelivery, QueueStats,
+};
 pub use page::{Page, PageRequest};
 pub use reservations::{
     CHANGES_CHANNEL, ChangeListener, ChangeRow, LeaderSession, ReservationFilter, ReservationRow,
 };
+pub use targets::DestinationRow;
 
 /// Runs `$body` once per backend with `$pool` bound to that backend's pool (`&SqlitePool` or
 /// `&PgPool`): `write` picks the SQLite writer, `read` the SQLite readers; on PostgreSQL both

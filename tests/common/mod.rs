@@ -5,6 +5,7 @@ use std::path::Path;
 
 use genesys_gateway::app::{Application, ApplicationBuilder, ShutdownHandle};
 use genesys_gateway::config::{Environment, Settings};
+use genesys_gateway::delivery::DeliveryEngine;
 use genesys_gateway::sim::{SIM_CLIENT_ID, SIM_CLIENT_SECRET};
 
 /// The admin token of [`base_config`].
@@ -44,6 +45,10 @@ pub struct TestApp {
     pub addr: std::net::SocketAddr,
     pub client: reqwest::Client,
     pub dir: tempfile::TempDir,
+    /// The app's delivery engine (producers enqueue through it).
+    pub delivery: DeliveryEngine,
+    /// The in-process simulator's base URL, when simulating.
+    pub sim_url: Option<String>,
     shutdown: ShutdownHandle,
     join: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -72,7 +77,17 @@ impl TestApp {
         env: &Environment,
         adjust: impl FnOnce(ApplicationBuilder) -> ApplicationBuilder,
     ) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Self::spawn_in(tempfile::tempdir().expect("temp dir"), toml, env, adjust).await
+    }
+
+    /// Like [`TestApp::spawn_built`], in the folder `dir` (a gateway restarted on the store
+    /// of a stopped one: see [`TestApp::stop_keeping_dir`]).
+    pub async fn spawn_in(
+        dir: tempfile::TempDir,
+        toml: &str,
+        env: &Environment,
+        adjust: impl FnOnce(ApplicationBuilder) -> ApplicationBuilder,
+    ) -> Self {
         std::fs::write(dir.path().join("gateway.toml"), toml).expect("config written");
         let settings = settings(toml, dir.path(), env);
         let app = adjust(Application::builder(settings))
@@ -80,6 +95,8 @@ impl TestApp {
             .await
             .expect("app builds");
         let addr = app.local_addr();
+        let delivery = app.delivery();
+        let sim_url = app.simulator_url();
         let shutdown = app.shutdown_handle();
         let join = tokio::spawn(app.run_until_stopped());
         let client = reqwest::Client::builder()
@@ -90,6 +107,8 @@ impl TestApp {
             addr,
             client,
             dir,
+            delivery,
+            sim_url,
             shutdown,
             join: Some(join),
         }
@@ -121,6 +140,18 @@ impl TestApp {
         if let Some(join) = self.join.take() {
             join.await.expect("app task").expect("app stopped cleanly");
         }
+    }
+}
+
+impl TestApp {
+    /// Shuts down, waits for the app to stop and hands back its folder (its SQLite store).
+    pub async fn stop_keeping_dir(mut self) -> tempfile::TempDir {
+        self.shutdown.shutdown();
+        if let Some(join) = self.join.take() {
+            join.await.expect("app task").expect("app stopped cleanly");
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::mem::replace(&mut self.dir, dir)
     }
 }
 

@@ -1,0 +1,648 @@
+//! The engine at work: the dispatcher (leased claims in acceptance order, one attempt per free
+//! worker slot), the attempt itself, the outcome written through the group committer, and the
+//! sweeper.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::Utc;
+use futures_util::future::BoxFuture;
+use http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use super::destination::{Destination, DestinationAuth, Origin, TargetStatus};
+use super::signing::{signature_header, webhook_id};
+use super::{DeliveryEngine, DeliveryStatus, dead_record, purpose, targets};
+use crate::backoff::{Backoff, Jitter};
+use crate::store::{AuditRecord, ClaimedDelivery, CommitFn, Finish, Transaction};
+use crate::upstream::{
+    HttpClient, RetryableStatuses, TransportError, UpstreamResponse, classify_answer,
+    classify_transport,
+};
+
+/// How long a claim holds a delivery.
+pub(crate) const LEASE: Duration = Duration::from_secs(30);
+/// How often a running attempt renews its lease.
+const RENEW_EVERY: Duration = Duration::from_secs(10);
+/// The longest the dispatcher sleeps without looking for due deliveries.
+const POLL: Duration = Duration::from_secs(1);
+/// How often the sweeper runs.
+const SWEEP: Duration = Duration::from_secs(1);
+/// The longest one attempt may take.
+pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
+/// The longest one verification attempt may take.
+const VERIFICATION_TIMEOUT: Duration = Duration::from_secs(5);
+/// Attempts of a verification before the target is FAILED.
+pub(crate) const VERIFICATION_ATTEMPTS: i64 = 5;
+/// Waits between verification attempts: 1, 2, 4, 8 s (±20 %), so that five attempts of at
+/// most 5 s each end within 60 s.
+const VERIFICATION_BACKOFF: Backoff = Backoff::exponential(
+    Duration::from_secs(1),
+    Duration::from_secs(8),
+    Jitter::Proportional(0.2),
+);
+const USER_AGENT: &str = concat!("genesys-gateway/", env!("CARGO_PKG_VERSION"));
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The dispatcher: claims due deliveries while worker slots are free and starts their attempts
+/// in acceptance order; sleeps until woken, a second passes, or a slot frees.
+pub(crate) async fn dispatch(
+    engine: DeliveryEngine,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(engine.inner().workers));
+    let store = engine.inner().store.clone();
+    loop {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let free = slots.available_permits();
+        if free == 0 {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                permit = slots.clone().acquire_owned() => drop(permit),
+            }
+            continue;
+        }
+        let token = Uuid::new_v4().to_string();
+        let mut full = false;
+        match store
+            .claim_deliveries(
+                now_ms(),
+                u32::try_from(free).unwrap_or(u32::MAX),
+                &token,
+                millis(LEASE),
+            )
+            .await
+        {
+            Ok(claimed) => {
+                full = claimed.len() >= free;
+                for delivery in claimed {
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        break;
+                    };
+                    tasks.spawn(attempt(
+                        engine.clone(),
+                        delivery,
+                        token.clone(),
+                        permit,
+                        shutdown.clone(),
+                    ));
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "claiming deliveries failed; trying again"),
+        }
+        if full {
+            continue;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = engine.inner().notify.notified() => {}
+            () = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
+
+/// The sweeper: every second, the destination cache, the queue depth and lag, stranded
+/// deliveries, and a wake-up for the dispatcher when anything is due.
+pub(crate) async fn sweep(engine: DeliveryEngine, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(SWEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        if let Err(err) = engine.refresh_destinations().await {
+            tracing::warn!(error = %err, "reading the delivery destinations failed");
+        }
+        let now = now_ms();
+        match engine.inner().store.queue_stats(now).await {
+            Ok(stats) => {
+                engine.set_counted_depth(stats.depth);
+                let metrics = &engine.inner().metrics;
+                metrics
+                    .delivery_queue_depth
+                    .set(i64::try_from(stats.depth).unwrap_or(i64::MAX));
+                let lag = stats
+                    .oldest_due_ms
+                    .map_or(0.0, |due| (now - due).max(0) as f64 / 1000.0);
+                metrics.delivery_lag_seconds.set(lag);
+                if stats.oldest_due_ms.is_some() {
+                    engine.wake();
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "measuring the delivery queue failed"),
+        }
+        if let Err(err) = bury_stranded(&engine).await {
+            tracing::warn!(error = %err, "burying stranded deliveries failed");
+        }
+    }
+}
+
+/// Pending deliveries of a destination that failed, was disabled or deleted (on another
+/// replica while this one enqueued for it, say) become dead, with an audit record each.
+async fn bury_stranded(engine: &DeliveryEngine) -> anyhow::Result<()> {
+    let stranded = engine.inner().store.stranded_deliveries().await?;
+    if stranded.is_empty() {
+        return Ok(());
+    }
+    let unit = CommitFn::new(move |tx: &mut Transaction| {
+        Box::pin(async move {
+            let now = now_ms();
+            for (id, status, deleted) in &stranded {
+                let reason = if *deleted {
+                    "target deleted"
+                } else if TargetStatus::parse(status) == TargetStatus::Disabled {
+                    "target disabled"
+                } else {
+                    "target failed verification"
+                };
+                if tx.kill_delivery(id, reason, now).await? {
+                    tx.append_audit(
+                        &AuditRecord::now("delivery.dead", "system", "dead")
+                            .with_subject(id.clone())
+                            .with_detail(serde_json::json!({ "reason": reason })),
+                    )
+                    .await?;
+                }
+            }
+            Ok(())
+        }) as BoxFuture<'_, _>
+    });
+    let () = engine.inner().committer.submit(unit).await?;
+    Ok(())
+}
+
+/// What one attempt came to.
+#[derive(Debug)]
+pub(crate) enum Attempt {
+    /// 2xx.
+    Delivered(StatusCode),
+    /// Anything else.
+    Failed(Failure),
+}
+
+/// A failed attempt.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    /// What went wrong, for `lastError` (never a credential or the answer's body).
+    pub(crate) error: String,
+    /// Whether another attempt may succeed.
+    pub(crate) retryable: bool,
+    /// The wait the destination asked for.
+    pub(crate) retry_after: Option<Duration>,
+    /// The destination answered 410 Gone.
+    pub(crate) gone: bool,
+    /// The status it answered, if it answered.
+    pub(crate) status: Option<StatusCode>,
+}
+
+impl Failure {
+    fn of_answer(response: &UpstreamResponse) -> Self {
+        let status = response.status;
+        let verdict = classify_answer(
+            status,
+            &response.headers,
+            RetryableStatuses::TransientAndServerErrors,
+        );
+        let reason = status.canonical_reason().unwrap_or("");
+        Self {
+            error: format!("HTTP {} {reason}", status.as_u16())
+                .trim_end()
+                .to_owned(),
+            retryable: verdict.retry.is_some(),
+            retry_after: verdict.retry_after,
+            gone: status == StatusCode::GONE,
+            status: Some(status),
+        }
+    }
+
+    fn of_transport(err: &TransportError) -> Self {
+        let verdict = classify_transport(err);
+        Self {
+            error: match err {
+                TransportError::Refused(refused) => refused.to_string(),
+                TransportError::Timeout => "the attempt timed out".to_owned(),
+                TransportError::Connect(_) => "cannot connect to the target".to_owned(),
+                TransportError::Network(_) => "the connection failed".to_owned(),
+                TransportError::ResponseTooLarge { limit } => {
+                    format!("the answer is larger than {limit} bytes")
+                }
+            },
+            retryable: verdict.retry.is_some(),
+            retry_after: None,
+            gone: false,
+            status: None,
+        }
+    }
+
+    fn fatal(error: impl Into<String>) -> Self {
+        Self {
+            error: error.into(),
+            retryable: false,
+            retry_after: None,
+            gone: false,
+            status: None,
+        }
+    }
+}
+
+/// Sends one signed delivery of `body` (message `message_id`) to `destination` and reads the
+/// answer within `timeout`.
+pub(crate) async fn send(
+    engine: &DeliveryEngine,
+    destination: &Destination,
+    message_id: &str,
+    idempotency_key: &str,
+    body: Bytes,
+    timeout: Duration,
+) -> Attempt {
+    let deadline = Instant::now() + timeout;
+    let request = match signed_request(destination, message_id, idempotency_key, body) {
+        Ok(request) => request,
+        Err(failure) => return Attempt::Failed(failure),
+    };
+    let mut request = request;
+    match destination.auth.as_ref() {
+        DestinationAuth::None => {}
+        DestinationAuth::Static(value) => {
+            request
+                .headers_mut()
+                .insert(header::AUTHORIZATION, value.clone());
+        }
+        DestinationAuth::OAuth(source) => match source.authorization(deadline).await {
+            Ok(value) => {
+                request.headers_mut().insert(header::AUTHORIZATION, value);
+            }
+            Err(err) => {
+                return Attempt::Failed(Failure {
+                    error: format!("no token from the target's token endpoint: {err}"),
+                    retryable: true,
+                    retry_after: None,
+                    gone: false,
+                    status: None,
+                });
+            }
+        },
+    }
+    let http: &HttpClient = match destination.origin {
+        Origin::Config => &engine.inner().trusted,
+        Origin::Api => &engine.inner().guarded,
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    match http.send(request, left).await {
+        Ok(response) if response.status.is_success() => Attempt::Delivered(response.status),
+        Ok(response) => Attempt::Failed(Failure::of_answer(&response)),
+        Err(err) => Attempt::Failed(Failure::of_transport(&err)),
+    }
+}
+
+/// The request of one delivery: the body, its headers and its signature (auth is added by the
+/// caller).
+pub(crate) fn signed_request(
+    destination: &Destination,
+    message_id: &str,
+    idempotency_key: &str,
+    body: Bytes,
+) -> Result<http::Request<Bytes>, Failure> {
+    let now = Utc::now();
+    let id = webhook_id(message_id, &destination.id);
+    let timestamp = now.timestamp();
+    let signature = signature_header(
+        destination.signing_keys(now.timestamp_millis()),
+        &id,
+        timestamp,
+        &body,
+    );
+    let mut request = http::Request::new(body);
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = destination.endpoint.clone();
+    let headers = request.headers_mut();
+    headers.clone_from(&destination.headers);
+    let value = |text: &str| {
+        HeaderValue::from_str(text)
+            .map_err(|_| Failure::fatal("a header value of the delivery cannot be sent"))
+    };
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+    headers.insert(
+        HeaderName::from_static("idempotency-key"),
+        value(idempotency_key)?,
+    );
+    headers.insert(HeaderName::from_static("webhook-id"), value(&id)?);
+    headers.insert(
+        HeaderName::from_static("webhook-timestamp"),
+        value(&timestamp.to_string())?,
+    );
+    headers.insert(
+        HeaderName::from_static("webhook-signature"),
+        value(&signature)?,
+    );
+    Ok(request)
+}
+
+/// One attempt of a claimed delivery, its lease renewed while it runs, its outcome written.
+async fn attempt(
+    engine: DeliveryEngine,
+    claimed: ClaimedDelivery,
+    token: String,
+    _slot: OwnedSemaphorePermit,
+    shutdown: CancellationToken,
+) {
+    let store = engine.inner().store.clone();
+    let destination = match engine.destination(&claimed.destination_id) {
+        Some(d) => Some(d),
+        None => {
+            let _ = engine.refresh_destinations().await;
+            engine.destination(&claimed.destination_id)
+        }
+    };
+    let Some(destination) = destination else {
+        // Deleted meanwhile: the sweeper buries it once the lease is given back.
+        let _ = store.release_lease(&claimed.id, &token, now_ms()).await;
+        return;
+    };
+    let timeout = if claimed.purpose == purpose::VERIFICATION {
+        VERIFICATION_TIMEOUT
+    } else {
+        ATTEMPT_TIMEOUT
+    };
+    let renew = async {
+        loop {
+            tokio::time::sleep(RENEW_EVERY).await;
+            match store
+                .renew_lease(&claimed.id, &token, now_ms() + millis(LEASE))
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(err) => tracing::warn!(error = %err, "renewing a delivery lease failed"),
+            }
+        }
+    };
+    let sent = send(
+        &engine,
+        &destination,
+        &claimed.message_id,
+        &claimed.idempotency_key,
+        Bytes::from(claimed.body.clone()),
+        timeout,
+    );
+    let outcome = tokio::select! {
+        () = shutdown.cancelled() => {
+            // Given back, due at once: the next process (or replica) attempts it again.
+            let _ = store.release_lease(&claimed.id, &token, now_ms()).await;
+            return;
+        }
+        () = renew => {
+            tracing::warn!(delivery = %claimed.id, "a delivery lease was lost during its attempt; its outcome is left to the new holder");
+            return;
+        }
+        outcome = sent => outcome,
+    };
+    settle(engine, destination, claimed, token, outcome).await;
+}
+
+/// What an attempt's outcome makes of the delivery.
+enum Decision {
+    Delivered,
+    Retry {
+        wait: Duration,
+        error: String,
+    },
+    Dead {
+        reason: String,
+    },
+    /// 410 Gone: dead, and the target DISABLED.
+    Gone {
+        reason: String,
+    },
+    /// A verification succeeded.
+    Verified,
+    /// A verification gave up.
+    VerificationFailed {
+        reason: String,
+    },
+}
+
+fn decide(claimed: &ClaimedDelivery, destination: &Destination, outcome: Attempt) -> Decision {
+    let attempts = claimed.attempts + 1;
+    if claimed.purpose == purpose::VERIFICATION {
+        return match outcome {
+            Attempt::Delivered(_) => Decision::Verified,
+            Attempt::Failed(f) if attempts < VERIFICATION_ATTEMPTS => Decision::Retry {
+                wait: VERIFICATION_BACKOFF.delay(u32::try_from(attempts).unwrap_or(u32::MAX)),
+                error: f.error,
+            },
+            Attempt::Failed(f) => Decision::VerificationFailed {
+                reason: format!("{} (after {attempts} attempts)", f.error),
+            },
+        };
+    }
+    match outcome {
+        Attempt::Delivered(_) => Decision::Delivered,
+        Attempt::Failed(f) if f.gone => Decision::Gone {
+            reason: format!("{}: target disabled", f.error),
+        },
+        Attempt::Failed(f) if f.retryable => {
+            let policy = destination.config.retry_policy;
+            if attempts <= i64::from(policy.max_retries) {
+                Decision::Retry {
+                    wait: policy.wait(u32::try_from(attempts).unwrap_or(u32::MAX), f.retry_after),
+                    error: f.error,
+                }
+            } else {
+                Decision::Dead {
+                    reason: format!("{} (retries exhausted after {attempts} attempts)", f.error),
+                }
+            }
+        }
+        Attempt::Failed(f) => Decision::Dead { reason: f.error },
+    }
+}
+
+/// Writes the outcome of an attempt (one unit of the group committer), then refreshes the
+/// destinations when a target's status changed.
+async fn settle(
+    engine: DeliveryEngine,
+    destination: Arc<Destination>,
+    claimed: ClaimedDelivery,
+    token: String,
+    outcome: Attempt,
+) {
+    let decision = decide(&claimed, &destination, outcome);
+    let status_changes = matches!(
+        decision,
+        Decision::Gone { .. } | Decision::Verified | Decision::VerificationFailed { .. }
+    );
+    let label = match &decision {
+        Decision::Delivered => Some("delivered"),
+        Decision::Retry { .. } => (claimed.purpose == purpose::EVENT).then_some("retry"),
+        Decision::Dead { .. } | Decision::Gone { .. } => Some("dead"),
+        Decision::Verified | Decision::VerificationFailed { .. } => None,
+    };
+    let unit_engine = engine.clone();
+    let unit_destination = destination.clone();
+    let unit = CommitFn::new(move |tx: &mut Transaction| {
+        Box::pin(async move {
+            write_outcome(
+                tx,
+                &unit_engine,
+                &unit_destination,
+                &claimed,
+                &token,
+                decision,
+            )
+            .await
+        }) as BoxFuture<'_, _>
+    });
+    match engine.inner().committer.submit(unit).await {
+        Ok(true) => {
+            if let Some(label) = label {
+                engine
+                    .inner()
+                    .metrics
+                    .deliveries_total
+                    .with_label_values(&[destination.name.as_str(), label])
+                    .inc();
+            }
+            if status_changes {
+                if let Err(err) = engine.refresh_destinations().await {
+                    tracing::warn!(error = %err, "reading the delivery destinations failed");
+                }
+                engine.wake();
+            }
+        }
+        Ok(false) => {
+            tracing::warn!("a delivery's lease was taken over before its outcome was written");
+        }
+        Err(err) => {
+            // The lease expires and the delivery is attempted again.
+            tracing::error!(error = %err, "writing a delivery outcome failed");
+        }
+    }
+}
+
+async fn write_outcome(
+    tx: &mut Transaction,
+    engine: &DeliveryEngine,
+    destination: &Destination,
+    claimed: &ClaimedDelivery,
+    token: &str,
+    decision: Decision,
+) -> Result<bool, crate::store::StoreError> {
+    let now = now_ms();
+    let attempts = claimed.attempts + 1;
+    let (status, next_at, error, delivered) = match &decision {
+        Decision::Delivered | Decision::Verified => {
+            (DeliveryStatus::Delivered, now, None, Some(now))
+        }
+        Decision::Retry { wait, error } => (
+            DeliveryStatus::Pending,
+            now + millis(*wait),
+            Some(error.as_str()),
+            None,
+        ),
+        Decision::Dead { reason }
+        | Decision::Gone { reason }
+        | Decision::VerificationFailed { reason } => {
+            (DeliveryStatus::Dead, now, Some(reason.as_str()), None)
+        }
+    };
+    let written = tx
+        .finish_delivery(
+            &claimed.id,
+            token,
+            &Finish {
+                status: status.as_str(),
+                attempts,
+                next_at_ms: next_at,
+                last_error: error,
+                delivered_ms: delivered,
+                now_ms: now,
+            },
+        )
+        .await?;
+    if !written {
+        return Ok(false);
+    }
+    match &decision {
+        Decision::Delivered => {
+            tx.append_audit(
+                &AuditRecord::now("delivery.delivered", "system", "delivered")
+                    .with_subject(claimed.id.clone())
+                    .with_detail(serde_json::json!({
+                        "eventId": claimed.message_id,
+                        "targetId": destination.id,
+                        "targetName": destination.name,
+                        "attempts": attempts,
+                    })),
+            )
+            .await?;
+        }
+        Decision::Retry { .. } => {}
+        Decision::Dead { reason } => {
+            tx.append_audit(&dead_record(
+                &claimed.id,
+                &claimed.message_id,
+                destination,
+                attempts,
+                reason,
+            ))
+            .await?;
+        }
+        Decision::Gone { reason } => {
+            tx.append_audit(&dead_record(
+                &claimed.id,
+                &claimed.message_id,
+                destination,
+                attempts,
+                reason,
+            ))
+            .await?;
+            targets::disable(tx, engine, destination, "the target answered 410 Gone", now).await?;
+        }
+        Decision::Verified => {
+            targets::settle_verification(
+                tx,
+                engine,
+                destination,
+                &claimed.message_id,
+                TargetStatus::Verified,
+                None,
+                now,
+            )
+            .await?;
+        }
+        Decision::VerificationFailed { reason } => {
+            targets::settle_verification(
+                tx,
+                engine,
+                destination,
+                &claimed.message_id,
+                TargetStatus::Failed,
+                Some(reason),
+                now,
+            )
+            .await?;
+        }
+    }
+    Ok(true)
+}

@@ -1,0 +1,689 @@
+//! The delivery outbox: tables `delivery_messages` (one row per message: the exact bytes sent)
+//! and `deliveries` (one row per message × destination).
+//!
+//! # Claims are leases
+//! [`Store::claim_deliveries`] moves due rows to `delivering` with a lease (`lease_until_ms`,
+//! and a `lease_token` naming this claim) in one statement: rows that are `pending` and due,
+//! and rows still `delivering` whose lease expired (their worker died), of destinations that
+//! may receive them (VERIFIED; a verification also while its destination is
+//! PENDING_VERIFICATION), oldest first (`seq`, the acceptance order). On PostgreSQL the rows are
+//! picked with `FOR UPDATE SKIP LOCKED`, so replicas claiming at the same moment take
+//! different rows and never wait for each other; on SQLite the statement runs on the one
+//! writer. Every later write of a claimed row ([`Transaction::finish_delivery`],
+//! [`Store::renew_lease`], [`Store::release_lease`]) names the lease token, so a worker whose
+//! lease was taken over writes nothing.
+//!
+//! The same statement texts run on both dialects, except the claim's `FOR UPDATE SKIP
+//! LOCKED`.
+
+use super::page::Cursor;
+use super::{Page, PageRequest, Store, StoreError, Transaction};
+use super::{with_pool, with_tx};
+
+/// The list name inside delivery cursors.
+const CURSOR_SCOPE: &str = "deliveries";
+
+const INSERT_MESSAGE: &str = "INSERT INTO delivery_messages (id, event_type, idempotency_key, \
+     body, created_ms) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING";
+const INSERT_DELIVERY: &str = "INSERT INTO deliveries (id, message_id, destination_id, purpose, \
+     status, attempts, next_at_ms, last_error, created_ms, updated_ms) \
+     VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $6, $6)";
+/// The rows a claim takes (see the module docs); `$1` now, `$2` the limit.
+const CLAIMABLE: &str = "SELECT d.seq FROM deliveries d \
+     JOIN delivery_destinations t ON t.id = d.destination_id \
+     WHERE d.status IN ('pending', 'delivering') \
+       AND ((d.status = 'pending' AND d.next_at_ms <= $1) \
+            OR (d.status = 'delivering' AND d.lease_until_ms < $1)) \
+       AND t.deleted_ms IS NULL \
+       AND (t.status = 'VERIFIED' \
+            OR (d.purpose = 'verification' AND t.status = 'PENDING_VERIFICATION')) \
+     ORDER BY d.seq LIMIT $2";
+const RENEW: &str = "UPDATE deliveries SET lease_until_ms = $3 \
+     WHERE id = $1 AND lease_token = $2 AND status = 'delivering'";
+const RELEASE: &str = "UPDATE deliveries SET status = 'pending', lease_token = NULL, \
+     lease_until_ms = NULL, next_at_ms = $3 \
+     WHERE id = $1 AND lease_token = $2 AND status = 'delivering'";
+const FINISH: &str = "UPDATE deliveries SET status = $3, attempts = $4, next_at_ms = $5, \
+     last_error = $6, delivered_ms = $7, updated_ms = $8, lease_token = NULL, \
+     lease_until_ms = NULL WHERE id = $1 AND lease_token = $2 AND status = 'delivering'";
+const KILL_OPEN: &str = "UPDATE deliveries SET status = 'dead', last_error = $2, updated_ms = $3, \
+     lease_token = NULL, lease_until_ms = NULL \
+     WHERE destination_id = $1 AND status = 'pending' AND purpose = $4";
+const REPLAY_ONE: &str = "UPDATE deliveries SET status = 'pending', attempts = 0, next_at_ms = $2, \
+     updated_ms = $2 WHERE id = $1 AND status = 'dead' AND purpose = 'event'";
+const REPLAY_ALL: &str = "UPDATE deliveries SET status = 'pending', attempts = 0, next_at_ms = $2, \
+     updated_ms = $2 WHERE destination_id = $1 AND status = 'dead' AND purpose = 'event'";
+const QUEUE_DEPTH: &str = "SELECT COUNT(*) FROM deliveries \
+     WHERE status IN ('pending', 'delivering') AND purpose = 'event'";
+const OLDEST_DUE: &str = "SELECT MIN(d.next_at_ms) FROM deliveries d \
+     JOIN delivery_destinations t ON t.id = d.destination_id \
+     WHERE d.status IN ('pending', 'delivering') AND d.status = 'pending' \
+       AND d.purpose = 'event' AND d.next_at_ms <= $1 AND t.status = 'VERIFIED'";
+/// Open deliveries of destinations that can no longer receive them (a destination that failed
+/// or was disabled or deleted on another replica while this one enqueued for it).
+const STRANDED: &str = "SELECT d.id, t.status, t.deleted_ms FROM deliveries d \
+     JOIN delivery_destinations t ON t.id = d.destination_id \
+     WHERE d.status IN ('pending', 'delivering') AND d.status = 'pending' \
+       AND (t.status IN ('FAILED', 'DISABLED') OR t.deleted_ms IS NOT NULL) LIMIT 1000";
+const KILL_ONE: &str = "UPDATE deliveries SET status = 'dead', last_error = $2, updated_ms = $3 \
+     WHERE id = $1 AND status = 'pending'";
+
+/// A message to write once ([`Transaction::insert_message`]).
+#[derive(Debug, Clone)]
+pub struct MessageRow<'a> {
+    /// The message id (text).
+    pub id: &'a str,
+    /// Its event type.
+    pub event_type: &'a str,
+    /// Sent as `Idempotency-Key`.
+    pub idempotency_key: &'a str,
+    /// The exact bytes sent.
+    pub body: &'a [u8],
+    /// Creation time, epoch milliseconds.
+    pub created_ms: i64,
+}
+
+/// A delivery to write ([`Transaction::insert_delivery`]).
+#[derive(Debug, Clone)]
+pub struct NewDelivery<'a> {
+    /// The delivery id (text).
+    pub id: &'a str,
+    /// Its message.
+    pub message_id: &'a str,
+    /// Its destination.
+    pub destination_id: &'a str,
+    /// `event` or `verification`.
+    pub purpose: &'a str,
+    /// `pending`, or `dead` for a destination that cannot receive it.
+    pub status: &'a str,
+    /// Why it is dead at birth.
+    pub last_error: Option<&'a str>,
+    /// Creation time (and first due time), epoch milliseconds.
+    pub now_ms: i64,
+}
+
+/// A claimed delivery with what its attempt needs.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    /// Acceptance order.
+    pub seq: i64,
+    /// The delivery id.
+    pub id: String,
+    /// The message id.
+    pub message_id: String,
+    /// The destination id.
+    pub destination_id: String,
+    /// `event` or `verification`.
+    pub purpose: String,
+    /// Attempts made before this one.
+    pub attempts: i64,
+    /// The message's event type.
+    pub event_type: String,
+    /// The message's idempotency key.
+    pub idempotency_key: String,
+    /// The exact bytes to send.
+    pub body: Vec<u8>,
+    /// When the delivery was created, epoch milliseconds.
+    pub created_ms: i64,
+}
+
+/// The outcome of an attempt, written by [`Transaction::finish_delivery`].
+#[derive(Debug, Clone)]
+pub struct Finish<'a> {
+    /// `delivered`, `pending` (a retry) or `dead`.
+    pub status: &'a str,
+    /// Attempts made, this one included.
+    pub attempts: i64,
+    /// When a retry is due, epoch milliseconds.
+    pub next_at_ms: i64,
+    /// What went wrong (kept when delivered later, for the record).
+    pub last_error: Option<&'a str>,
+    /// When it was delivered.
+    pub delivered_ms: Option<i64>,
+    /// Now, epoch milliseconds.
+    pub now_ms: i64,
+}
+
+/// A delivery as listed, joined with its destination's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRow {
+    /// The delivery id.
+    pub id: String,
+    /// The message id.
+    pub message_id: String,
+    /// The destination id.
+    pub destination_id: String,
+    /// The destination's name.
+    pub destination_name: String,
+    /// `pending` | `delivering` | `delivered` | `dead`.
+    pub status: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// What went wrong last.
+    pub last_error: Option<String>,
+    /// Creation time, epoch milliseconds.
+    pub created_ms: i64,
+    /// Delivery time, epoch milliseconds.
+    pub delivered_ms: Option<i64>,
+    /// When the next attempt is due (pending), epoch milliseconds.
+    pub next_at_ms: i64,
+}
+
+/// Which deliveries [`Store::list_deliveries`] lists (event deliveries only).
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    /// Only those in this status.
+    pub status: Option<String>,
+    /// Only those of this destination.
+    pub destination_id: Option<String>,
+}
+
+/// What [`Store::queue_stats`] measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Event deliveries pending or being delivered.
+    pub depth: u64,
+    /// When the oldest due event delivery became due, epoch milliseconds.
+    pub oldest_due_ms: Option<i64>,
+}
+
+const LIST_COLUMNS: &str = "d.id, d.message_id, d.destination_id, t.name, d.status, d.attempts, \
+     d.last_error, d.created_ms, d.delivered_ms, d.next_at_ms";
+type ListRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<String>,
+    i64,
+    Option<i64>,
+    i64,
+);
+
+fn list_row(row: ListRow) -> DeliveryRow {
+    let (
+        id,
+        message_id,
+        destination_id,
+        destination_name,
+        status,
+        attempts,
+        last_error,
+        created_ms,
+        delivered_ms,
+        next_at_ms,
+    ) = row;
+    DeliveryRow {
+        id,
+        message_id,
+        destination_id,
+        destination_name,
+        status,
+        attempts,
+        last_error,
+        created_ms,
+        delivered_ms,
+        next_at_ms,
+    }
+}
+
+/// The `SELECT` of [`Store::list_deliveries`]; parameters bound in the order status,
+/// destination, cursor (created, id), limit.
+fn list_sql(status: bool, destination: bool, after: bool) -> String {
+    let mut sql = format!(
+        "SELECT {LIST_COLUMNS} FROM deliveries d JOIN delivery_destinations t \
+         ON t.id = d.destination_id WHERE d.purpose = 'event'"
+    );
+    let mut param = 0;
+    let mut next = || {
+        param += 1;
+        param
+    };
+    if status {
+        sql.push_str(&format!(" AND d.status = ${}", next()));
+    }
+    if destination {
+        sql.push_str(&format!(" AND d.destination_id = ${}", next()));
+    }
+    if after {
+        let (a, b) = (next(), next());
+        sql.push_str(&format!(
+            " AND (d.created_ms < ${a} OR (d.created_ms = ${a} AND d.id < ${b}))"
+        ));
+    }
+    sql.push_str(&format!(
+        " ORDER BY d.created_ms DESC, d.id DESC LIMIT ${}",
+        next()
+    ));
+    sql
+}
+
+/// The claim statement of either dialect.
+fn claim_sql(postgres: bool) -> String {
+    let lock = if postgres {
+        " FOR UPDATE OF d SKIP LOCKED"
+    } else {
+        ""
+    };
+    format!(
+        "UPDATE deliveries SET status = 'delivering', lease_token = $3, lease_until_ms = $4, \
+         updated_ms = $1 WHERE seq IN ({CLAIMABLE}{lock}) \
+         RETURNING seq, id, message_id, destination_id, purpose, attempts, created_ms"
+    )
+}
+
+type ClaimRow = (i64, String, String, String, String, i64, i64);
+
+impl Transaction {
+    /// Writes a message (once: a second write of the same id changes nothing).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn insert_message(&mut self, message: &MessageRow<'_>) -> Result<(), StoreError> {
+        with_tx!(self, |conn| {
+            sqlx::query(INSERT_MESSAGE)
+                .bind(message.id)
+                .bind(message.event_type)
+                .bind(message.idempotency_key)
+                .bind(message.body)
+                .bind(message.created_ms)
+                .execute(conn)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Writes a delivery.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`]; a unique violation when the message already has a delivery
+    /// to that destination.
+    pub async fn insert_delivery(&mut self, delivery: &NewDelivery<'_>) -> Result<(), StoreError> {
+        with_tx!(self, |conn| {
+            sqlx::query(INSERT_DELIVERY)
+                .bind(delivery.id)
+                .bind(delivery.message_id)
+                .bind(delivery.destination_id)
+                .bind(delivery.purpose)
+                .bind(delivery.status)
+                .bind(delivery.now_ms)
+                .bind(delivery.last_error)
+                .execute(conn)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Writes the outcome of an attempt of the delivery `id` claimed with `lease_token`;
+    /// whether the lease was still this worker's (else nothing is written).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn finish_delivery(
+        &mut self,
+        id: &str,
+        lease_token: &str,
+        finish: &Finish<'_>,
+    ) -> Result<bool, StoreError> {
+        let done = with_tx!(self, |conn| {
+            sqlx::query(FINISH)
+                .bind(id)
+                .bind(lease_token)
+                .bind(finish.status)
+                .bind(finish.attempts)
+                .bind(finish.next_at_ms)
+                .bind(finish.last_error)
+                .bind(finish.delivered_ms)
+                .bind(finish.now_ms)
+                .execute(conn)
+                .await?
+                .rows_affected()
+        });
+        Ok(done > 0)
+    }
+
+    /// Makes every pending delivery of `purpose` to `destination_id` dead with `reason`; how
+    /// many. (Deliveries being attempted end with their attempt.)
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn kill_pending_deliveries(
+        &mut self,
+        destination_id: &str,
+        purpose: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        Ok(with_tx!(self, |conn| {
+            sqlx::query(KILL_OPEN)
+                .bind(destination_id)
+                .bind(reason)
+                .bind(now_ms)
+                .bind(purpose)
+                .execute(conn)
+                .await?
+                .rows_affected()
+        }))
+    }
+
+    /// Makes the dead event delivery `id` pending again, due now, with its attempts reset;
+    /// whether it was dead.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn replay_delivery(&mut self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let done = with_tx!(self, |conn| {
+            sqlx::query(REPLAY_ONE)
+                .bind(id)
+                .bind(now_ms)
+                .execute(conn)
+                .await?
+                .rows_affected()
+        });
+        Ok(done > 0)
+    }
+
+    /// Makes every dead event delivery of `destination_id` pending again; how many.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn replay_dead_deliveries(
+        &mut self,
+        destination_id: &str,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        Ok(with_tx!(self, |conn| {
+            sqlx::query(REPLAY_ALL)
+                .bind(destination_id)
+                .bind(now_ms)
+                .execute(conn)
+                .await?
+                .rows_affected()
+        }))
+    }
+
+    /// Makes the pending delivery `id` dead with `reason`; whether it was pending.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn kill_delivery(
+        &mut self,
+        id: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let done = with_tx!(self, |conn| {
+            sqlx::query(KILL_ONE)
+                .bind(id)
+                .bind(reason)
+                .bind(now_ms)
+                .execute(conn)
+                .await?
+                .rows_affected()
+        });
+        Ok(done > 0)
+    }
+}
+
+impl Store {
+    /// Claims at most `limit` due deliveries for `lease_ms` under `lease_token` (see the module
+    /// docs), oldest first, with their messages.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn claim_deliveries(
+        &self,
+        now_ms: i64,
+        limit: u32,
+        lease_token: &str,
+        lease_ms: i64,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let postgres = matches!(self.kind(), super::StoreKind::Postgres);
+        let sql = claim_sql(postgres);
+        let mut claimed: Vec<ClaimRow> = with_pool!(
+            self,
+            write | pool | {
+                sqlx::query_as(&sql)
+                    .bind(now_ms)
+                    .bind(i64::from(limit))
+                    .bind(lease_token)
+                    .bind(now_ms + lease_ms)
+                    .fetch_all(pool)
+                    .await?
+            }
+        );
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        claimed.sort_by_key(|row| row.0);
+        let placeholders: Vec<String> = (1..=claimed.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT id, event_type, idempotency_key, body FROM delivery_messages WHERE id IN ({})",
+            placeholders.join(", ")
+        );
+        let messages: Vec<(String, String, String, Vec<u8>)> = with_pool!(
+            self,
+            read | pool | {
+                let mut query = sqlx::query_as(&sql);
+                for row in &claimed {
+                    query = query.bind(row.2.as_str());
+                }
+                query.fetch_all(pool).await?
+            }
+        );
+        let messages: std::collections::HashMap<_, _> = messages
+            .into_iter()
+            .map(|(id, event_type, key, body)| (id, (event_type, key, body)))
+            .collect();
+        Ok(claimed
+            .into_iter()
+            .filter_map(
+                |(seq, id, message_id, destination_id, purpose, attempts, created_ms)| {
+                    let (event_type, idempotency_key, body) = messages.get(&message_id)?.clone();
+                    Some(ClaimedDelivery {
+                        seq,
+                        id,
+                        message_id,
+                        destination_id,
+                        purpose,
+                        attempts,
+                        event_type,
+                        idempotency_key,
+                        body,
+                        created_ms,
+                    })
+                },
+            )
+            .collect())
+    }
+
+    /// Extends the lease of the delivery `id` claimed with `lease_token` to `until_ms`;
+    /// whether it is still this claim's.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn renew_lease(
+        &self,
+        id: &str,
+        lease_token: &str,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let done = with_pool!(
+            self,
+            write | pool | {
+                sqlx::query(RENEW)
+                    .bind(id)
+                    .bind(lease_token)
+                    .bind(until_ms)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            }
+        );
+        Ok(done > 0)
+    }
+
+    /// Gives the delivery `id` claimed with `lease_token` back, pending and due at `due_ms`,
+    /// its attempt not counted (a worker stopping before the attempt ended).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn release_lease(
+        &self,
+        id: &str,
+        lease_token: &str,
+        due_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let done = with_pool!(
+            self,
+            write | pool | {
+                sqlx::query(RELEASE)
+                    .bind(id)
+                    .bind(lease_token)
+                    .bind(due_ms)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            }
+        );
+        Ok(done > 0)
+    }
+
+    /// The deliveries of message `message_id`, in acceptance order.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn deliveries_of_message(
+        &self,
+        message_id: &str,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
+        let rows: Vec<ListRow> = with_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(&format!(
+                    "SELECT {LIST_COLUMNS} FROM deliveries d JOIN delivery_destinations t \
+                     ON t.id = d.destination_id WHERE d.message_id = $1 ORDER BY d.seq"
+                ))
+                .bind(message_id)
+                .fetch_all(pool)
+                .await?
+            }
+        );
+        Ok(rows.into_iter().map(list_row).collect())
+    }
+
+    /// The delivery `id`.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn delivery(&self, id: &str) -> Result<Option<DeliveryRow>, StoreError> {
+        let row: Option<ListRow> = with_pool!(
+            self,
+            read | pool | {
+                sqlx::query_as(&format!(
+                    "SELECT {LIST_COLUMNS} FROM deliveries d JOIN delivery_destinations t \
+                     ON t.id = d.destination_id WHERE d.id = $1"
+                ))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+            }
+        );
+        Ok(row.map(list_row))
+    }
+
+    /// Event deliveries, newest first, keyset-paginated.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidCursor`] for a cursor this list did not hand out,
+    /// [`StoreError::Database`].
+    pub async fn list_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+        page: &PageRequest,
+    ) -> Result<Page<DeliveryRow>, StoreError> {
+        let after = page
+            .cursor
+            .as_deref()
+            .map(|c| Cursor::decode(CURSOR_SCOPE, c))
+            .transpose()?;
+        let limit = page.effective_limit();
+        let sql = list_sql(
+            filter.status.is_some(),
+            filter.destination_id.is_some(),
+            after.is_some(),
+        );
+        let mut rows: Vec<ListRow> = with_pool!(
+            self,
+            read | pool | {
+                let mut query = sqlx::query_as(&sql);
+                if let Some(status) = &filter.status {
+                    query = query.bind(status.as_str());
+                }
+                if let Some(destination) = &filter.destination_id {
+                    query = query.bind(destination.as_str());
+                }
+                if let Some(after) = &after {
+                    query = query.bind(after.at_ms).bind(after.id.as_str());
+                }
+                query.bind(i64::from(limit) + 1).fetch_all(pool).await?
+            }
+        );
+        let next_cursor = if rows.len() > limit as usize {
+            rows.truncate(limit as usize);
+            rows.last().map(|last| {
+                Cursor {
+                    at_ms: last.7,
+                    id: last.0.clone(),
+                }
+                .encode(CURSOR_SCOPE)
+            })
+        } else {
+            None
+        };
+        Ok(Page {
+            entities: rows.into_iter().map(list_row).collect(),
+            next_cursor,
+        })
+    }
+
+    /// The queue depth and the oldest due delivery (event deliveries to VERIFIED destinations).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn queue_stats(&self, now_ms: i64) -> Result<QueueStats, StoreError> {
+        let (depth, oldest): (i64, Option<i64>) = with_pool!(
+            self,
+            read | pool | {
+                let depth: i64 = sqlx::query_scalar(QUEUE_DEPTH).fetch_one(pool).await?;
+                let oldest: Option<i64> = sqlx::query_scalar(OLDEST_DUE)
+                    .bind(now_ms)
+                    .fetch_one(pool)
+                    .await?;
+                (depth, oldest)
+            }
+        );
+        Ok(QueueStats {
+            depth: u64::try_from(depth).unwrap_or(0),
+            oldest_due_ms: oldest,
+        })
+    }
+
+    /// Pending deliveries whose destination can no longer receive them, with the
+    /// destination's status and whether it is deleted (at most 1000).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn stranded_deliveries(&self) -> Result<Vec<(String, String, bool)>, StoreError> {
+        let rows: Vec<(String, String, Option<i64>)> = with_pool!(
+            self,
+            read | pool | sqlx::query_as(STRANDED).fetch_all(pool).await?
+        );
+        Ok(rows
+            .into_iter()
+            .map(|(id, status, deleted)| (id, status, deleted.is_some()))
+            .collect())
+    }
+}

@@ -1,0 +1,204 @@
+//! The claim statements on both databases, without the engine: a lease keeps a delivery from
+//! every other claim until it expires, then it is taken over and the first holder can no longer
+//! write its outcome; concurrent claims on PostgreSQL (`FOR UPDATE SKIP LOCKED`) take disjoint
+//! rows; only VERIFIED destinations' deliveries are claimed (a verification also while
+//! PENDING_VERIFICATION); claims come in acceptance order.
+
+use std::collections::HashSet;
+
+use genesys_gateway::store::{DestinationRow, Finish, MessageRow, NewDelivery, Store};
+use secrecy::SecretString;
+
+use crate::postgres::PgDatabase;
+
+const CONFIG: &str = r#"{"endpointUrl":"https://example.com/x","auth":{"type":"NONE"},"retryPolicy":{"maxRetries":1,"backoffStrategy":"LINEAR","initialDelaySeconds":1},"headers":{},"eventTypes":["*"]}"#;
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+async fn destination(store: &Store, id: &str, status: &str) {
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_destination(&DestinationRow {
+        id: id.to_owned(),
+        kind: "target".to_owned(),
+        origin: "api".to_owned(),
+        name: format!("name-{id}"),
+        config: SecretString::from(CONFIG),
+        config_hash: "h".to_owned(),
+        secret: SecretString::from("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        previous_secret: None,
+        previous_secret_until_ms: None,
+        status: status.to_owned(),
+        status_reason: None,
+        verification_id: None,
+        created_ms: now(),
+        updated_ms: now(),
+    })
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// `n` messages with one delivery each to `destination`; their delivery ids in order.
+async fn deliveries(store: &Store, destination: &str, purpose: &str, n: usize) -> Vec<String> {
+    let mut tx = store.begin().await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let message = uuid::Uuid::now_v7().to_string();
+        let id = uuid::Uuid::now_v7().to_string();
+        tx.insert_message(&MessageRow {
+            id: &message,
+            event_type: "e",
+            idempotency_key: &message,
+            body: b"{}",
+            created_ms: now(),
+        })
+        .await
+        .unwrap();
+        tx.insert_delivery(&NewDelivery {
+            id: &id,
+            message_id: &message,
+            destination_id: destination,
+            purpose,
+            status: "pending",
+            last_error: None,
+            now_ms: now(),
+        })
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+    tx.commit().await.unwrap();
+    ids
+}
+
+fn delivered() -> Finish<'static> {
+    Finish {
+        status: "delivered",
+        attempts: 1,
+        next_at_ms: now(),
+        last_error: None,
+        delivered_ms: Some(now()),
+        now_ms: now(),
+    }
+}
+
+async fn leases_and_take_over(store: Store) {
+    destination(&store, "verified", "VERIFIED").await;
+    destination(&store, "waiting", "PENDING_VERIFICATION").await;
+    let ids = deliveries(&store, "verified", "event", 3).await;
+    deliveries(&store, "waiting", "event", 2).await;
+    let verification = deliveries(&store, "waiting", "verification", 1).await;
+
+    // In acceptance order, only what may be sent.
+    let first = store.claim_deliveries(now(), 10, "a", 300).await.unwrap();
+    let claimed: Vec<&str> = first.iter().map(|c| c.id.as_str()).collect();
+    let mut want: Vec<&str> = ids.iter().map(String::as_str).collect();
+    want.push(&verification[0]);
+    assert_eq!(
+        claimed, want,
+        "events of the VERIFIED one and the verification"
+    );
+    assert!(first.iter().all(|c| c.attempts == 0 && c.body == b"{}"));
+
+    // Leased: nobody else gets them.
+    assert!(
+        store
+            .claim_deliveries(now(), 10, "b", 300)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Renewed by its holder only.
+    assert!(store.renew_lease(&ids[0], "a", now() + 300).await.unwrap());
+    assert!(!store.renew_lease(&ids[0], "b", now() + 300).await.unwrap());
+
+    // The lease expires (its holder died): taken over; the first holder writes nothing.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let second = store
+        .claim_deliveries(now(), 10, "b", 30_000)
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 4);
+    let mut tx = store.begin().await.unwrap();
+    assert!(
+        !tx.finish_delivery(&ids[0], "a", &delivered())
+            .await
+            .unwrap()
+    );
+    assert!(
+        tx.finish_delivery(&ids[0], "b", &delivered())
+            .await
+            .unwrap()
+    );
+    tx.commit().await.unwrap();
+    let row = store.delivery(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(row.status, "delivered");
+    // A released lease is due again at once.
+    assert!(store.release_lease(&ids[1], "b", now()).await.unwrap());
+    let again = store
+        .claim_deliveries(now(), 10, "c", 30_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        [ids[1].as_str()]
+    );
+}
+
+#[tokio::test]
+async fn sqlite_claims_are_leases_taken_over_when_they_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&SecretString::from("sqlite://claims.db"), dir.path())
+        .await
+        .unwrap();
+    leases_and_take_over(store).await;
+}
+
+#[tokio::test]
+async fn postgres_claims_are_leases_taken_over_when_they_expire() {
+    let Some(db) = PgDatabase::create().await else {
+        return;
+    };
+    let store = Store::connect(
+        &SecretString::from(db.url.clone()),
+        std::path::Path::new("."),
+    )
+    .await
+    .unwrap();
+    leases_and_take_over(store).await;
+}
+
+#[tokio::test]
+async fn concurrent_postgres_claims_take_disjoint_rows() {
+    let Some(db) = PgDatabase::create().await else {
+        return;
+    };
+    let url = SecretString::from(db.url.clone());
+    let a = Store::connect(&url, std::path::Path::new("."))
+        .await
+        .unwrap();
+    let b = Store::connect(&url, std::path::Path::new("."))
+        .await
+        .unwrap();
+    destination(&a, "t", "VERIFIED").await;
+    let ids = deliveries(&a, "t", "event", 200).await;
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    loop {
+        let (x, y) = tokio::join!(
+            a.claim_deliveries(now(), 7, "a", 60_000),
+            b.claim_deliveries(now(), 7, "b", 60_000)
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        if x.is_empty() && y.is_empty() {
+            break;
+        }
+        for c in x.iter().chain(&y) {
+            assert!(seen.insert(c.id.clone()), "claimed twice: {}", c.id);
+            total += 1;
+        }
+    }
+    assert_eq!(total, ids.len(), "every delivery claimed once");
+}
