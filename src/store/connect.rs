@@ -57,6 +57,11 @@ const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "reservations",
         sql: include_str!("../../migrations/sqlite/0004_reservations.sql"),
     },
+    EmbeddedMigration {
+        version: 6,
+        description: "events",
+        sql: include_str!("../../migrations/sqlite/0006_events.sql"),
+    },
 ];
 
 /// The PostgreSQL migrations, in order.
@@ -75,6 +80,11 @@ const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 4,
         description: "reservations",
         sql: include_str!("../../migrations/postgres/0004_reservations.sql"),
+    },
+    EmbeddedMigration {
+        version: 6,
+        description: "events",
+        sql: include_str!("../../migrations/postgres/0006_events.sql"),
     },
 ];
 

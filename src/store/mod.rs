@@ -14,8 +14,8 @@
 //!   (see "Durability and concurrency");
 //! - one file per topic holding that topic's SQL for both dialects side by side: `audit.rs`
 //!   (the audit log and the [`AuditWriter`]), `reservations.rs` (callback reservations, their
-//!   numbered changes, the leader lock and the change listener); later `events.rs`,
-//!   `deliveries.rs`, `targets.rs`; `settings.rs` keeps small named values of the gateway's
+//!   numbered changes, the leader lock and the change listener), `events.rs` (accepted ingest
+//!   events and their idempotency keys); later `deliveries.rs`, `targets.rs`; `settings.rs` keeps small named values of the gateway's
 //!   own (random keys, fingerprints). A topic adds `impl Store { ... }` and
 //!   `impl Transaction { ... }` blocks in its own file and its tables in
 //!   `migrations/{sqlite,postgres}/NNNN_<topic>.sql`.
@@ -111,6 +111,7 @@
 mod audit;
 mod commit;
 mod connect;
+mod events;
 mod page;
 mod reservations;
 mod settings;
@@ -127,6 +128,7 @@ pub use commit::{
     CommitError, CommitFn, CommitOptions, CommitStats, CommitWork, GroupCommitter,
     POSTGRES_MAX_BATCH, Receipt,
 };
+pub use events::{EventRow, StoredKey};
 pub use page::{Page, PageRequest};
 pub use reservations::{
     CHANGES_CHANNEL, ChangeListener, ChangeRow, LeaderSession, ReservationFilter, ReservationRow,
