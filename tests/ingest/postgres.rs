@@ -99,10 +99,8 @@ async fn concurrent_duplicates_at_two_replicas_are_one_event() {
         } else {
             event(&txid("pg"))
         };
-        let (ra, rb) = tokio::join!(
-            a.post_events(&token(), &body),
-            b.post_events(&token(), &body)
-        );
+        let token = token();
+        let (ra, rb) = tokio::join!(a.post_events(&token, &body), b.post_events(&token, &body));
         assert_eq!(ra.status(), 202, "round {round}");
         assert_eq!(rb.status(), 202, "round {round}");
         let ra: Value = ra.json().await.unwrap();
