@@ -268,8 +268,9 @@ impl Application {
                     jwks_http,
                 )
                 .map_err(config_error)?;
-                let pipeline = ingest::EventPipeline::from_settings(&settings.ingest, &settings.source)
-                    .map_err(config_error)?;
+                let pipeline =
+                    ingest::EventPipeline::from_settings(&settings.ingest, &settings.source)
+                        .map_err(config_error)?;
                 Some((verifier, pipeline))
             }
             IngestAuthSettings::Disabled => None,

@@ -58,7 +58,9 @@ const DISCARD: &str = "ROLLBACK TO SAVEPOINT event_batch; RELEASE SAVEPOINT even
 
 type Row = (String, String, String, Vec<u8>, String, i64, i64);
 
-fn event_row((id, iss, idempotency_key, fingerprint, event_type, event_time_ms, accepted_ms): Row) -> EventRow {
+fn event_row(
+    (id, iss, idempotency_key, fingerprint, event_type, event_time_ms, accepted_ms): Row,
+) -> EventRow {
     EventRow {
         id,
         iss,

@@ -31,16 +31,27 @@ fn b64(value: &Value) -> String {
 
 /// `alg: none` with an empty signature.
 fn alg_none() -> String {
-    format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&claims()))
+    format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(&claims())
+    )
 }
 
 /// HS256 "signed" with the issuer's public key file as the HMAC secret.
 fn hs256_with_public_key() -> String {
-    let input = format!("{}.{}", b64(&json!({"alg": "HS256", "typ": "JWT"})), b64(&claims()));
+    let input = format!(
+        "{}.{}",
+        b64(&json!({"alg": "HS256", "typ": "JWT"})),
+        b64(&claims())
+    );
     let secret = std::fs::read(fixture("es256.pub.pem")).unwrap();
     let mut mac = Hmac::<Sha256>::new_from_slice(&secret).unwrap();
     mac.update(input.as_bytes());
-    format!("{input}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+    format!(
+        "{input}.{}",
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    )
 }
 
 /// A valid token whose signature has one byte changed.
@@ -153,7 +164,10 @@ async fn every_rule_of_the_acceptance_list_holds_through_http() {
                 );
                 assert!(challenge.contains(description), "{name}: {challenge}");
                 let body = assert_error(response, 401, "invalid.token").await;
-                assert!(!body["message"].as_str().unwrap().contains(&token), "{name}");
+                assert!(
+                    !body["message"].as_str().unwrap().contains(&token),
+                    "{name}"
+                );
             }
         }
     }
@@ -327,14 +341,18 @@ auth = {{ type = "jwt", issuers = ["idp"] }}
         assert!(tokio::time::Instant::now() < deadline, "no start-up fetch");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let response = app.post_events(&with_kid("key-1"), &event(&txid("jwks"))).await;
+    let response = app
+        .post_events(&with_kid("key-1"), &event(&txid("jwks")))
+        .await;
     assert_eq!(response.status(), 202);
     let after_start = state.fetches.load(Ordering::SeqCst);
     assert_eq!(after_start, 1, "the start-up fetch served the first token");
 
     // Unknown kids within the 30 s cooldown of that fetch: refused, no refetch storm.
     for _ in 0..5 {
-        let response = app.post_events(&with_kid("key-2"), &event(&txid("jwks"))).await;
+        let response = app
+            .post_events(&with_kid("key-2"), &event(&txid("jwks")))
+            .await;
         assert_error(response, 401, "invalid.token").await;
     }
     assert!(
@@ -344,7 +362,9 @@ auth = {{ type = "jwt", issuers = ["idp"] }}
 
     // The endpoint goes down: the cached set still verifies.
     state.down.store(true, Ordering::SeqCst);
-    let response = app.post_events(&with_kid("key-1"), &event(&txid("jwks"))).await;
+    let response = app
+        .post_events(&with_kid("key-1"), &event(&txid("jwks")))
+        .await;
     assert_eq!(response.status(), 202);
     assert_eq!(
         app.metric(r#"gateway_ingest_rejections_total{reason="unknown_key"}"#)

@@ -93,10 +93,11 @@ async fn a_batch_with_one_bad_event_stores_nothing() {
         details.iter().any(|d| d["fieldName"] == "/1/timestamp"),
         "{error}"
     );
-    assert!(details.iter().all(|d| d["fieldName"]
-        .as_str()
-        .unwrap()
-        .starts_with("/1/")));
+    assert!(
+        details
+            .iter()
+            .all(|d| d["fieldName"].as_str().unwrap().starts_with("/1/"))
+    );
     // Nothing of the batch was kept: the good events are new when they come again.
     for tx in &good {
         let results = app.accepted(&token(), &event(tx)).await;
@@ -120,7 +121,10 @@ async fn a_repeat_is_a_duplicate_with_the_original_id() {
     let second: Value = response.json().await.unwrap();
     assert_eq!(second["results"][0]["status"], "duplicate");
     assert_eq!(second["results"][0]["eventId"], first[0]["eventId"]);
-    assert_eq!(second["results"][0]["idempotencyKey"], first[0]["idempotencyKey"]);
+    assert_eq!(
+        second["results"][0]["idempotencyKey"],
+        first[0]["idempotencyKey"]
+    );
     // Enqueued once: one accepted record, one queued and one duplicate counted.
     assert_eq!(app.audit("event.accepted").await.len(), 1);
     assert_eq!(
@@ -204,7 +208,10 @@ async fn same_key_other_content_is_a_conflict_and_a_batch_is_refused_whole() {
         .await;
     assert_error(response, 409, "idempotency.conflict").await;
     let results = app.accepted(&token(), &event(&pair)).await;
-    assert_eq!(results[0]["status"], "queued", "nothing of the batch was kept");
+    assert_eq!(
+        results[0]["status"], "queued",
+        "nothing of the batch was kept"
+    );
     assert_eq!(
         app.metric(r#"gateway_ingest_rejections_total{reason="idempotency_conflict"}"#)
             .await,
@@ -237,7 +244,10 @@ async fn every_timestamp_form_becomes_the_same_event_time() {
         body["timestamp"] = bad.clone();
         let response = app.post_events(&token(), &body).await;
         let error = assert_error(response, 400, "invalid.input").await;
-        assert_eq!(error["details"][0]["fieldName"], "/timestamp", "{bad}: {error}");
+        assert_eq!(
+            error["details"][0]["fieldName"], "/timestamp",
+            "{bad}: {error}"
+        );
     }
     app.stop().await;
 }
@@ -269,7 +279,9 @@ async fn an_event_is_read_only_by_its_own_issuer() {
     let id = results[0]["eventId"].as_str().unwrap();
     let response = app.get_event(&other_token(), id).await;
     assert_error(response, 404, "not.found").await;
-    let response = app.get_event(&token(), &uuid::Uuid::now_v7().to_string()).await;
+    let response = app
+        .get_event(&token(), &uuid::Uuid::now_v7().to_string())
+        .await;
     assert_error(response, 404, "not.found").await;
     let response = app.get_event(&token(), "not-a-uuid").await;
     assert_error(response, 404, "not.found").await;
@@ -326,7 +338,10 @@ async fn unknown_query_parameters_are_refused_after_the_token() {
         .await
         .unwrap();
     let error = assert_error(response, 400, "bad.request").await;
-    assert!(error["message"].as_str().unwrap().contains("dry_run"), "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("dry_run"),
+        "{error}"
+    );
     app.stop().await;
 }
 
@@ -344,7 +359,10 @@ async fn an_exact_decimal_arrives_byte_identical() {
     let response = app.post_events_raw(&token(), body).await;
     assert_eq!(response.status(), 202);
     let results: Value = response.json().await.unwrap();
-    let id = results["results"][0]["eventId"].as_str().unwrap().to_owned();
+    let id = results["results"][0]["eventId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let delivered = receiver.wait_for(&id).await;
     assert!(
         delivered.contains(r#""amount":1234567890.12345678901"#),

@@ -1,8 +1,8 @@
 //! Black-box tests of the event ingest surface, one module per part of it.
 
+mod auth;
 #[path = "../common/mod.rs"]
 mod common;
-mod auth;
 mod events;
 mod jwt;
 mod postgres;

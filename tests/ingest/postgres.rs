@@ -105,7 +105,10 @@ async fn concurrent_duplicates_at_two_replicas_are_one_event() {
         assert_eq!(rb.status(), 202, "round {round}");
         let ra: Value = ra.json().await.unwrap();
         let rb: Value = rb.json().await.unwrap();
-        let (ra, rb) = (ra["results"].as_array().unwrap(), rb["results"].as_array().unwrap());
+        let (ra, rb) = (
+            ra["results"].as_array().unwrap(),
+            rb["results"].as_array().unwrap(),
+        );
         assert_eq!(ra.len(), rb.len());
         for (x, y) in ra.iter().zip(rb) {
             assert_eq!(x["eventId"], y["eventId"], "round {round}: one event id");

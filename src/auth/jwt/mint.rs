@@ -64,21 +64,22 @@ pub fn mint(
     ttl_s: u64,
     now: SystemTime,
 ) -> Result<String, MintError> {
-    let issuer = issuers
-        .iter()
-        .find(|i| i.name == name)
-        .ok_or_else(|| MintError::UnknownIssuer {
-            name: name.to_owned(),
-            known: if issuers.is_empty() {
-                "none".to_owned()
-            } else {
-                issuers
-                    .iter()
-                    .map(|i| i.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            },
-        })?;
+    let issuer =
+        issuers
+            .iter()
+            .find(|i| i.name == name)
+            .ok_or_else(|| MintError::UnknownIssuer {
+                name: name.to_owned(),
+                known: if issuers.is_empty() {
+                    "none".to_owned()
+                } else {
+                    issuers
+                        .iter()
+                        .map(|i| i.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            })?;
     let file = issuer
         .private_key_file
         .as_ref()
@@ -93,9 +94,7 @@ pub fn mint(
         path: path.clone(),
         source,
     })?;
-    let iat = now
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let iat = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let claims = json!({
         "iss": issuer.issuer,
         "aud": issuer.audiences.first(),
@@ -103,7 +102,11 @@ pub fn mint(
         "iat": iat,
         "exp": iat + ttl_s,
     });
-    for alg in issuer.algorithms.iter().filter_map(|a| allowed_algorithm(a)) {
+    for alg in issuer
+        .algorithms
+        .iter()
+        .filter_map(|a| allowed_algorithm(a))
+    {
         use jsonwebtoken::Algorithm::{ES256, ES384, EdDSA};
         let key = match alg {
             ES256 | ES384 => EncodingKey::from_ec_pem(&pem),
