@@ -7,3 +7,4 @@ mod events;
 mod jwt;
 mod postgres;
 mod support;
+mod token;
