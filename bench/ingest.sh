@@ -6,11 +6,12 @@
 #      above the single-row commit rate is what group commit buys;
 #   1. single-event requests (ES256 token, a new transaction_id each) with wrk -c${CONNS};
 #   2. batches of 100 events per request;
-# on SQLite, then on PostgreSQL when GATEWAY_BENCH_DATABASE_URL is set (a database the run may
-# fill; it is not cleaned). Every accepted event goes to one local target (a trivial HTTP
+# on SQLite, then on PostgreSQL when GATEWAY_BENCH_DATABASE_URL is set: a database of the
+# bench's own (it is migrated and filled, never cleaned) — not the server's `postgres` database. Every accepted event goes to one local target (a trivial HTTP
 # receiver), and the delivery queue depth is sampled from /metrics during each run.
 # Bounded: each run lasts DURATION seconds. Usage: bench/ingest.sh [DURATION] (default 10).
-# GATEWAY_BIN=path measures a prebuilt binary instead of building target/release.
+# GATEWAY_BIN=path measures a prebuilt binary instead of building target/release; DISK_BIN=path
+# likewise for the disk probe (examples/disk_commits).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
@@ -29,8 +30,10 @@ if [ -z "${GATEWAY_BIN:-}" ]; then
   cargo build --release --quiet
   GATEWAY_BIN=./target/release/genesys-gateway
 fi
-cargo build --release --quiet --example disk_commits
-DISK_BIN="${CARGO_TARGET_DIR:-target}/release/examples/disk_commits"
+if [ -z "${DISK_BIN:-}" ]; then
+  cargo build --release --quiet --example disk_commits
+  DISK_BIN="${CARGO_TARGET_DIR:-target}/release/examples/disk_commits"
+fi
 
 # --- the disk's own limit, where the SQLite database will live -------------------------------
 DISK=$("$DISK_BIN" "$WORK" 3)
