@@ -41,7 +41,8 @@ use tokio_util::task::TaskTracker;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::InboundAuth;
-use crate::config::{ConfigError, Environment, ServerSettings, Settings};
+use crate::auth::jwt::JwtVerifier;
+use crate::config::{ConfigError, Environment, IngestAuthSettings, ServerSettings, Settings};
 use crate::data_actions::{ActionRegistry, ActionSet, DataAction, DataActionsState};
 use crate::delivery::targets::{DeclarativeTargets, Targets};
 use crate::delivery::{DeliveryEngine, EngineParts};
@@ -54,8 +55,8 @@ use crate::store::{
     AuditRetention, AuditWriter, CommitOptions, GroupCommitter, Store, StoreOptions,
 };
 use crate::telemetry::Metrics;
-use crate::upstream::UpstreamRegistry;
-use crate::{admin, callbacks, data_actions, delivery, genesys};
+use crate::upstream::{HttpClient, HttpClientOptions, NetworkPolicy, UpstreamRegistry};
+use crate::{admin, callbacks, data_actions, delivery, genesys, ingest};
 
 /// A built gateway, bound to its port, not yet serving.
 pub struct Application {
@@ -275,6 +276,31 @@ impl Application {
             genesys::definitions(settings.genesys.clone(), endpoints),
         );
         let action_registry = ActionRegistry::new(action_set, actions, metrics.clone());
+        // Event ingest: the verifier of the issuers `[ingest] auth` names (PEM keys read now,
+        // JWKS fetched by a task started below) and the compiled event rules.
+        let ingest_parts = match &settings.ingest.auth {
+            IngestAuthSettings::Jwt { issuers } => {
+                let jwks_http = HttpClient::new(
+                    NetworkPolicy::Trusted,
+                    &HttpClientOptions {
+                        threads: settings.server.io_thread_count(),
+                        ..HttpClientOptions::default()
+                    },
+                );
+                let verifier = JwtVerifier::from_settings(
+                    &settings.jwt_issuers,
+                    issuers,
+                    &settings.source,
+                    jwks_http,
+                )
+                .map_err(config_error)?;
+                let pipeline =
+                    ingest::EventPipeline::from_settings(&settings.ingest, &settings.source)
+                        .map_err(config_error)?;
+                Some((verifier, pipeline))
+            }
+            IngestAuthSettings::Disabled => None,
+        };
 
         let store = Store::connect_with(
             &settings.store.url,
@@ -314,7 +340,9 @@ impl Application {
         delivery.spawn(&tasks, shutdown.clone());
         // Stopped only after the server threads have drained, so that records of requests
         // still in flight at shutdown are written.
-        let audit = AuditWriter::spawn_on(committer, metrics.clone(), writers_stop.clone(), &tasks);
+        let audit = AuditWriter::spawn_on(
+            committer.clone(),
+            metrics.clone(), writers_stop.clone(), &tasks);
         // Summary records of the executions beyond `audit.execution_records_per_s`; the last
         // ones are written by the shutdown before the writer stops.
         tasks.spawn(data_actions::write_audit_summaries(
@@ -322,6 +350,18 @@ impl Application {
             audit.clone(),
             writers_stop.clone(),
         ));
+        let ingest = ingest_parts.map(|(verifier, pipeline)| {
+            verifier.spawn_refresh(shutdown.clone(), &tasks);
+            ingest::Ingest::new(ingest::IngestParts {
+                verifier,
+                pipeline,
+                store: store.clone(),
+                committer,
+                delivery: delivery.clone(),
+                metrics: metrics.clone(),
+                max_queue_depth: settings.ingest.max_queue_depth,
+            })
+        });
 
         // Callbacks: reservations, the (leader-elected) Genesys sync and the change stream.
         let callback_queues =
@@ -404,6 +444,9 @@ impl Application {
                 reservations,
                 InboundAuth::from_settings(&settings.callbacks.auth),
             ));
+        if let Some(ingest) = ingest {
+            api = api.merge(ingest::http::router(ingest));
+        }
         let admin_tokens = settings.admin_tokens();
         if !admin_tokens.is_empty() {
             // One throttle for the whole admin surface.

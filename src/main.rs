@@ -50,6 +50,22 @@ enum Command {
     },
     /// Run the Genesys Cloud simulator alone.
     Sim(SimArgs),
+    /// Mint a local test token for an issuer that has a sandbox `private_key_file` (the
+    /// shipped `legacy` issuer does) and print it.
+    Token {
+        /// The `[[jwt_issuers]]` name.
+        #[arg(long)]
+        issuer: String,
+        /// Config file (default: $GATEWAY_CONFIG, then config/gateway.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The token's `sub`.
+        #[arg(long, default_value = "sandbox")]
+        subject: String,
+        /// Lifetime in seconds (at most the issuer's `max_token_lifetime_s`).
+        #[arg(long, default_value_t = 600)]
+        ttl_s: u64,
+    },
     /// Data actions in Genesys.
     Actions {
         #[command(subcommand)]
@@ -103,6 +119,12 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve(config.or(top), &env),
         Command::CheckConfig { config } => check_config(config.or(top), &env),
         Command::Sim(args) => run_sim(args),
+        Command::Token {
+            issuer,
+            config,
+            subject,
+            ttl_s,
+        } => mint_token(config.or(top), &issuer, &subject, ttl_s, &env),
         Command::Actions {
             command: ActionsCommand::Publish { config, dry_run },
         } => publish_actions(config.or(top), dry_run, &env),
@@ -166,6 +188,38 @@ fn runtime(name: &str) -> Result<tokio::runtime::Runtime, ExitCode> {
             eprintln!("cannot start the runtime: {err}");
             ExitCode::FAILURE
         })
+}
+
+/// `token`: prints a token signed with the issuer's sandbox private key; exit 64 on a
+/// configuration error, 1 when this issuer cannot mint.
+fn mint_token(
+    config: Option<PathBuf>,
+    issuer: &str,
+    subject: &str,
+    ttl_s: u64,
+    env: &Environment,
+) -> ExitCode {
+    let settings = match load(config, env) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match genesys_gateway::auth::jwt::mint::mint(
+        &settings.jwt_issuers,
+        issuer,
+        &settings.source,
+        subject,
+        ttl_s,
+        std::time::SystemTime::now(),
+    ) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("cannot mint a token: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn load(config: Option<PathBuf>, env: &Environment) -> Result<Settings, ExitCode> {

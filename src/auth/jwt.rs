@@ -49,9 +49,14 @@
 //! `invalid.token` with `WWW-Authenticate: Bearer error="invalid_token",
 //! error_description="<reason>"`. The token never reaches a log line, an error, a metric or a
 //! `Debug` output: a rejection carries a fixed reason only.
+//!
+//! # Local tokens
+//! [`mint`] signs test tokens with a sandbox issuer's `private_key_file` (the
+//! `genesys-gateway token` command); the verifier never reads that file.
 
 mod cache;
 mod keys;
+pub mod mint;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -358,6 +358,7 @@ mod tests {
                 jwks_url: Some("https://idp.example/jwks".into()),
                 leeway_s: 30,
                 max_token_lifetime_s: 3600,
+                private_key_file: None,
             });
         }),
         ("ingest.auth", |s| {

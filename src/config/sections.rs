@@ -253,6 +253,11 @@ pub struct JwtIssuerSettings {
     /// `exp - iat` must not exceed this.
     #[serde(default = "default_token_lifetime")]
     pub max_token_lifetime_s: u64,
+    /// Sandbox only: a PEM private key (relative to the config folder) that
+    /// `genesys-gateway token` signs local test tokens with. The gateway itself never reads
+    /// it; never set it in a deployment.
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
 }
 
 fn default_leeway() -> u64 {

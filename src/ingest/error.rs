@@ -11,8 +11,26 @@
 //! | [`IngestError::BatchTooLarge`] | 413 | `payload.too.large` |
 //!
 //! Messages and details name JSON pointers and rules, never a value of the request.
+//!
+//! Past the body, accepting or reading events can fail in the ways of [`AcceptError`]:
+//!
+//! | variant | status | code |
+//! |---|---|---|
+//! | [`AcceptError::Unauthorized`] | 401 | `authentication.required` / `invalid.token` |
+//! | [`AcceptError::Body`] | as [`IngestError`] | |
+//! | [`AcceptError::Conflict`] | 409 | `idempotency.conflict` |
+//! | [`AcceptError::Overloaded`] | 503 | `overloaded` + `Retry-After` |
+//! | [`AcceptError::NotFound`] | 404 | `not.found` |
+//! | [`AcceptError::Unavailable`] | 503 | `overloaded` + `Retry-After` (the store stopped taking writes: shutting down) |
+//! | [`AcceptError::Store`] | 500 | `internal.server.error` (the cause is logged once, at the edge) |
 
-use crate::error::{ApiError, ErrorCode, ErrorDetail};
+use crate::auth::jwt::JwtRejection;
+use crate::error::{ApiError, ErrorCode, ErrorDetail, ErrorLog};
+use crate::store::{CommitError, StoreError};
+
+/// Seconds a client is asked to wait when the delivery queue is over `[ingest] max_queue_depth`
+/// or the gateway is shutting down.
+pub const RETRY_AFTER_S: u64 = 5;
 
 /// At most this many `details` are listed for one request; the message still counts every
 /// invalid event.
@@ -121,6 +139,114 @@ impl From<IngestError> for ApiError {
                 ApiError::invalid_input(message, details)
             }
         }
+    }
+}
+
+/// Why an ingest request (past its body's shape) or an event read was not answered with success.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    /// The bearer token was refused.
+    #[error("the token was refused: {0}")]
+    Unauthorized(#[from] JwtRejection),
+    /// The body (or the `Idempotency-Key` header) cannot be accepted.
+    #[error(transparent)]
+    Body(#[from] IngestError),
+    /// The event at `index` reuses an idempotency key with other content; nothing of the
+    /// request was accepted.
+    #[error("event {index} reuses an idempotency key with different content")]
+    Conflict {
+        /// Position of the conflicting event in the request (0 for a single event).
+        index: usize,
+        /// Whether the request was a batch (the answer names the index then).
+        batch: bool,
+    },
+    /// More deliveries are pending than `[ingest] max_queue_depth`.
+    #[error("the delivery queue is over its limit")]
+    Overloaded,
+    /// No such event from this issuer.
+    #[error("no such event")]
+    NotFound,
+    /// The store stopped taking writes (the gateway is shutting down).
+    #[error("the store is not taking writes")]
+    Unavailable,
+    /// The store failed.
+    #[error("store failure: {0}")]
+    Store(String),
+}
+
+impl AcceptError {
+    /// A short fixed label for `gateway_ingest_rejections_total{reason}`, `None` for an
+    /// answer that is not a rejection of the request (a read that found nothing, a failure of
+    /// the gateway's own).
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            Self::Unauthorized(rejection) => Some(rejection.label()),
+            Self::Body(err) => Some(err.reason()),
+            Self::Conflict { .. } => Some("idempotency_conflict"),
+            Self::Overloaded => Some("overloaded"),
+            Self::NotFound | Self::Unavailable | Self::Store(_) => None,
+        }
+    }
+}
+
+impl From<StoreError> for AcceptError {
+    fn from(err: StoreError) -> Self {
+        Self::Store(err.to_string())
+    }
+}
+
+impl From<CommitError> for AcceptError {
+    fn from(err: CommitError) -> Self {
+        match err {
+            CommitError::Stopped | CommitError::Full => Self::Unavailable,
+            other => Self::Store(other.to_string()),
+        }
+    }
+}
+
+impl From<AcceptError> for ApiError {
+    fn from(err: AcceptError) -> Self {
+        match err {
+            AcceptError::Unauthorized(rejection) => rejection.into(),
+            AcceptError::Body(err) => err.into(),
+            AcceptError::Conflict { index, batch } => {
+                let (message, pointer) = if batch {
+                    (
+                        format!(
+                            "Event {index} reuses an idempotency key with different content; \
+                             none of the batch was accepted."
+                        ),
+                        format!("/{index}"),
+                    )
+                } else {
+                    (
+                        "The idempotency key was already used for an event with different \
+                         content."
+                            .to_owned(),
+                        String::new(),
+                    )
+                };
+                ApiError::new(ErrorCode::IdempotencyConflict, message).with_details(vec![
+                    ErrorDetail::new(
+                        pointer,
+                        "idempotencyConflict",
+                        "An event with this idempotency key and different content was accepted \
+                         before.",
+                    ),
+                ])
+            }
+            AcceptError::Overloaded => ApiError::overloaded(RETRY_AFTER_S),
+            AcceptError::Unavailable => ApiError::overloaded(RETRY_AFTER_S),
+            AcceptError::NotFound => ApiError::not_found("No such event."),
+            AcceptError::Store(cause) => ApiError::internal()
+                .with_log(ErrorLog::new(tracing::Level::ERROR, "event store failed").error(cause)),
+        }
+    }
+}
+
+impl axum::response::IntoResponse for AcceptError {
+    fn into_response(self) -> axum::response::Response {
+        ApiError::from(self).into_response()
     }
 }
 

@@ -1,9 +1,11 @@
 //! Event ingest: business events that legacy systems post (JWT-signed), validated, mapped onto
 //! the envelope the event targets receive, and named for idempotency.
 //!
-//! This folder holds the part of ingest that needs neither a database nor an HTTP server: given
-//! a request body, the verified token's issuer and the `Idempotency-Key` header, it refuses the
-//! request whole or returns the events to store and deliver.
+//! The pure core needs neither a database nor an HTTP server: given a request body, the
+//! verified token's issuer and the `Idempotency-Key` header, it refuses the request whole or
+//! returns the events to store and deliver. [`service`] stores them (idempotency enforced by
+//! the database, one unit of the group committer per request) and hands them to the delivery
+//! engine; [`http`] serves `POST /v1/events`, `POST /ingest` and `GET /v1/events/{eventId}`.
 //!
 //! # Wiring (what a handler does)
 //! 1. At load: [`EventPipeline::from_settings`]`(&settings.ingest, &settings.source)`; its
@@ -24,21 +26,26 @@
 //!    `idempotency.conflict` for the whole request.
 //!
 //! # Layout
+//! - [`http`]: the routes and their JWT check.
+//! - [`service`]: [`Ingest`]: accepting events for good, reading them back.
 //! - [`event`]: [`EventPipeline`], [`PreparedEvent`], [`EventId`], the envelope and the rules
 //!   an event must satisfy.
 //! - [`timestamp`]: the accepted forms of `timestamp`.
 //! - [`idempotency`]: [`IdempotencyKey`] and [`Fingerprint`].
 //! - `content`: the strict walk over an event's raw JSON (duplicate keys, validation value,
 //!   [`canonical_form`]).
-//! - [`error`]: [`IngestError`] and its answers.
+//! - [`error`]: [`IngestError`], [`AcceptError`] and their answers.
 
 mod content;
 pub mod error;
 pub mod event;
+pub mod http;
 pub mod idempotency;
+pub mod service;
 pub mod timestamp;
 
 pub use content::{canonical_form, fingerprint};
-pub use error::IngestError;
+pub use error::{AcceptError, IngestError};
 pub use event::{EventId, EventPipeline, PreparedEvent, legacy_event_schema, normalize_event_type};
 pub use idempotency::{Fingerprint, IDEMPOTENCY_KEY, IdempotencyKey};
+pub use service::{EventResult, EventStatus, EventView, Ingest, IngestParts};

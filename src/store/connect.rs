@@ -63,6 +63,11 @@ const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         sql: include_str!("../../migrations/sqlite/0005_delivery.sql"),
     },
     EmbeddedMigration {
+        version: 6,
+        description: "events",
+        sql: include_str!("../../migrations/sqlite/0006_events.sql"),
+    },
+    EmbeddedMigration {
         version: 7,
         description: "change retention",
         sql: include_str!("../../migrations/sqlite/0007_change_retention.sql"),
@@ -90,6 +95,11 @@ const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 5,
         description: "delivery",
         sql: include_str!("../../migrations/postgres/0005_delivery.sql"),
+    },
+    EmbeddedMigration {
+        version: 6,
+        description: "events",
+        sql: include_str!("../../migrations/postgres/0006_events.sql"),
     },
     EmbeddedMigration {
         version: 7,

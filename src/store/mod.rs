@@ -16,7 +16,8 @@
 //!   (the audit log and the [`AuditWriter`]), `reservations.rs` (callback reservations, their
 //!   numbered changes, the leader lock and the change listener), `deliveries.rs` (the delivery
 //!   outbox: messages, deliveries, leased claims), `targets.rs` (delivery destinations and
-//!   their shared verification state); later `events.rs`; `settings.rs` keeps small named values of the gateway's
+//!   their shared verification state), `events.rs` (accepted ingest events and their
+//!   idempotency keys); `settings.rs` keeps small named values of the gateway's
 //!   own (random keys, fingerprints). A topic adds `impl Store { ... }` and
 //!   `impl Transaction { ... }` blocks in its own file and its tables in
 //!   `migrations/{sqlite,postgres}/NNNN_<topic>.sql`.
@@ -113,6 +114,7 @@ mod audit;
 mod commit;
 mod connect;
 mod deliveries;
+mod events;
 mod page;
 mod reservations;
 mod settings;
@@ -133,6 +135,7 @@ pub use commit::{
 pub use deliveries::{
     ClaimedDelivery, DeliveryFilter, DeliveryRow, Finish, MessageRow, NewDelivery, QueueStats,
 };
+pub use events::{EventRow, StoredKey};
 pub use page::{Page, PageRequest};
 pub use reservations::{
     CHANGES_CHANNEL, ChangeListener, ChangeRow, LeaderSession, ReservationFilter, ReservationRow,

@@ -82,6 +82,7 @@ fn pem_issuer(name: &str, iss: &str, key_file: &str, algorithms: &[&str]) -> Jwt
         jwks_url: None,
         leeway_s: 30,
         max_token_lifetime_s: 3600,
+        private_key_file: None,
     }
 }
 

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# Event ingest benchmark (targets: batches of 100 ≥ 20 000 durably accepted events/s on SQLite,
+# single-event requests ≥ 3 000/s), in one run on loopback with a release build:
+#   0. the disk's own limit on the file system of the gateway's database: single-row and
+#      100-row `synchronous=FULL` commits/s (examples/disk_commits.rs) — single-event requests/s
+#      above the single-row commit rate is what group commit buys;
+#   1. single-event requests (ES256 token, a new transaction_id each) with wrk -c${CONNS};
+#   2. batches of 100 events per request;
+# on SQLite, then on PostgreSQL when GATEWAY_BENCH_DATABASE_URL is set: a database of the
+# bench's own (it is migrated and filled, never cleaned) — not the server's `postgres` database. Every accepted event goes to one local target (a trivial HTTP
+# receiver), and the delivery queue depth is sampled from /metrics during each run.
+# Bounded: each run lasts DURATION seconds. Usage: bench/ingest.sh [DURATION] (default 10).
+# GATEWAY_BIN=path measures a prebuilt binary instead of building target/release; DISK_BIN=path
+# likewise for the disk probe (examples/disk_commits).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${1:-10}"
+CONNS="${CONNS:-64}"
+GW_PORT=19183 RECV_PORT=19184
+OUT=bench/out; mkdir -p "$OUT"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/ingest-bench.XXXXXX")
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need wrk; then
+  [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null
+fi
+if [ -z "${GATEWAY_BIN:-}" ]; then
+  cargo build --release --quiet
+  GATEWAY_BIN=./target/release/genesys-gateway
+fi
+if [ -z "${DISK_BIN:-}" ]; then
+  cargo build --release --quiet --example disk_commits
+  DISK_BIN="${CARGO_TARGET_DIR:-target}/release/examples/disk_commits"
+fi
+
+# --- the disk's own limit, where the SQLite database will live -------------------------------
+DISK=$("$DISK_BIN" "$WORK" 3)
+echo "disk ($WORK): $DISK"
+
+# --- a trivial local target -------------------------------------------------------------------
+python3 - "$RECV_PORT" <<'PY' &
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+PY
+
+# --- wrk scripts: a new transaction_id per event ------------------------------------------------
+cat > "$WORK/events.lua" <<'LUA'
+local counter = 0
+local batch = tonumber(os.getenv("BATCH") or "1")
+local token = os.getenv("TOKEN")
+local prefix = tostring(math.random(1, 1e9)) .. "-"
+function setup(thread) thread:set("id", tostring(math.random(1, 1e9))) end
+function init(args) prefix = prefix .. (id or "t") .. "-" end
+local function event()
+  counter = counter + 1
+  return '{"transaction_id":"' .. prefix .. counter .. '","event_type":"Order Created",' ..
+         '"timestamp":1714559400,"amount":1234567890.12345678901,"currency":"EUR"}'
+end
+request = function()
+  local body
+  if batch == 1 then body = event() else
+    local parts = {}
+    for i = 1, batch do parts[i] = event() end
+    body = "[" .. table.concat(parts, ",") .. "]"
+  end
+  return wrk.format("POST", "/v1/events",
+    {["Authorization"] = "Bearer " .. token, ["Content-Type"] = "application/json"}, body)
+end
+done = function(summary, latency, requests)
+  io.write(string.format("BENCH requests=%d non2xx=%d errors=%d\n", summary.requests,
+    summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+LUA
+
+config() { # $1 = store url
+  cat <<TOML
+[server]
+listen = "127.0.0.1:$GW_PORT"
+max_body_bytes = 4194304
+[telemetry]
+log_format = "json"
+[store]
+url = "$1"
+[genesys]
+simulate = true
+[[jwt_issuers]]
+name = "legacy"
+issuer = "legacy-ordering"
+audiences = ["genesys-gateway"]
+algorithms = ["ES256"]
+key_file = "$PWD/config/keys/legacy.pub.pem"
+private_key_file = "$PWD/config/keys/legacy.key.pem"
+max_token_lifetime_s = 3600
+[ingest]
+auth = { type = "jwt", issuers = ["legacy"] }
+max_batch = 500
+max_queue_depth = 10000000
+[delivery]
+allow_cidrs = ["127.0.0.0/8"]
+[[targets]]
+name = "bench-receiver"
+endpoint_url = "http://127.0.0.1:$RECV_PORT/events"
+auth = { type = "NONE" }
+event_types = ["custom.legacy.orders.*"]
+secret = "whsec_UBaVFOnYgW8ew5k9ywpCE/a+7VRWKymegwmSkvzy2fs="
+TOML
+}
+
+run() { # $1 = label, $2 = store url
+  local label=$1 url=$2
+  config "$url" > "$WORK/gateway.toml"
+  RUST_LOG=warn "$GATEWAY_BIN" serve --config "$WORK/gateway.toml" > "$OUT/ingest-$label.log" 2>&1 &
+  local gw=$!
+  for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$GW_PORT/healthz" >/dev/null && break; sleep 0.1; done
+  local token; token=$("$GATEWAY_BIN" token --issuer legacy --ttl-s 3600 --config "$WORK/gateway.toml")
+  for batch in 1 100; do
+    local depth_log="$WORK/depth-$label-$batch"
+    ( while sleep 1; do curl -fs "http://127.0.0.1:$GW_PORT/metrics" | awk '/^gateway_delivery_queue_depth /{print $2}'; done ) > "$depth_log" &
+    local sampler=$!
+    local line
+    line=$(BATCH=$batch TOKEN=$token wrk -t2 -c"$CONNS" -d"${DURATION}s" -s "$WORK/events.lua" "http://127.0.0.1:$GW_PORT" | tee "$OUT/ingest-$label-$batch.wrk" | grep '^BENCH')
+    kill "$sampler" 2>/dev/null || true
+    local requests non2xx
+    requests=$(sed -E 's/.*requests=([0-9]+).*/\1/' <<<"$line")
+    non2xx=$(sed -E 's/.*non2xx=([0-9]+).*/\1/' <<<"$line")
+    local ok=$((requests - non2xx))
+    local rps events depth
+    rps=$(awk -v n="$ok" -v d="$DURATION" 'BEGIN{printf "%.0f", n/d}')
+    events=$(awk -v n="$ok" -v b="$batch" -v d="$DURATION" 'BEGIN{printf "%.0f", n*b/d}')
+    depth=$(sort -n "$depth_log" | tail -1); depth=${depth:-n/a}
+    echo "$label batch=$batch: accepted requests/s=$rps events/s=$events non-2xx=$non2xx max queue depth=$depth (${CONNS} connections, ${DURATION}s)"
+  done
+  kill -TERM "$gw"; wait "$gw" 2>/dev/null || true
+}
+
+echo "gateway: $GATEWAY_BIN, $(nproc) cores, duration ${DURATION}s per run"
+run sqlite "sqlite://$WORK/gateway.db"
+if [ -n "${GATEWAY_BENCH_DATABASE_URL:-}" ]; then
+  run postgres "$GATEWAY_BENCH_DATABASE_URL"
+else
+  echo "postgres: skipped (set GATEWAY_BENCH_DATABASE_URL)"
+fi

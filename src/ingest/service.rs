@@ -1,0 +1,403 @@
+//! Accepting events for good: the part of ingest that talks to the store and hands events to
+//! the delivery engine.
+//!
+//! [`Ingest`] holds what the handlers need (the [`JwtVerifier`], the [`EventPipeline`], the
+//! process's [`GroupCommitter`], the [`DeliveryEngine`]). [`Ingest::accept`] takes a verified
+//! token and a request body and answers one [`EventResult`] per event, in input order, only
+//! once everything it wrote is committed.
+//!
+//! # One request, one unit of the group committer
+//! The events of a request (one, or a whole batch) are one unit of work of the process's
+//! [`GroupCommitter`], so that concurrent requests share commits (on SQLite one fsync for many
+//! requests). In the unit, for each event in order:
+//! 1. insert its `ingest_events` row under a new [`EventId`] unless its idempotency key is taken
+//!    for this issuer (the database enforces it; see [`crate::store`]'s `events` topic);
+//! 2. inserted: hand the body to [`DeliveryEngine::enqueue`] (the message row and one delivery
+//!    per matching target, in the same transaction) and note an `event.accepted` audit record —
+//!    `queued`;
+//! 3. not inserted: read the row that holds the key; the same fingerprint is a `duplicate`
+//!    answered with that row's id (nothing enqueued); another fingerprint is a conflict, and
+//!    the whole request is refused (409): what the unit wrote for the earlier events of a batch
+//!    is rolled back to the batch's savepoint.
+//!
+//! Then the audit records are written (one statement). The answer comes after the commit; the
+//! workers are woken ([`DeliveryEngine::wake`]) only then.
+//!
+//! A request whose client goes away after its unit was queued is committed all the same: a
+//! retry of it is a `duplicate` with the same ids.
+//!
+//! # Backpressure
+//! Before a body is even parsed: when the delivery engine reports more pending + delivering
+//! deliveries than `[ingest] max_queue_depth`, the request is refused with 503 `overloaded`
+//! and `Retry-After`, so that a consumer that cannot keep up slows producers down instead of
+//! filling the disk.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use http::HeaderMap;
+use serde::Serialize;
+use serde_json::json;
+
+use super::error::AcceptError;
+use super::event::{EventId, EventPipeline, PreparedEvent};
+use super::idempotency::IdempotencyKey;
+use super::timestamp::format_event_time;
+use crate::auth::jwt::{JwtVerifier, VerifiedToken};
+use crate::delivery::{DeliveryEngine, OutboundMessage};
+use crate::store::{
+    AuditRecord, CommitWork, EventRow, GroupCommitter, Store, StoreError, Transaction,
+};
+use crate::telemetry::{Metrics, RequestId};
+
+/// The audit kind of an accepted event.
+pub const EVENT_ACCEPTED: &str = "event.accepted";
+
+/// What an accepted event became.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventStatus {
+    /// New: stored and handed to the delivery engine.
+    Queued,
+    /// A repeat of an event accepted before (same key, same content): answered with that
+    /// event's id, not enqueued again.
+    Duplicate,
+}
+
+impl EventStatus {
+    /// The `outcome` label of `gateway_ingest_events_total`.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// One entry of the 202 answer's `results`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventResult {
+    /// The event's id (the original one for a duplicate).
+    pub event_id: EventId,
+    /// Its idempotency key.
+    pub idempotency_key: String,
+    /// `queued` or `duplicate`.
+    pub status: EventStatus,
+}
+
+/// An accepted event as `GET /v1/events/{eventId}` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventView {
+    /// Its id.
+    pub event_id: EventId,
+    /// Its `eventType`.
+    pub event_type: String,
+    /// Its `eventTime` (RFC 3339 UTC, milliseconds).
+    pub event_time: String,
+    /// Its idempotency key.
+    pub idempotency_key: String,
+    /// When it was accepted (RFC 3339 UTC, milliseconds).
+    pub accepted_at: String,
+    /// One entry per target it is delivered to.
+    pub deliveries: Vec<EventDelivery>,
+}
+
+/// One delivery of an event, as [`EventView`] lists it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventDelivery {
+    /// The delivery's id.
+    pub id: String,
+    /// The target's id.
+    pub target_id: String,
+    /// The target's name.
+    pub target_name: String,
+    /// `pending`, `delivering`, `delivered` or `dead`.
+    pub status: &'static str,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Why the last attempt failed, if it did.
+    pub last_error: Option<String>,
+    /// When it was delivered (RFC 3339 UTC, milliseconds).
+    pub delivered_at: Option<String>,
+}
+
+/// What [`Ingest::new`] is built from.
+#[derive(Debug, Clone)]
+pub struct IngestParts {
+    /// The verifier of `[ingest] auth`'s issuers.
+    pub verifier: JwtVerifier,
+    /// The compiled `[ingest]` rules.
+    pub pipeline: EventPipeline,
+    /// Where events are read from.
+    pub store: Store,
+    /// The process's group committer (events are written through it).
+    pub committer: GroupCommitter,
+    /// Where accepted events go.
+    pub delivery: DeliveryEngine,
+    /// The process's metrics.
+    pub metrics: Arc<Metrics>,
+    /// `[ingest] max_queue_depth`.
+    pub max_queue_depth: u64,
+}
+
+/// The ingest capability (see the module docs). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    inner: Arc<IngestParts>,
+}
+
+impl Ingest {
+    /// The capability over these parts.
+    pub fn new(parts: IngestParts) -> Self {
+        Self {
+            inner: Arc::new(parts),
+        }
+    }
+
+    /// Verifies the one bearer token of a request; a refusal is counted in
+    /// `gateway_ingest_rejections_total{reason}`.
+    ///
+    /// # Errors
+    /// [`AcceptError::Unauthorized`] with the reason.
+    pub async fn authenticate(
+        &self,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+    ) -> Result<VerifiedToken, AcceptError> {
+        self.inner
+            .verifier
+            .verify_head(uri, headers)
+            .await
+            .map_err(|rejection| self.rejected(AcceptError::Unauthorized(rejection)))
+    }
+
+    /// Counts a refused request under its reason and hands the error back.
+    pub fn rejected(&self, err: AcceptError) -> AcceptError {
+        if let Some(reason) = err.reason() {
+            self.inner
+                .metrics
+                .ingest_rejections_total
+                .with_label_values(&[reason])
+                .inc();
+        }
+        err
+    }
+
+    /// Accepts the events of `body` sent with `token` (and the request's `headers`, for
+    /// `Idempotency-Key`): one result per event, in input order, once committed.
+    ///
+    /// # Errors
+    /// [`AcceptError::Overloaded`] over `max_queue_depth`; [`AcceptError::Body`] for a body
+    /// that cannot be accepted; [`AcceptError::Conflict`] when an event reuses a key with
+    /// other content (nothing is accepted then); [`AcceptError::Unavailable`] while shutting
+    /// down; [`AcceptError::Store`] when the store fails. Every refusal is counted.
+    pub async fn accept(
+        &self,
+        token: &VerifiedToken,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Vec<EventResult>, AcceptError> {
+        self.try_accept(token, headers, body)
+            .await
+            .map_err(|err| self.rejected(err))
+    }
+
+    async fn try_accept(
+        &self,
+        token: &VerifiedToken,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Vec<EventResult>, AcceptError> {
+        let parts = &*self.inner;
+        if parts.delivery.queue_depth() > parts.max_queue_depth {
+            return Err(AcceptError::Overloaded);
+        }
+        let key = IdempotencyKey::from_headers(headers)?;
+        let events = parts.pipeline.prepare(body, &token.iss, key)?;
+        let batch = body_is_array(body);
+        let unit = AcceptUnit {
+            iss: token.iss.to_string(),
+            actor: format!("issuer:{}", token.issuer),
+            request_id: RequestId::current().map(|id| id.to_string()),
+            events,
+            delivery: parts.delivery.clone(),
+        };
+        match parts.committer.submit(unit).await? {
+            Accepted::Results(results) => {
+                let mut queued = 0_u64;
+                for result in &results {
+                    if result.status == EventStatus::Queued {
+                        queued += 1;
+                    }
+                }
+                if queued > 0 {
+                    parts.delivery.wake();
+                }
+                let duplicates = results.len() as u64 - queued;
+                let counter = &parts.metrics.ingest_events_total;
+                counter
+                    .with_label_values(&[EventStatus::Queued.label()])
+                    .inc_by(queued);
+                counter
+                    .with_label_values(&[EventStatus::Duplicate.label()])
+                    .inc_by(duplicates);
+                Ok(results)
+            }
+            Accepted::Conflict { index } => Err(AcceptError::Conflict { index, batch }),
+        }
+    }
+
+    /// The event `id` as its issuer sees it, with its deliveries.
+    ///
+    /// # Errors
+    /// [`AcceptError::NotFound`] for an id that is not a UUID, unknown, or accepted from
+    /// another issuer; [`AcceptError::Store`] when the store fails.
+    pub async fn event(&self, token: &VerifiedToken, id: &str) -> Result<EventView, AcceptError> {
+        let id = EventId::parse(id).map_err(|_| AcceptError::NotFound)?;
+        let row = self
+            .inner
+            .store
+            .event(&id.to_string(), &token.iss)
+            .await?
+            .ok_or(AcceptError::NotFound)?;
+        let deliveries = self
+            .inner
+            .delivery
+            .of_message(*id.as_uuid())
+            .await?
+            .into_iter()
+            .map(|d| EventDelivery {
+                id: d.id.0.to_string(),
+                target_id: d.target_id,
+                target_name: d.target_name,
+                status: d.status,
+                attempts: d.attempts,
+                last_error: d.last_error,
+                delivered_at: d.delivered_at.map(format_event_time),
+            })
+            .collect();
+        Ok(EventView {
+            event_id: id,
+            event_type: row.event_type,
+            event_time: format_millis(row.event_time_ms),
+            idempotency_key: row.idempotency_key,
+            accepted_at: format_millis(row.accepted_ms),
+            deliveries,
+        })
+    }
+}
+
+/// Whether a body (already accepted by the pipeline) is an array of events.
+fn body_is_array(body: &[u8]) -> bool {
+    body.iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'[')
+}
+
+fn format_millis(ms: i64) -> String {
+    let time: DateTime<Utc> = Utc
+        .timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or(DateTime::UNIX_EPOCH);
+    format_event_time(time)
+}
+
+/// What the unit of a request answers.
+enum Accepted {
+    /// Everything written (or found): one result per event.
+    Results(Vec<EventResult>),
+    /// The event at `index` conflicts; nothing of the request was kept.
+    Conflict { index: usize },
+}
+
+/// The writes of one request (see "One request, one unit of the group committer").
+struct AcceptUnit {
+    iss: String,
+    actor: String,
+    request_id: Option<String>,
+    events: Vec<PreparedEvent>,
+    delivery: DeliveryEngine,
+}
+
+impl CommitWork for AcceptUnit {
+    type Output = Accepted;
+
+    async fn write(self, tx: &mut Transaction) -> Result<Accepted, StoreError> {
+        let savepoint = self.events.len() > 1;
+        if savepoint {
+            tx.begin_event_batch().await?;
+        }
+        let now = Utc::now();
+        let mut results = Vec::with_capacity(self.events.len());
+        let mut records = Vec::new();
+        for event in &self.events {
+            let key = event.idempotency_key.as_str();
+            let id = EventId::new_v7();
+            let row = EventRow {
+                id: id.to_string(),
+                iss: self.iss.clone(),
+                idempotency_key: key.to_owned(),
+                fingerprint: event.fingerprint.as_bytes().to_vec(),
+                event_type: event.event_type.clone(),
+                event_time_ms: event.event_time.timestamp_millis(),
+                accepted_ms: now.timestamp_millis(),
+            };
+            if tx.insert_event(&row).await? {
+                let message = OutboundMessage {
+                    id: *id.as_uuid(),
+                    event_type: event.event_type.clone(),
+                    idempotency_key: key.to_owned(),
+                    body: event.body(&id),
+                };
+                let deliveries = self.delivery.enqueue(tx, &message).await?;
+                let mut record = AuditRecord::now(EVENT_ACCEPTED, self.actor.as_str(), "queued")
+                    .with_subject(row.id)
+                    .with_detail(json!({
+                        "eventType": event.event_type,
+                        "idempotencyKey": key,
+                        "deliveries": deliveries.len(),
+                    }));
+                record.at = now;
+                if let Some(request_id) = &self.request_id {
+                    record = record.with_request_id(request_id.as_str());
+                }
+                records.push(record);
+                results.push(EventResult {
+                    event_id: id,
+                    idempotency_key: key.to_owned(),
+                    status: EventStatus::Queued,
+                });
+                continue;
+            }
+            // The key is taken (by an earlier request, another replica, or an earlier event of
+            // this batch): the row that holds it decides.
+            let stored = tx
+                .event_by_key(&self.iss, key)
+                .await?
+                .ok_or(StoreError::Database(sqlx::Error::RowNotFound))?;
+            if stored.fingerprint.as_slice() != event.fingerprint.as_bytes() {
+                if savepoint {
+                    tx.discard_event_batch().await?;
+                }
+                return Ok(Accepted::Conflict { index: event.index });
+            }
+            let original = EventId::parse(&stored.id)
+                .map_err(|err| StoreError::Database(sqlx::Error::Decode(Box::new(err))))?;
+            results.push(EventResult {
+                event_id: original,
+                idempotency_key: key.to_owned(),
+                status: EventStatus::Duplicate,
+            });
+        }
+        if !records.is_empty() {
+            tx.append_audit_batch(&records).await?;
+        }
+        if savepoint {
+            tx.keep_event_batch().await?;
+        }
+        Ok(Accepted::Results(results))
+    }
+}
