@@ -473,7 +473,7 @@ impl Application {
                 admin::targets::TargetsAdminState {
                     targets: targets.clone(),
                 },
-                InboundAuth::bearer(admin_tokens.clone()),
+                admin_auth.clone(),
             ));
             api = api.merge(admin::router(
                 admin::AdminState {

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{self, InboundAuth};
+use crate::auth::{self, ThrottledAuth};
 use crate::delivery::targets::{HealthProbe, TargetView, Targets};
 use crate::delivery::{DeliveryStatus, DeliveryView, TargetError};
 use crate::error::{self, ApiError, NoParams, Query};
@@ -41,7 +41,7 @@ pub struct TargetsAdminState {
 }
 
 /// The `/admin/v1/targets*` and `/admin/v1/deliveries*` routes, behind the admin bearer check.
-pub fn router(state: TargetsAdminState, auth: InboundAuth) -> OpenApiRouter {
+pub fn router(state: TargetsAdminState, auth: ThrottledAuth) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(list_targets, create_target))
         .routes(routes!(get_target, patch_target, delete_target))
@@ -52,7 +52,7 @@ pub fn router(state: TargetsAdminState, auth: InboundAuth) -> OpenApiRouter {
         .routes(routes!(replay_delivery))
         .routes(routes!(replay_target))
         .with_state(state)
-        .route_layer(from_fn_with_state(auth, auth::require))
+        .route_layer(from_fn_with_state(auth, auth::require_throttled))
 }
 
 /// Query of the lists.

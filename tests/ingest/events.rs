@@ -345,10 +345,9 @@ async fn unknown_query_parameters_are_refused_after_the_token() {
     app.stop().await;
 }
 
-/// Needs the delivery engine (its message rows and the sandbox receiver): the body that
-/// arrives is the one stored, with every number's text as sent.
+/// The body that
+/// arrives at the target is the one stored, with every number's text as sent.
 #[tokio::test]
-#[ignore = "needs the delivery engine of the delivery branch (the skeleton stores no message)"]
 async fn an_exact_decimal_arrives_byte_identical() {
     let receiver = support::Receiver::start().await;
     let app = spawn(&receiver.target()).await;
@@ -371,9 +370,8 @@ async fn an_exact_decimal_arrives_byte_identical() {
     app.stop().await;
 }
 
-/// Needs the delivery engine: its queue depth is what backpressure reads.
+/// Backpressure reads the delivery engine's queue depth.
 #[tokio::test]
-#[ignore = "needs the delivery engine of the delivery branch (the skeleton reports depth 0)"]
 async fn beyond_max_queue_depth_ingest_is_503_with_retry_after() {
     // A target that never answers keeps its deliveries pending.
     let app = spawn(&format!(
