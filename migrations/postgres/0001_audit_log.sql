@@ -1,4 +1,4 @@
--- The audit log (SPEC §3.6). Times are epoch milliseconds so that SQLite and PostgreSQL sort
+-- The audit log. Times are epoch milliseconds so that SQLite and PostgreSQL sort
 -- identically; `id` is an identity (a number, rendered as a string by the API) and breaks ties
 -- between records of the same millisecond. `detail` is JSON text (the same text as on SQLite;
 -- the gateway never queries inside it).

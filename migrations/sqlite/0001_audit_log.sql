@@ -1,4 +1,4 @@
--- The audit log (SPEC §3.6). Times are epoch milliseconds so that SQLite and PostgreSQL sort
+-- The audit log. Times are epoch milliseconds so that SQLite and PostgreSQL sort
 -- identically; `id` is the rowid (a number, rendered as a string by the API) and breaks ties
 -- between records of the same millisecond. `detail` is JSON text.
 CREATE TABLE audit_log (

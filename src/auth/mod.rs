@@ -4,7 +4,7 @@
 //! [`InboundAuth`] and applied with [`require`] as a `route_layer` on that surface's router only.
 //! Every comparison of a shared secret is constant-time ([`subtle`]); credentials never reach
 //! logs or error bodies. A missing (or empty) credential is 401 `authentication.required`, a
-//! wrong one 401 `invalid.token`; both carry `WWW-Authenticate` for the scheme (SPEC §5).
+//! wrong one 401 `invalid.token`; both carry `WWW-Authenticate` for the scheme.
 //!
 //! The ingest surface's bearer JWTs are verified by [`jwt::JwtVerifier`].
 //!
@@ -280,7 +280,7 @@ fn strip_scheme<'a>(value: &'a [u8], scheme: &[u8]) -> Option<&'a [u8]> {
 
 /// What a `Basic` Authorization header carries.
 enum BasicCredential {
-    /// `Basic` with nothing, or only `:` (an empty credential counts as none, SPEC §3).
+    /// `Basic` with nothing, or only `:` (an empty credential counts as none).
     Empty,
     /// Another scheme, bad base64, not UTF-8, or no `:`.
     Malformed,

@@ -8,7 +8,7 @@
 //! breaker are the upstream stack's business: this calls [`Upstream::call`] once, with the
 //! action's deadline.
 //!
-//! The output is always a JSON object (SPEC §3.2, "200 with the output object"): an answer, or
+//! The output is always a JSON object (a data action answers 200 with the output object): an answer, or
 //! a mapping with a root target, that makes anything else is 422 `output.invalid` (detail
 //! `fieldName ""`, `errorCode "type"`).
 //!

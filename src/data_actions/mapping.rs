@@ -1,4 +1,4 @@
-//! The mapping language of `[[actions]]` (SPEC §2), compiled once into plans.
+//! The mapping language of `[[actions]]`, compiled once into plans.
 //!
 //! # Sources
 //! A value comes from a [`MappingSource`]:

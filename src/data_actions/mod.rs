@@ -1,4 +1,4 @@
-//! Data actions: the surface Genesys Architect flows call (SPEC §3.2).
+//! Data actions: the surface Genesys Architect flows call.
 //!
 //! A flow's Web Services Data Action posts its input to `POST /v1/actions/{name}` (or wraps it in
 //! the `POST /webhook/data-action` envelope); the gateway validates the input against the

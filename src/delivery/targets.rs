@@ -545,7 +545,7 @@ fn event_types_of(value: Option<&Value>, v: &mut Violations) -> Option<Vec<Strin
     ok.then_some(types)
 }
 
-/// Validates a target body (camelCase, SPEC form) against every rule; `Err` lists every
+/// Validates a target body (camelCase, the API form) against every rule; `Err` lists every
 /// violated field.
 ///
 /// # Errors

@@ -1,4 +1,4 @@
-//! The audit log (SPEC §3.6): who did what, when, with which outcome.
+//! The audit log: who did what, when, with which outcome.
 //!
 //! Two ways in:
 //! - **state changes** write their record in the transaction of the change
@@ -43,7 +43,7 @@ use super::{
 use crate::backoff::{Backoff, Jitter};
 use crate::telemetry::Metrics;
 
-/// One audit record to write (SPEC §3.6). `detail` must never hold secrets, tokens or payload
+/// One audit record to write. `detail` must never hold secrets, tokens or payload
 /// values.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct AuditRecord {
@@ -559,7 +559,7 @@ async fn prune_pass(
     Ok(total)
 }
 
-/// Writes audit records off the request path, in batches (SPEC §3.6, data-action executions).
+/// Writes audit records off the request path, in batches (data-action executions).
 ///
 /// [`AuditWriter::record`] never blocks and never awaits: it puts the record in a bounded
 /// queue (dropping it, counted in `gateway_audit_records_dropped_total`, when the queue is
@@ -606,7 +606,7 @@ impl AuditWriter {
     /// Records the queue holds by default before dropping (≈ 5 s of a busy gateway's
     /// data-action traffic; a few MiB at most).
     pub const DEFAULT_CAPACITY: usize = 16_384;
-    /// The longest a record waits in the queue while the store answers. SPEC §3.6 promises
+    /// The longest a record waits in the queue while the store answers. The audit log promises
     /// visibility within 1 s: waiting takes a small part of that, the rest is the store's (one
     /// multi-row insert). Short on purpose: at 15 000 executions/s a 250 ms interval made
     /// bursts of ~4 000-row inserts that held the second core long enough to push the hot
@@ -749,7 +749,7 @@ impl CommitWork for AuditBatch {
     }
 }
 
-/// SPEC §3.6: data-action records are visible within 1 s of being recorded. The queue wait
+/// Data-action records are visible within 1 s of being recorded. The queue wait
 /// must leave most of that second to the write.
 const _: () = assert!(AuditWriter::FLUSH_INTERVAL.as_millis() * 4 <= 1000);
 
@@ -952,7 +952,7 @@ mod tests {
         AuditRecord::now("action.executed", "genesys", "success").with_subject(name)
     }
 
-    /// SPEC §3.6 "visible within 1 s", the writer's part: a record is handed to the store at
+    /// "Visible within 1 s", the writer's part: a record is handed to the store at
     /// most [`AuditWriter::FLUSH_INTERVAL`] after it was recorded, wherever between two ticks
     /// it arrives (measured on the writer's own clock, paused: no real time passes).
     #[tokio::test(start_paused = true)]

@@ -1,4 +1,4 @@
-//! The admin surface: bearer auth (SPEC §5), not served without tokens, list shape (SPEC §3).
+//! The admin surface: bearer auth, not served without tokens, list shape.
 
 use crate::common;
 

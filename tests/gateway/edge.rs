@@ -1,4 +1,4 @@
-//! The one middleware stack (STYLE rule 6, SPEC §3/§5): request ids, the error shape of every
+//! The one middleware stack: request ids, the error shape of every
 //! edge failure, deadline, body limit, JSON depth, load shedding, panics, metrics labels.
 
 use crate::common;

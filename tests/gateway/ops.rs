@@ -1,4 +1,4 @@
-//! Operations endpoints (SPEC §3.1) and graceful shutdown (SPEC §5).
+//! Operations endpoints and graceful shutdown.
 
 use crate::common;
 use common::TestApp;
@@ -173,7 +173,7 @@ fn which_promtool() -> Result<std::path::PathBuf, ()> {
         .ok_or(())
 }
 
-/// SPEC §3.1: unless simulating, ready only when a Genesys token can be had.
+/// Unless simulating, ready only when a Genesys token can be had.
 #[tokio::test]
 async fn readyz_checks_the_genesys_token_when_not_simulating() {
     use genesys_gateway::sim::{SimOptions, Simulator};

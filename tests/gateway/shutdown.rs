@@ -1,4 +1,4 @@
-//! Graceful shutdown through the real application (SPEC §3.1, §5): readiness turns 503, new work
+//! Graceful shutdown through the real application: readiness turns 503, new work
 //! is refused, the request in flight completes, the listener closes; connection limits and the
 //! header-read timeout; `serve` exits 0 on SIGTERM.
 
