@@ -342,7 +342,10 @@ impl Application {
         // still in flight at shutdown are written.
         let audit = AuditWriter::spawn_on(
             committer.clone(),
-            metrics.clone(), writers_stop.clone(), &tasks);
+            metrics.clone(),
+            writers_stop.clone(),
+            &tasks,
+        );
         // Summary records of the executions beyond `audit.execution_records_per_s`; the last
         // ones are written by the shutdown before the writer stops.
         tasks.spawn(data_actions::write_audit_summaries(
