@@ -6,6 +6,8 @@
 //! SKELETON (interface agreed between the `delivery` and `ingest` branches): the bodies below do
 //! nothing yet; the delivery branch fills them in. Not to land on main as is.
 
+pub mod webhooks;
+
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;

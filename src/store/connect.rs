@@ -57,6 +57,11 @@ const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "reservations",
         sql: include_str!("../../migrations/sqlite/0004_reservations.sql"),
     },
+    EmbeddedMigration {
+        version: 7,
+        description: "webhooks",
+        sql: include_str!("../../migrations/sqlite/0007_webhooks.sql"),
+    },
 ];
 
 /// The PostgreSQL migrations, in order.
@@ -75,6 +80,11 @@ const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 4,
         description: "reservations",
         sql: include_str!("../../migrations/postgres/0004_reservations.sql"),
+    },
+    EmbeddedMigration {
+        version: 7,
+        description: "webhooks",
+        sql: include_str!("../../migrations/postgres/0007_webhooks.sql"),
     },
 ];
 

@@ -14,7 +14,8 @@
 //!   (see "Durability and concurrency");
 //! - one file per topic holding that topic's SQL for both dialects side by side: `audit.rs`
 //!   (the audit log and the [`AuditWriter`]), `reservations.rs` (callback reservations, their
-//!   numbered changes, the leader lock and the change listener); later `events.rs`,
+//!   numbered changes, the leader lock and the change listener), `webhooks.rs` (webhook
+//!   subscriptions and their change counter); later `events.rs`,
 //!   `deliveries.rs`, `targets.rs`; `settings.rs` keeps small named values of the gateway's
 //!   own (random keys, fingerprints). A topic adds `impl Store { ... }` and
 //!   `impl Transaction { ... }` blocks in its own file and its tables in
@@ -114,6 +115,7 @@ mod connect;
 mod page;
 mod reservations;
 mod settings;
+mod webhooks;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -131,6 +133,7 @@ pub use page::{Page, PageRequest};
 pub use reservations::{
     CHANGES_CHANNEL, ChangeListener, ChangeRow, LeaderSession, ReservationFilter, ReservationRow,
 };
+pub use webhooks::WebhookRow;
 
 /// Runs `$body` once per backend with `$pool` bound to that backend's pool (`&SqlitePool` or
 /// `&PgPool`): `write` picks the SQLite writer, `read` the SQLite readers; on PostgreSQL both
