@@ -53,7 +53,7 @@ use crate::store::{
 };
 use crate::telemetry::Metrics;
 use crate::upstream::UpstreamRegistry;
-use crate::{admin, callbacks, data_actions, genesys};
+use crate::{admin, callbacks, data_actions, delivery, genesys};
 
 /// A built gateway, bound to its port, not yet serving.
 pub struct Application {
@@ -275,6 +275,17 @@ impl Application {
         // still in flight at shutdown are written.
         let audit = AuditWriter::spawn_on(committer, metrics.clone(), writers_stop.clone(), &tasks);
 
+        // Delivery: the engine every producer enqueues on, and the webhook subscriptions it
+        // routes to (their routing cache checked against the store every few seconds, so that
+        // another replica's change is seen).
+        let delivery_engine = delivery::DeliveryEngine::default();
+        let webhook_network = delivery::webhooks::network_policy(&settings.delivery);
+        let webhooks =
+            delivery::webhooks::WebhookRegistry::load(store.clone(), webhook_network.clone(), None)
+                .await
+                .context("cannot read the webhook subscriptions")?;
+        tasks.spawn(webhooks.clone().run_refresh(shutdown.clone()));
+
         // Callbacks: reservations, the (leader-elected) Genesys sync and the change stream.
         let callback_queues =
             callbacks::CallbackQueues::from_settings(&settings.callbacks).map_err(config_error)?;
@@ -287,6 +298,7 @@ impl Application {
                 queues: callback_queues,
                 events_auth: InboundAuth::from_settings(&settings.data_actions.auth),
                 hub: stream_hub.clone(),
+                delivery: delivery_engine.clone(),
                 metrics: metrics.clone(),
                 tasks: tasks.clone(),
                 clock: None,
@@ -357,6 +369,13 @@ impl Application {
                     tasks: tasks.clone(),
                     publish_lock: crate::data_actions::publish::PublishLock::default(),
                     served: addr,
+                },
+                InboundAuth::bearer(admin_tokens.clone()),
+            ));
+            api = api.merge(admin::webhooks::router(
+                admin::webhooks::WebhooksAdminState {
+                    webhooks,
+                    network: webhook_network,
                 },
                 InboundAuth::bearer(admin_tokens.clone()),
             ));

@@ -7,6 +7,7 @@
 //! bearer check, which runs first.
 
 pub mod actions;
+pub mod webhooks;
 
 use axum::extract::State;
 use axum::middleware::from_fn_with_state;

@@ -9,3 +9,4 @@ mod edge;
 mod ops;
 mod reload;
 mod shutdown;
+mod webhooks;
