@@ -276,6 +276,7 @@ conformance!(
     pruner_deletes_what_is_past_retention_and_keeps_running,
     server_threads_keep_working_when_one_runtime_ends,
     secrets_and_settings_are_kept_and_shared,
+    webhook_subscriptions_are_kept_paged_and_shared,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1369,6 +1370,87 @@ mod cases {
         );
         assert!(written > 0);
         committer.stop().await;
+    }
+
+    /// Webhook subscriptions through the registry on both dialects: pages newest first, the
+    /// secrets of a rotation, the change counter that another replica's cache follows.
+    pub async fn webhook_subscriptions_are_kept_paged_and_shared(db: &TestDb) {
+        use genesys_gateway::delivery::webhooks::{NewWebhook, WebhookRegistry};
+        use genesys_gateway::upstream::NetworkPolicy;
+        use secrecy::ExposeSecret;
+        let policy = NetworkPolicy::Guarded {
+            allow_private: false,
+            allow_cidrs: Vec::new(),
+        };
+        let other = db.connect_again().await;
+        let here = WebhookRegistry::load(db.store.clone(), policy.clone(), None)
+            .await
+            .expect("load");
+        let there = WebhookRegistry::load(other.clone(), policy.clone(), None)
+            .await
+            .expect("load");
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let new = NewWebhook::from_value(
+                &serde_json::json!({
+                    "url": format!("https://hooks.example.com/{i}"),
+                    "eventTypes": ["callback.reservation.*"],
+                    "description": format!("number {i}"),
+                }),
+                &policy,
+            )
+            .expect("valid");
+            ids.push(here.create(new).await.expect("create").webhook);
+        }
+        // Newest first; within one millisecond, by id (descending).
+        ids.sort_by(|a, b| {
+            (b.created_at.as_str(), b.id.to_string())
+                .cmp(&(a.created_at.as_str(), a.id.to_string()))
+        });
+        let ids: Vec<_> = ids.into_iter().map(|w| w.id).collect();
+        let first = here.list(&PageRequest::first(2)).await.expect("list");
+        let cursor = first.next_cursor.clone().expect("a second page");
+        let second = here
+            .list(&PageRequest::after(2, cursor))
+            .await
+            .expect("list");
+        assert!(second.next_cursor.is_none());
+        let listed: Vec<_> = first
+            .entities
+            .iter()
+            .chain(&second.entities)
+            .map(|w| w.id)
+            .collect();
+        assert_eq!(listed, ids, "newest first, each once");
+        assert!(matches!(
+            here.list(&PageRequest::after(2, "nope")).await,
+            Err(genesys_gateway::delivery::webhooks::WebhookError::Store(
+                StoreError::InvalidCursor
+            ))
+        ));
+
+        assert!(there.refresh().await.expect("refresh"));
+        assert_eq!(there.matching("callback.reservation.updated").len(), 3);
+        let rotated = here
+            .rotate_secret(&ids[0].to_string())
+            .await
+            .expect("rotate");
+        assert!(there.refresh().await.expect("refresh"));
+        let destination = there
+            .destination(ids[0])
+            .await
+            .expect("destination")
+            .expect("exists");
+        assert_eq!(destination.secrets.len(), 2);
+        assert_eq!(
+            destination.secrets[0].expose_secret(),
+            rotated.secret.expose_secret()
+        );
+        here.delete(&ids[1].to_string()).await.expect("delete");
+        assert!(there.refresh().await.expect("refresh"));
+        assert!(there.destination(ids[1]).await.expect("look-up").is_none());
+        assert_eq!(there.matching("callback.reservation.updated").len(), 2);
+        other.close().await;
     }
 }
 

@@ -409,7 +409,14 @@ impl Reservations {
             return Ok(reservation);
         };
         let audit = audit_record(event, &reservation, previous, actor, reservation.updated_at);
-        record_change(&mut tx, &self.inner.delivery, event, &mut reservation, &audit).await?;
+        record_change(
+            &mut tx,
+            &self.inner.delivery,
+            event,
+            &mut reservation,
+            &audit,
+        )
+        .await?;
         tx.commit().await?;
         self.inner.hub.wake();
         self.inner.delivery.wake();

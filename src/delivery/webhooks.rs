@@ -382,7 +382,10 @@ impl NewWebhook {
     }
 }
 
-fn check_event_types(items: &[Value], details: &mut Vec<ErrorDetail>) -> Option<Vec<EventTypeGlob>> {
+fn check_event_types(
+    items: &[Value],
+    details: &mut Vec<ErrorDetail>,
+) -> Option<Vec<EventTypeGlob>> {
     let before = details.len();
     if items.is_empty() {
         details.push(ErrorDetail::new(
@@ -499,8 +502,11 @@ impl From<WebhookError> for ApiError {
                 ApiError::bad_request("`cursor` is not valid.")
             }
             err => ApiError::internal().with_log(
-                ErrorLog::new(tracing::Level::ERROR, "webhook subscription operation failed")
-                    .error(&err),
+                ErrorLog::new(
+                    tracing::Level::ERROR,
+                    "webhook subscription operation failed",
+                )
+                .error(&err),
             ),
         }
     }
@@ -783,11 +789,12 @@ impl WebhookRegistry {
         }
     }
 
-    fn audit(&self, kind: &str, id: WebhookId, detail: Value) -> AuditRecord {
+    /// The audit record of a change made at `at` (the instant the change itself uses).
+    fn audit(kind: &str, id: WebhookId, at: DateTime<Utc>, detail: Value) -> AuditRecord {
         let mut record = AuditRecord::now(kind, ACTOR_ADMIN, "success")
             .with_subject(id.to_string())
             .with_detail(detail);
-        record.at = self.now();
+        record.at = at;
         if let Some(request) = RequestId::current() {
             record = record.with_request_id(&*request);
         }
@@ -819,9 +826,10 @@ impl WebhookRegistry {
             created_ms: now.timestamp_millis(),
             updated_ms: now.timestamp_millis(),
         };
-        let audit = self.audit(
+        let audit = Self::audit(
             "webhook.created",
             id,
+            now,
             serde_json::json!({
                 "host": new.url.host_str(),
                 "eventTypes": event_types,
@@ -883,9 +891,10 @@ impl WebhookRegistry {
             .await?
             .ok_or(WebhookError::NotFound)?;
         let url = Url::parse(&row.url).ok();
-        let audit = self.audit(
+        let audit = Self::audit(
             "webhook.deleted",
             id,
+            self.now(),
             serde_json::json!({ "host": url.as_ref().and_then(Url::host_str) }),
         );
         tx.delete_webhook(&id.to_string()).await?;
@@ -905,7 +914,8 @@ impl WebhookRegistry {
         let id = WebhookId::parse(id)?;
         let now = self.now();
         let until = now
-            + chrono::Duration::from_std(SECRET_OVERLAP).unwrap_or_else(|_| chrono::Duration::zero());
+            + chrono::Duration::from_std(SECRET_OVERLAP)
+                .unwrap_or_else(|_| chrono::Duration::zero());
         let secret = generate_secret();
         let mut tx = self.inner.store.begin().await?;
         let mut row = tx
@@ -915,9 +925,10 @@ impl WebhookRegistry {
         row.previous_secret = Some(std::mem::replace(&mut row.secret, secret.clone()));
         row.previous_expires_ms = Some(until.timestamp_millis());
         row.updated_ms = now.timestamp_millis();
-        let audit = self.audit(
+        let audit = Self::audit(
             "webhook.secret_rotated",
             id,
+            now,
             serde_json::json!({ "previousSecretValidUntil": millis(until) }),
         );
         tx.update_webhook_secrets(&row).await?;
@@ -1017,7 +1028,12 @@ mod tests {
                 "data": {"id": "r-1", "amount": 12.50},
             })
         );
-        let keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
+        let keys: Vec<&str> = body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert_eq!(keys.len(), 3);
     }
 

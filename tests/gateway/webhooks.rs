@@ -183,7 +183,11 @@ async fn every_violated_field_is_named() {
             "{url}"
         );
     }
-    for url in ["ftp://hooks.example.com/", "not a url", "https://u:p@hooks.example.com/"] {
+    for url in [
+        "ftp://hooks.example.com/",
+        "not a url",
+        "https://u:p@hooks.example.com/",
+    ] {
         let r = post(
             &app,
             "/admin/v1/webhooks",
@@ -191,7 +195,11 @@ async fn every_violated_field_is_named() {
         )
         .await;
         let body = common::assert_error(r, 400, "invalid.input").await;
-        assert_eq!(field_codes(&body), [("/url".into(), "format".into())], "{url}");
+        assert_eq!(
+            field_codes(&body),
+            [("/url".into(), "format".into())],
+            "{url}"
+        );
     }
 
     let r = post(&app, "/admin/v1/webhooks", &json!(["not", "an", "object"])).await;
@@ -348,7 +356,12 @@ async fn rotation_answers_a_new_secret_and_the_audit_never_holds_one() {
     let second = rotated["secret"].as_str().unwrap().to_owned();
     assert!(second.starts_with(SECRET_PREFIX));
     assert_ne!(second, first);
-    assert_eq!(delete(&app, &format!("/admin/v1/webhooks/{id}")).await.status(), 204);
+    assert_eq!(
+        delete(&app, &format!("/admin/v1/webhooks/{id}"))
+            .await
+            .status(),
+        204
+    );
 
     let r = app.admin_get("/admin/v1/audit?limit=1000").await;
     let text = r.text().await.unwrap();
@@ -370,7 +383,11 @@ async fn rotation_answers_a_new_secret_and_the_audit_never_holds_one() {
     let kinds: Vec<&str> = mine.iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
-        ["webhook.deleted", "webhook.secret_rotated", "webhook.created"],
+        [
+            "webhook.deleted",
+            "webhook.secret_rotated",
+            "webhook.created"
+        ],
         "newest first"
     );
     for entry in &mine {
@@ -380,8 +397,12 @@ async fn rotation_answers_a_new_secret_and_the_audit_never_holds_one() {
     }
     assert_eq!(mine[2]["detail"]["host"], "hooks.example.com");
     assert_eq!(mine[2]["detail"]["eventTypes"], json!(["*"]));
-    let until = mine[1]["detail"]["previousSecretValidUntil"].as_str().unwrap();
-    let until = DateTime::parse_from_rfc3339(until).unwrap().with_timezone(&Utc);
+    let until = mine[1]["detail"]["previousSecretValidUntil"]
+        .as_str()
+        .unwrap();
+    let until = DateTime::parse_from_rfc3339(until)
+        .unwrap()
+        .with_timezone(&Utc);
     let at = DateTime::parse_from_rfc3339(mine[1]["at"].as_str().unwrap())
         .unwrap()
         .with_timezone(&Utc);
@@ -423,12 +444,9 @@ fn strict() -> NetworkPolicy {
 }
 
 async fn sqlite_store(dir: &tempfile::TempDir) -> Store {
-    Store::connect(
-        &SecretString::from("sqlite://gateway.db"),
-        dir.path(),
-    )
-    .await
-    .expect("store")
+    Store::connect(&SecretString::from("sqlite://gateway.db"), dir.path())
+        .await
+        .expect("store")
 }
 
 fn new_webhook(url: &str, event_types: &[&str]) -> NewWebhook {
@@ -437,7 +455,10 @@ fn new_webhook(url: &str, event_types: &[&str]) -> NewWebhook {
 }
 
 fn exposed(secrets: &[SecretString]) -> Vec<String> {
-    secrets.iter().map(|s| s.expose_secret().to_owned()).collect()
+    secrets
+        .iter()
+        .map(|s| s.expose_secret().to_owned())
+        .collect()
 }
 
 #[tokio::test]
@@ -466,14 +487,22 @@ async fn rotation_keeps_both_secrets_signing_for_24_hours() {
     let second = registry.rotate_secret(&id.to_string()).await.unwrap();
     let second = second.secret.expose_secret().to_owned();
     let both = registry.destination(id).await.unwrap().unwrap();
-    assert_eq!(exposed(&both.secrets), [second.clone(), first.clone()], "newest first");
+    assert_eq!(
+        exposed(&both.secrets),
+        [second.clone(), first.clone()],
+        "newest first"
+    );
 
     clock.advance(chrono::Duration::hours(24) - chrono::Duration::milliseconds(1));
     let still = registry.destination(id).await.unwrap().unwrap();
     assert_eq!(exposed(&still.secrets), [second.clone(), first.clone()]);
     clock.advance(chrono::Duration::milliseconds(1));
     let after = registry.destination(id).await.unwrap().unwrap();
-    assert_eq!(exposed(&after.secrets), [second.clone()], "24 h later: only the new one");
+    assert_eq!(
+        exposed(&after.secrets),
+        [second.clone()],
+        "24 h later: only the new one"
+    );
 
     // Two rotations within a day: the newest two sign, the oldest is gone.
     let third = registry.rotate_secret(&id.to_string()).await.unwrap();
@@ -531,12 +560,18 @@ async fn events_are_routed_by_glob() {
         [calendar.id, gateway.id]
     );
     assert_eq!(routed("gateway.target.updated"), [gateway.id]);
-    assert_eq!(routed("custom.legacy.orders.created"), Vec::<WebhookId>::new());
+    assert_eq!(
+        routed("custom.legacy.orders.created"),
+        Vec::<WebhookId>::new()
+    );
     let route = &registry.matching("gateway.target.verification")[0];
     assert_eq!(route.url.as_str(), "https://gw.example.com/in");
 
     registry.delete(&calendar.id.to_string()).await.unwrap();
-    assert_eq!(routed("callback.reservation.created"), Vec::<WebhookId>::new());
+    assert_eq!(
+        routed("callback.reservation.created"),
+        Vec::<WebhookId>::new()
+    );
     assert!(registry.destination(calendar.id).await.unwrap().is_none());
     store.close().await;
 }
@@ -615,6 +650,9 @@ async fn the_periodic_check_picks_up_another_replicas_change() {
     };
     stop.cancel();
     task.await.unwrap();
-    assert!(seen, "the other replica's subscription is routed after a periodic check");
+    assert!(
+        seen,
+        "the other replica's subscription is routed after a periodic check"
+    );
     store.close().await;
 }
