@@ -476,7 +476,7 @@ async fn rotation_keeps_both_secrets_signing_for_24_hours() {
     let id = created.webhook.id;
     let first = created.secret.expose_secret().to_owned();
     let destination = registry.destination(id).await.unwrap().unwrap();
-    assert_eq!(exposed(&destination.secrets), [first.clone()]);
+    assert_eq!(exposed(&destination.secrets), vec![first.clone()]);
     assert_eq!(destination.url.as_str(), "https://hooks.example.com/in");
     assert_eq!(destination.retry, WEBHOOK_RETRY_POLICY);
     assert_eq!(destination.retry.max_retries, 10);
@@ -500,7 +500,7 @@ async fn rotation_keeps_both_secrets_signing_for_24_hours() {
     let after = registry.destination(id).await.unwrap().unwrap();
     assert_eq!(
         exposed(&after.secrets),
-        [second.clone()],
+        vec![second.clone()],
         "24 h later: only the new one"
     );
 
