@@ -366,6 +366,9 @@ impl Application {
             })
         });
 
+        // Webhook subscriptions: destinations of the same engine (kind `webhook`).
+        let webhooks = delivery::webhooks::Webhooks::new(delivery.clone());
+
         // Callbacks: reservations, the (leader-elected) Genesys sync and the change stream.
         let callback_queues =
             callbacks::CallbackQueues::from_settings(&settings.callbacks).map_err(config_error)?;
@@ -378,6 +381,7 @@ impl Application {
                 queues: callback_queues,
                 events_auth: InboundAuth::from_settings(&settings.data_actions.auth),
                 hub: stream_hub.clone(),
+                delivery: delivery.clone(),
                 metrics: metrics.clone(),
                 tasks: tasks.clone(),
                 clock: None,
@@ -476,6 +480,10 @@ impl Application {
                 admin::targets::TargetsAdminState {
                     targets: targets.clone(),
                 },
+                admin_auth.clone(),
+            ));
+            api = api.merge(admin::webhooks::router(
+                admin::webhooks::WebhooksAdminState { webhooks },
                 admin_auth.clone(),
             ));
             api = api.merge(admin::router(

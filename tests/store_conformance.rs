@@ -276,6 +276,7 @@ conformance!(
     pruner_deletes_what_is_past_retention_and_keeps_running,
     server_threads_keep_working_when_one_runtime_ends,
     secrets_and_settings_are_kept_and_shared,
+    webhook_subscriptions_are_kept_paged_and_shared,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1368,6 +1369,130 @@ mod cases {
             "every record written or counted as dropped"
         );
         assert!(written > 0);
+        committer.stop().await;
+    }
+
+    /// Webhook subscriptions on both dialects, kept as delivery destinations of kind `webhook`:
+    /// pages newest first, the secrets of a rotation in the destination's own fields, a
+    /// deletion that another connection (replica) sees.
+    pub async fn webhook_subscriptions_are_kept_paged_and_shared(db: &TestDb) {
+        use genesys_gateway::config::DeliverySettings;
+        use genesys_gateway::delivery::webhooks::{NewWebhook, WebhookError, Webhooks};
+        use genesys_gateway::delivery::{DeliveryEngine, EngineParts};
+        use genesys_gateway::upstream::NetworkPolicy;
+        use secrecy::ExposeSecret;
+        let policy = NetworkPolicy::Guarded {
+            allow_private: false,
+            allow_cidrs: Vec::new(),
+        };
+        let committer = Committer::spawn(&db.store);
+        let here = Webhooks::new(DeliveryEngine::new(EngineParts {
+            store: db.store.clone(),
+            committer: committer.handle.clone(),
+            metrics: Arc::new(Metrics::new()),
+            settings: DeliverySettings::default(),
+            threads: 1,
+        }));
+        let other = db.connect_again().await;
+        let mut made = Vec::new();
+        for i in 0..3 {
+            let new = NewWebhook::from_value(
+                &serde_json::json!({
+                    "url": format!("https://hooks.example.com/{i}"),
+                    "eventTypes": ["callback.reservation.*"],
+                    "description": format!("number {i}"),
+                }),
+                &policy,
+            )
+            .expect("valid");
+            made.push(here.create(new).await.expect("create"));
+        }
+        // Newest first; within one millisecond, by id (descending).
+        let mut views: Vec<_> = made.iter().map(|c| c.webhook.clone()).collect();
+        views.sort_by(|a, b| {
+            (b.created_at.as_str(), b.id.to_string())
+                .cmp(&(a.created_at.as_str(), a.id.to_string()))
+        });
+        let ids: Vec<_> = views.iter().map(|w| w.id).collect();
+        let first = here.list(&PageRequest::first(2)).await.expect("list");
+        let cursor = first.next_cursor.clone().expect("a second page");
+        let second = here
+            .list(&PageRequest::after(2, cursor))
+            .await
+            .expect("list");
+        assert!(second.next_cursor.is_none());
+        let listed: Vec<_> = first
+            .entities
+            .iter()
+            .chain(&second.entities)
+            .map(|w| w.id)
+            .collect();
+        assert_eq!(listed, ids, "newest first, each once");
+        assert!(matches!(
+            here.list(&PageRequest::after(2, "nope")).await,
+            Err(WebhookError::Store(StoreError::InvalidCursor))
+        ));
+
+        // One storage: the destination row of kind `webhook`, seen by the other connection.
+        let rows = other.destinations().await.expect("destinations");
+        let webhooks: Vec<_> = rows.iter().filter(|r| r.kind == "webhook").collect();
+        assert_eq!(webhooks.len(), 3);
+        for row in &webhooks {
+            assert_eq!(row.origin, "api");
+            assert_eq!(row.status, "VERIFIED");
+            assert!(row.previous_secret.is_none());
+        }
+        let original = made
+            .iter()
+            .find(|c| c.webhook.id == ids[0])
+            .expect("made")
+            .secret
+            .expose_secret()
+            .to_owned();
+        let rotated = here
+            .rotate_secret(&ids[0].to_string())
+            .await
+            .expect("rotate");
+        let row = other
+            .destination(&ids[0].to_string())
+            .await
+            .expect("read")
+            .expect("exists");
+        assert_eq!(row.secret.expose_secret(), rotated.secret.expose_secret());
+        assert_eq!(
+            row.previous_secret
+                .as_ref()
+                .map(|s| s.expose_secret().to_owned()),
+            Some(original)
+        );
+        let until = row.previous_secret_until_ms.expect("until") - row.updated_ms;
+        assert_eq!(
+            until,
+            24 * 3600 * 1000,
+            "the previous secret signs for 24 h"
+        );
+
+        here.delete(&ids[1].to_string()).await.expect("delete");
+        assert!(
+            other
+                .destination(&ids[1].to_string())
+                .await
+                .expect("read")
+                .is_none()
+        );
+        assert!(matches!(
+            here.delete(&ids[1].to_string()).await,
+            Err(WebhookError::NotFound)
+        ));
+        assert_eq!(
+            here.list(&PageRequest::first(10))
+                .await
+                .expect("list")
+                .entities
+                .len(),
+            2
+        );
+        other.close().await;
         committer.stop().await;
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod actions;
 pub mod targets;
+pub mod webhooks;
 
 use axum::extract::State;
 use axum::middleware::from_fn_with_state;

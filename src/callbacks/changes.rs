@@ -8,9 +8,11 @@
 //! [`record_change`] runs inside the transaction of the change, after the caller locked the
 //! reservation's row and changed it ([`Reservation::change_status`]). It writes the audit record,
 //! numbers the change (the next `seq`, in commit order), stores the reservation's new state and
-//! the change row the stream replays from. Everything that must happen exactly when a change is
-//! committed belongs here, in the same transaction — deliveries to webhook subscribers are to be
-//! enqueued here (one call, with the [`WebhookPayload`](super::WebhookPayload) of the change).
+//! the change row the stream replays from, and hands the delivery engine the webhook message of
+//! the change (`{"type", "timestamp", "data"}`: the event type, the reservation's `updatedAt`,
+//! the reservation — the shape of [`WebhookPayload`](super::WebhookPayload)), which the engine
+//! routes to every matching webhook subscription. Everything that must happen exactly when a
+//! change is committed belongs here, in the same transaction.
 //!
 //! # Retention
 //! The change rows exist for the stream's `since` replay, not as history (the audit log is
@@ -27,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 use super::error::ReservationError;
 use super::event::{ReservationEventType, StreamMessage};
 use super::reservation::Reservation;
+use crate::delivery::webhooks::webhook_message;
+use crate::delivery::{DeliveryEngine, DestinationKind};
 use crate::store::{AuditRecord, ChangeRow, ReservationRow, Store, StoreError, Transaction};
 
 /// The row that stores `reservation`.
@@ -116,12 +120,14 @@ pub fn audit_record(
 
 /// Commits a published change of `reservation` inside `tx` (see "The seam"): writes `audit`,
 /// takes the next `seq` (set on `reservation`), stores the reservation's new state and the
-/// change row. The caller commits `tx`, then wakes the stream.
+/// change row, and enqueues the change's webhook message on `delivery`. The caller commits
+/// `tx`, then wakes the stream and `delivery`.
 ///
 /// # Errors
 /// [`ReservationError::Store`]; the caller drops the transaction (nothing is written).
 pub async fn record_change(
     tx: &mut Transaction,
+    delivery: &DeliveryEngine,
     event: ReservationEventType,
     reservation: &mut Reservation,
     audit: &AuditRecord,
@@ -144,6 +150,13 @@ pub async fn record_change(
         body: row.body,
     };
     tx.insert_change(&change).await?;
+    // After the number is taken: subscribers get the reservation as the API and the stream
+    // show it, `seq` included (the counter row stays locked for these few more rows).
+    let message = webhook_message(event.as_str(), &*reservation, reservation.updated_at)
+        .map_err(|err| ReservationError::Corrupt(format!("webhook message: {err}")))?;
+    delivery
+        .enqueue_for(tx, &message, DestinationKind::Webhook)
+        .await?;
     Ok(change)
 }
 

@@ -230,6 +230,22 @@ mod tests {
     }
 
     #[test]
+    fn the_delivered_message_is_the_webhook_payload() {
+        let reservation = reservation();
+        let message = crate::delivery::webhooks::webhook_message(
+            ReservationEventType::Canceled.as_str(),
+            &reservation,
+            reservation.updated_at,
+        )
+        .unwrap();
+        assert_eq!(message.event_type, "callback.reservation.canceled");
+        assert_eq!(
+            serde_json::from_slice::<WebhookPayload>(&message.body).unwrap(),
+            WebhookPayload::new(ReservationEventType::Canceled, reservation)
+        );
+    }
+
+    #[test]
     fn webhook_payload_shape() {
         let payload = WebhookPayload::new(ReservationEventType::Updated, reservation());
         let wire = serde_json::to_value(&payload).unwrap();

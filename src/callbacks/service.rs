@@ -1,7 +1,7 @@
 //! The reservation capability at work: [`Reservations`] takes a place, creates the callback in
 //! Genesys, cancels, reads and lists reservations, and applies what Genesys reports about them —
-//! every change through one path that commits it with its audit record and its number, then
-//! wakes the stream.
+//! every change through one path that commits it with its audit record, its number and its
+//! webhook message, then wakes the stream and the delivery engine.
 //!
 //! # Reserving
 //! 1. The body is checked against the queue's calendar at the clock's "now".
@@ -51,6 +51,7 @@ use super::stream::StreamHub;
 use super::validate::{RESERVED_DATA_KEY, ValidReservationRequest};
 use crate::auth::InboundAuth;
 use crate::config::Problem;
+use crate::delivery::DeliveryEngine;
 use crate::genesys::GenesysClient;
 use crate::genesys::models::{
     BulkCallbackDisconnectRequest, CallbackDisconnectIdentifier, CreateCallbackCommand, RoutingData,
@@ -132,6 +133,8 @@ struct Inner {
     /// `[data_actions.auth]`, the credential of `POST /v1/genesys/events` (live on reload).
     events_auth: ArcSwap<InboundAuth>,
     hub: StreamHub,
+    /// Every published change's webhook message is enqueued on it.
+    delivery: DeliveryEngine,
     outcomes: [IntCounter; 6],
     clock: WallClock,
     tasks: TaskTracker,
@@ -163,6 +166,8 @@ pub struct ReservationsParts {
     pub events_auth: InboundAuth,
     /// The process's stream hub.
     pub hub: StreamHub,
+    /// The delivery engine (each published change is enqueued on it, for webhook subscribers).
+    pub delivery: DeliveryEngine,
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
     /// The application's task tracker (Genesys calls that outlive their request run on it).
@@ -180,6 +185,7 @@ impl Reservations {
             queues,
             events_auth,
             hub,
+            delivery,
             metrics,
             tasks,
             clock,
@@ -197,6 +203,7 @@ impl Reservations {
                 queues_version: watch::Sender::new(0),
                 events_auth: ArcSwap::from_pointee(events_auth),
                 hub,
+                delivery,
                 outcomes,
                 clock: clock.unwrap_or_else(|| Arc::new(Utc::now)),
                 tasks,
@@ -383,7 +390,7 @@ impl Reservations {
 
     /// Applies `change` to the reservation `id` in one transaction (its row locked) and, when
     /// it says what event that is, publishes it through [`record_change`]; then wakes the
-    /// stream. Returns the reservation as it is afterwards.
+    /// stream and the delivery engine. Returns the reservation as it is afterwards.
     async fn change(
         &self,
         id: ReservationId,
@@ -402,9 +409,17 @@ impl Reservations {
             return Ok(reservation);
         };
         let audit = audit_record(event, &reservation, previous, actor, reservation.updated_at);
-        record_change(&mut tx, event, &mut reservation, &audit).await?;
+        record_change(
+            &mut tx,
+            &self.inner.delivery,
+            event,
+            &mut reservation,
+            &audit,
+        )
+        .await?;
         tx.commit().await?;
         self.inner.hub.wake();
+        self.inner.delivery.wake();
         Ok(reservation)
     }
 

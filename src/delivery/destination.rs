@@ -2,7 +2,7 @@
 //! its status ([`TargetStatus`]), and the compiled form the workers send with
 //! ([`Destination`]: parsed endpoint, header map, auth, event-type globs, signing keys).
 //!
-//! A destination is generic: a delivery target today, a webhook subscription later (its
+//! A destination is generic: a delivery target or a webhook subscription (its
 //! [`DestinationKind`]); the engine only needs where to send, how to authenticate and sign,
 //! which event types it takes and its retry policy.
 
@@ -267,6 +267,9 @@ pub struct TargetConfig {
     pub headers: BTreeMap<String, String>,
     /// Event type globs (`*` matches any run of characters).
     pub event_types: Vec<String>,
+    /// The operator's description (webhook subscriptions; empty for targets).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
 }
 
 impl TargetConfig {
@@ -498,6 +501,7 @@ mod tests {
             retry_policy: policy(BackoffStrategy::Linear),
             headers: BTreeMap::from([("X-A".to_owned(), "1".to_owned())]),
             event_types: vec!["a.*".into()],
+            description: String::new(),
         };
         let stored = config.to_stored();
         assert!(stored.expose_secret().contains("p4ss"));

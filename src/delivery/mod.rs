@@ -1,18 +1,21 @@
 //! The durable delivery engine: every outbound event of the gateway (ingested business events,
-//! target verification events, `gateway.target.updated`, later webhook subscriptions) is handed
+//! target verification events, `gateway.target.updated`, reservation changes) is handed
 //! to it as an [`OutboundMessage`] inside the producer's own transaction, and delivered at
 //! least once to every destination whose event types match.
 //!
 //! # Layout
 //! - this file: the engine's handle [`DeliveryEngine`] (enqueue, wake, queue depth, the
 //!   deliveries of a message, the destination cache);
-//! - `destination.rs`: destinations (targets now, webhook subscriptions later) as stored and as
+//! - `destination.rs`: destinations (targets and webhook subscriptions) as stored and as
 //!   compiled for sending; retry policies;
 //! - `signing.rs`: Standard Webhooks secrets, `webhook-id`, `webhook-signature`;
 //! - `worker.rs`: the dispatcher (leased claims, per-destination acceptance order, the
 //!   attempt and its outcome) and the sweeper;
 //! - `targets.rs`: the targets capability — validation, the admin operations, declarative
 //!   targets and their reload part, verification, health probes, `gateway.target.updated`;
+//! - `webhooks.rs`: webhook subscriptions — destinations of kind `webhook` made through the
+//!   admin API (validation, secrets and their rotation, the `{"type", "timestamp", "data"}`
+//!   message the gateway's own events carry);
 //! - `error.rs`: [`TargetError`], how the targets surface fails.
 //!
 //! # How a message travels
@@ -49,6 +52,7 @@ mod destination;
 mod error;
 pub mod signing;
 pub mod targets;
+pub mod webhooks;
 mod worker;
 
 use std::collections::HashMap;

@@ -617,6 +617,7 @@ pub fn validate(body: &Value, policy: &NetworkPolicy) -> Result<TargetInput, Vec
                 retry_policy,
                 headers,
                 event_types,
+                description: String::new(),
             },
         }),
         _ => Err(vec![ErrorDetail::new(
@@ -1371,6 +1372,7 @@ impl DeclaredTarget {
                 retry_policy: RetryPolicy::from(t.retry_policy),
                 headers: t.headers.clone(),
                 event_types: t.event_types.clone(),
+                description: String::new(),
             },
             secret: t.secret.clone(),
         }

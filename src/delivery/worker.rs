@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use super::destination::{Destination, DestinationAuth, Origin, TargetStatus};
+use super::destination::{Destination, DestinationAuth, DestinationKind, Origin, TargetStatus};
 use super::signing::{signature_header, webhook_id};
 use super::{DeliveryEngine, DeliveryStatus, dead_record, purpose, targets};
 use crate::backoff::{Backoff, Jitter};
@@ -458,9 +458,13 @@ fn decide(claimed: &ClaimedDelivery, destination: &Destination, outcome: Attempt
     }
     match outcome {
         Attempt::Delivered(_) => Decision::Delivered,
-        Attempt::Failed(f) if f.gone => Decision::Gone {
-            reason: format!("{}: target disabled", f.error),
-        },
+        // A target that answers 410 is disabled; a webhook subscription has no verification to
+        // bring it back, so only this delivery ends (a subscriber leaves by being deleted).
+        Attempt::Failed(f) if f.gone && destination.kind == DestinationKind::Target => {
+            Decision::Gone {
+                reason: format!("{}: target disabled", f.error),
+            }
+        }
         Attempt::Failed(f) if f.retryable => {
             let policy = destination.config.retry_policy;
             if attempts <= i64::from(policy.max_retries) {

@@ -12,7 +12,7 @@
 //! requests). In the unit, for each event in order:
 //! 1. insert its `ingest_events` row under a new [`EventId`] unless its idempotency key is taken
 //!    for this issuer (the database enforces it; see [`crate::store`]'s `events` topic);
-//! 2. inserted: hand the body to [`DeliveryEngine::enqueue`] (the message row and one delivery
+//! 2. inserted: hand the body to [`DeliveryEngine::enqueue_for`] targets (the message row and one delivery
 //!    per matching target, in the same transaction) and note an `event.accepted` audit record —
 //!    `queued`;
 //! 3. not inserted: read the row that holds the key; the same fingerprint is a `duplicate`
@@ -44,7 +44,7 @@ use super::event::{EventId, EventPipeline, PreparedEvent};
 use super::idempotency::IdempotencyKey;
 use super::timestamp::format_event_time;
 use crate::auth::jwt::{JwtVerifier, VerifiedToken};
-use crate::delivery::{DeliveryEngine, OutboundMessage};
+use crate::delivery::{DeliveryEngine, DestinationKind, OutboundMessage};
 use crate::store::{
     AuditRecord, CommitWork, EventRow, GroupCommitter, Store, StoreError, Transaction,
 };
@@ -352,7 +352,10 @@ impl CommitWork for AcceptUnit {
                     idempotency_key: key.to_owned(),
                     body: event.body(&id),
                 };
-                let deliveries = self.delivery.enqueue(tx, &message).await?;
+                let deliveries = self
+                    .delivery
+                    .enqueue_for(tx, &message, DestinationKind::Target)
+                    .await?;
                 let mut record = AuditRecord::now(EVENT_ACCEPTED, self.actor.as_str(), "queued")
                     .with_subject(row.id)
                     .with_detail(json!({

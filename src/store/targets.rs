@@ -1,5 +1,5 @@
 //! Delivery destinations (table `delivery_destinations`): delivery targets — declarative ones
-//! written from the configuration, and those made through the admin API — and, later, webhook
+//! written from the configuration, and those made through the admin API — and webhook
 //! subscriptions. The store holds plain rows ([`DestinationRow`]); the configuration is JSON
 //! text written and read by the delivery capability.
 //!
@@ -41,7 +41,7 @@ const DELETE: &str = "UPDATE delivery_destinations SET deleted_ms = $2, updated_
 pub struct DestinationRow {
     /// Its id (text; a UUID).
     pub id: String,
-    /// `target` (later `webhook`).
+    /// `target` or `webhook`.
     pub kind: String,
     /// `config` (declarative) or `api`.
     pub origin: String,

@@ -2,7 +2,8 @@
 # Verifies the gateway's webhook signatures with the Python `standardwebhooks` library:
 # builds `genesys-gateway` (debug), prepares a venv under <target>/delivery-venv with
 # tests/delivery/requirements.txt, starts the gateway in sandbox mode (its own SQLite file, the
-# in-process simulator on a free port, a declarative target on the simulator's receiver), runs
+# in-process simulator on a free port, a declarative target on the simulator's receiver, a
+# callback queue for the webhook subscription part), runs
 # tests/delivery/standardwebhooks_check.py, stops the gateway and exits with the check's status.
 # <target> is cargo's target directory, wherever CARGO_TARGET_DIR or the cargo config puts it.
 set -euo pipefail
@@ -33,6 +34,8 @@ sim_port="$(free_port)"
 work="$(mktemp -d)"
 token="standardwebhooks-check-token"
 secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo="
+portal_key="standardwebhooks-portal-key"
+queue="a3b1f7c2-0000-4000-8000-000000000001"
 cat > "$work/gateway.toml" <<TOML
 [server]
 listen = "127.0.0.1:$port"
@@ -56,6 +59,18 @@ name = "order-events"
 endpoint_url = "http://genesys-simulator/__sim/receivers/order-events"
 event_types = ["custom.legacy.orders.*"]
 secret = "$secret"
+
+[callbacks]
+auth = { type = "header", name = "X-Api-Key", value = "$portal_key" }
+
+[[callbacks.queues]]
+id = "$queue"
+name = "Support"
+timezone = "UTC"
+open_hours = ["mon-sun 00:00-24:00"]
+slot_capacity = 10
+max_slot_minutes = 60
+booking_horizon_days = 30
 TOML
 
 log="$target/delivery-standardwebhooks.log"
@@ -90,7 +105,8 @@ fi
 status=0
 "$venv/bin/python" tests/delivery/standardwebhooks_check.py \
     --gateway "http://127.0.0.1:$port" --sim "http://127.0.0.1:$sim_port" \
-    --admin-token "$token" --secret "$secret" || status=$?
+    --admin-token "$token" --secret "$secret" \
+    --portal-key "$portal_key" --queue "$queue" || status=$?
 if [[ "$status" -ne 0 ]]; then
     echo "gateway log:" >&2
     tail -50 "$log" >&2

@@ -8,13 +8,19 @@ in-process simulator's receiver (`http://genesys-simulator/__sim/receivers/order
 3. verifies every delivery the receiver recorded with `standardwebhooks.Webhook(secret)`, and
    checks that a tampered body, a wrong secret and a stale timestamp are refused;
 4. creates an API target on another receiver, rotates its secret and checks that a delivery
-   after the rotation verifies with the new secret and with the old one (both sign).
+   after the rotation verifies with the new secret and with the old one (both sign);
+5. subscribes a webhook to `callback.reservation.*` on a simulator receiver, makes a
+   reservation (its `callback.reservation.created` verifies with the subscription's secret),
+   rotates the subscription's secret, makes another reservation (its webhook verifies with
+   either secret).
 
 Usage: standardwebhooks_check.py --gateway URL --sim URL --admin-token T --secret whsec_...
+       --portal-key K --queue QUEUE_ID
 Exit status 0 when every check passed.
 """
 
 import argparse
+import datetime
 import json
 import sys
 import time
@@ -23,11 +29,13 @@ import urllib.request
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 
-def call(method, url, token=None, body=None):
+def call(method, url, token=None, body=None, headers=None):
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
     if data is not None:
         request.add_header("Content-Type", "application/json")
     with urllib.request.urlopen(request, timeout=10) as response:
@@ -68,12 +76,47 @@ def refused(secret, body, headers):
     return False
 
 
+def reserve(args, hour):
+    """Reserves a 30-minute slot two days ahead at `hour`:00 UTC; the reservation's id."""
+    day = datetime.datetime.now(datetime.timezone.utc).date() + datetime.timedelta(days=2)
+    start = datetime.datetime(day.year, day.month, day.day, hour, tzinfo=datetime.timezone.utc)
+    end = start + datetime.timedelta(minutes=30)
+    status, reservation = call(
+        "POST",
+        f"{args.gateway}/v1/callbacks",
+        body={
+            "callbackNumber": "+14155550199",
+            "callbackUserName": "Jane",
+            "queueId": args.queue,
+            "timeSlots": [{"start": start.isoformat(), "end": end.isoformat()}],
+        },
+        headers={"X-Api-Key": args.portal_key},
+    )
+    assert status == 201, reservation
+    return reservation["id"]
+
+
+def reservation_webhook(args, reservation_id):
+    """The `callback.reservation.created` delivery of `reservation_id` at the receiver."""
+
+    def find():
+        for delivery in received(args, "reservations"):
+            body = json.loads(delivery["body"])
+            if body["type"] == "callback.reservation.created" and body["data"]["id"] == reservation_id:
+                return delivery
+        return None
+
+    return eventually(f"the webhook of reservation {reservation_id}", find)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--gateway", required=True)
     parser.add_argument("--sim", required=True)
     parser.add_argument("--admin-token", required=True)
     parser.add_argument("--secret", required=True)
+    parser.add_argument("--portal-key", required=True)
+    parser.add_argument("--queue", required=True)
     args = parser.parse_args()
     checks = 0
 
@@ -140,6 +183,41 @@ def main():
     verify(new_secret, after)
     verify(old_secret, after)
     checks += 2
+
+    # 5: a webhook subscription on a receiver; reservations before and during a rotation.
+    status, subscription = call(
+        "POST",
+        f"{args.gateway}/admin/v1/webhooks",
+        args.admin_token,
+        {
+            "url": f"{args.sim}/__sim/receivers/reservations",
+            "eventTypes": ["callback.reservation.*"],
+            "description": "standardwebhooks check",
+        },
+    )
+    assert status == 201, subscription
+    first = subscription["secret"]
+    one = reservation_webhook(args, reserve(args, 10))
+    payload = verify(first, one)
+    assert payload["type"] == "callback.reservation.created", payload
+    assert payload["data"]["status"] == "scheduled", payload
+    assert len(one["headers"]["webhook-signature"].split(" ")) == 1, one["headers"]
+    checks += 1
+    status, rotated = call(
+        "POST",
+        f"{args.gateway}/admin/v1/webhooks/{subscription['id']}/rotate-secret",
+        args.admin_token,
+    )
+    assert status == 200, rotated
+    second = rotated["secret"]
+    assert second != first
+    two = reservation_webhook(args, reserve(args, 11))
+    assert len(two["headers"]["webhook-signature"].split(" ")) == 2, two["headers"]
+    assert verify(second, two)["type"] == "callback.reservation.created"
+    assert verify(first, two)["type"] == "callback.reservation.created"
+    other = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
+    assert refused(other, two["body"], {k: v for k, v in two["headers"].items() if k.startswith("webhook-")})
+    checks += 3
 
     print(f"standardwebhooks: {checks} checks passed")
     return 0

@@ -10,3 +10,4 @@ mod edge;
 mod ops;
 mod reload;
 mod shutdown;
+mod webhooks;
