@@ -7,7 +7,8 @@
 #     kcachegrind's estimate; the machine's VM exposes no hardware counters to `perf stat`);
 #     the top functions by inclusive cost go to bench/out/;
 #   - MODE=perf: `perf stat -e task-clock,context-switches` over the same requests (CPU time
-#     per request, user + kernel: less stable under load), and a `perf record` profile.
+#     per request, user + kernel: less stable under load); with PROFILE=1 also a
+#     `perf record` profile (self time by symbol) in bench/out/.
 # Usage: bench/hopcost.sh [REQUESTS] (default 4000 under callgrind, 40000 with MODE=perf).
 # GATEWAY_BIN=path measures a prebuilt binary (default: target/release, built if missing).
 # Bounded, loopback only.
@@ -68,6 +69,7 @@ clock = float(re.search(r'([\d.,]+)\s+msec task-clock', text).group(1).replace('
 cs = float(re.search(r'([\d,]+)\s+context-switches', text).group(1).replace(',', ''))
 print(f"task-clock {clock / n * 1000:.1f} µs/request, context switches {cs / n:.2f}/request ({n} requests)")
 PY
+  [ -n "${PROFILE:-}" ] || exit 0
   perf record -q -F 2000 -g --call-graph dwarf,16384 -p "$GW_PID" -o "$WORK/perf.data" &
   REC=$!
   sleep 0.2
