@@ -17,7 +17,6 @@ use futures_util::FutureExt;
 use http::header;
 use tokio::sync::Notify;
 use tower::{Layer, Service, ServiceExt};
-use tracing::Instrument;
 
 use crate::error::{ApiError, ErrorCode, ErrorLog, payload_too_large};
 use crate::telemetry::{FloodGate, Metrics, RequestId, X_REQUEST_ID};
@@ -26,8 +25,8 @@ use crate::telemetry::{FloodGate, Metrics, RequestId, X_REQUEST_ID};
 /// service clone and one boxed future instead of one per step (measured in BENCHMARKS.md).
 /// The steps, outermost first, are the functions below, in this order:
 ///
-/// 1. [`correlate`]: the request id (current for everything inside, echoed on the response)
-///    and the request span;
+/// 1. [`correlate`]: the request id (current for everything inside, echoed on the response,
+///    and the `request` span of every line logged inside);
 /// 2. [`measure`]: `gateway_http_requests_total` / `..._duration_seconds` by route template —
 ///    outside the steps below so that shed, timed-out and panicked requests are counted;
 /// 3. [`contain_panics`]: a handler panic becomes a 500 in the error shape;
@@ -111,17 +110,19 @@ where
     }
 }
 
-/// Step 1: request id and span; the one log line of a failed request (its [`ErrorLog`],
+/// Step 1: request id (and with it the request span of log lines); the one log line of a failed request (its [`ErrorLog`],
 /// written inside the span, under the flood rule).
 async fn correlate<S>(shared: &EdgeShared, inner: S, mut req: Request) -> Response
 where
     S: Service<Request, Response = Response, Error = Infallible> + Send,
     S::Future: Send,
 {
-    let id = RequestId::from_headers(req.headers());
+    // The id, current for everything inside, is also the request span of every line logged
+    // meanwhile (the log formatters write it from the task-local): nothing is recorded for a
+    // request that logs nothing.
+    let id = RequestId::from_headers(req.headers()).serving(req.method());
     req.extensions_mut().insert(id.clone());
     let header = id.header_value();
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method());
     let route = req.extensions().get::<MatchedPath>().cloned();
     let mut response = id
         .scope(async {
@@ -132,7 +133,6 @@ where
             }
             response
         })
-        .instrument(span)
         .await;
     response.headers_mut().insert(X_REQUEST_ID, header);
     response
