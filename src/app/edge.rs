@@ -79,6 +79,49 @@ impl<S> Layer<S> for EdgeLayer {
     }
 }
 
+impl EdgeLayer {
+    /// Serves `req` through the edge with `inner` as the handler, counted and logged under the
+    /// route template `route`: for the hot routes the server dispatches without the router
+    /// (see `super::dispatch`), which is what the router's match would have named them.
+    pub(super) async fn serve<S>(&self, inner: S, route: &'static str, mut req: Request) -> Response
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Send,
+        S::Future: Send,
+    {
+        req.extensions_mut().insert(HotRoute(route));
+        correlate(&self.shared, inner, req).await
+    }
+}
+
+/// The route template of a request dispatched without the router (see [`EdgeLayer::serve`]).
+#[derive(Debug, Clone, Copy)]
+struct HotRoute(&'static str);
+
+/// The route template a request matched: the router's, or the hot route's.
+#[derive(Debug, Clone)]
+enum Template {
+    Matched(MatchedPath),
+    Hot(&'static str),
+}
+
+impl Template {
+    fn of(req: &Request) -> Option<Self> {
+        if let Some(matched) = req.extensions().get::<MatchedPath>() {
+            return Some(Self::Matched(matched.clone()));
+        }
+        req.extensions()
+            .get::<HotRoute>()
+            .map(|hot| Self::Hot(hot.0))
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Matched(matched) => matched.as_str(),
+            Self::Hot(route) => route,
+        }
+    }
+}
+
 /// The service of [`EdgeLayer`].
 #[derive(Debug, Clone)]
 pub struct Edge<S> {
@@ -123,12 +166,12 @@ where
     let id = RequestId::from_headers(req.headers()).serving(req.method());
     req.extensions_mut().insert(id.clone());
     let header = id.header_value();
-    let route = req.extensions().get::<MatchedPath>().cloned();
+    let route = Template::of(&req);
     let mut response = id
         .scope(async {
             let mut response = measure(shared, inner, req).await;
             if let Some(log) = response.extensions_mut().remove::<ErrorLog>() {
-                let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+                let route = route.as_ref().map_or("unmatched", Template::as_str);
                 write_error_log(&shared.flood, route, response.status(), &log);
             }
             response
@@ -188,11 +231,11 @@ where
     S::Future: Send,
 {
     let started = Instant::now();
-    let route = req.extensions().get::<MatchedPath>().cloned();
+    let route = Template::of(&req);
     let method = req.method().clone();
     let response = contain_panics(shared, inner, req).await;
     shared.metrics.observe_http(
-        route.as_ref().map(MatchedPath::as_str),
+        route.as_ref().map(Template::as_str),
         &method,
         response.status(),
         started.elapsed(),

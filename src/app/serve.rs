@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -51,7 +50,7 @@ impl Drop for OpenConnection {
 /// or `hard_stop` fires.
 pub(super) async fn serve(
     listener: TcpListener,
-    router: Router,
+    router: super::dispatch::Dispatch,
     limits: ConnectionLimits,
     stop_accepting: CancellationToken,
     hard_stop: CancellationToken,
