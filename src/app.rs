@@ -17,11 +17,16 @@
 //!    `Retry-After`;
 //! 7. per-surface authentication, as `route_layer`s inside each capability's router.
 //!
+//! The hot data-action routes (`POST /v1/actions/{name}`, `POST /webhook/data-action`) are
+//! dispatched to their handlers through the same edge without the router (`dispatch`); every
+//! other request goes through the router with the edge around each route.
+//!
 //! # Runtime layout
 //! See [`crate::runtime`]: `server.io_threads` single-threaded runtimes, each serving the same
 //! router on its own `SO_REUSEPORT` socket. Background tasks run on the runtime that calls
 //! [`Application::run_until_stopped`].
 
+mod dispatch;
 mod edge;
 mod openapi;
 mod serve;
@@ -63,7 +68,7 @@ pub struct Application {
     settings: Arc<Settings>,
     listeners: Vec<std::net::TcpListener>,
     addr: SocketAddr,
-    router: Router,
+    router: dispatch::Dispatch,
     store: Store,
     readiness: Readiness,
     /// Cancelled when the drain begins: background tasks (pruner, SIGHUP handler, …) stop.
@@ -437,16 +442,17 @@ impl Application {
         }
 
         let openapi_actions = action_registry.clone();
+        let actions_state = DataActionsState {
+            registry: action_registry.clone(),
+            audit: audit.clone(),
+            execution_records_per_s: settings.audit.execution_records_per_s,
+        };
         let mut api = OpenApiRouter::with_openapi(openapi::base())
             .merge(ops::router(OpsState {
                 readiness: readiness.clone(),
                 metrics: metrics.clone(),
             }))
-            .merge(data_actions::router(DataActionsState {
-                registry: action_registry.clone(),
-                audit: audit.clone(),
-                execution_records_per_s: settings.audit.execution_records_per_s,
-            }))
+            .merge(data_actions::router(actions_state.clone()))
             .merge(callbacks::http::router(
                 reservations,
                 InboundAuth::from_settings(&settings.callbacks.auth),
@@ -507,7 +513,9 @@ impl Application {
             .fallback(edge::not_found)
             .method_not_allowed_fallback(edge::method_not_allowed);
         let in_flight = InFlight::new(settings.server.max_concurrent_requests);
-        let router = middleware_stack(router, &settings.server, metrics.clone(), in_flight.clone());
+        let edge = edge_layer(&settings.server, metrics.clone(), in_flight.clone());
+        // The hot data-action routes are dispatched through the same edge without the router.
+        let router = dispatch::Dispatch::new(router.layer(edge.clone()), edge, actions_state);
 
         Ok(Self {
             settings,
@@ -728,7 +736,7 @@ impl Application {
 struct ServerThread {
     index: usize,
     listener: std::net::TcpListener,
-    router: Router,
+    router: dispatch::Dispatch,
     limits: serve::ConnectionLimits,
     stop_accepting: CancellationToken,
     hard_stop: CancellationToken,
@@ -860,12 +868,21 @@ pub fn middleware_stack(
     metrics: Arc<Metrics>,
     in_flight: InFlight,
 ) -> Router {
-    router.layer(edge::EdgeLayer::new(
+    router.layer(edge_layer(server, metrics, in_flight))
+}
+
+/// The edge of the one middleware stack (see the module docs).
+fn edge_layer(
+    server: &ServerSettings,
+    metrics: Arc<Metrics>,
+    in_flight: InFlight,
+) -> edge::EdgeLayer {
+    edge::EdgeLayer::new(
         metrics,
         in_flight,
         server.request_timeout(),
         server.max_body_bytes,
-    ))
+    )
 }
 
 /// Listens for SIGTERM and SIGINT from now on (the handlers are installed by this call, not

@@ -17,7 +17,6 @@ use futures_util::FutureExt;
 use http::header;
 use tokio::sync::Notify;
 use tower::{Layer, Service, ServiceExt};
-use tracing::Instrument;
 
 use crate::error::{ApiError, ErrorCode, ErrorLog, payload_too_large};
 use crate::telemetry::{DeadlineDrop, FloodGate, Metrics, RequestId, X_REQUEST_ID};
@@ -26,8 +25,8 @@ use crate::telemetry::{DeadlineDrop, FloodGate, Metrics, RequestId, X_REQUEST_ID
 /// service clone and one boxed future instead of one per step (measured in BENCHMARKS.md).
 /// The steps, outermost first, are the functions below, in this order:
 ///
-/// 1. [`correlate`]: the request id (current for everything inside, echoed on the response)
-///    and the request span;
+/// 1. [`correlate`]: the request id (current for everything inside, echoed on the response,
+///    and the `request` span of every line logged inside);
 /// 2. [`measure`]: `gateway_http_requests_total` / `..._duration_seconds` by route template —
 ///    outside the steps below so that shed, timed-out and panicked requests are counted;
 /// 3. [`contain_panics`]: a handler panic becomes a 500 in the error shape;
@@ -81,6 +80,49 @@ impl<S> Layer<S> for EdgeLayer {
     }
 }
 
+impl EdgeLayer {
+    /// Serves `req` through the edge with `inner` as the handler, counted and logged under the
+    /// route template `route`: for the hot routes the server dispatches without the router
+    /// (see `super::dispatch`), which is what the router's match would have named them.
+    pub(super) async fn serve<S>(&self, inner: S, route: &'static str, mut req: Request) -> Response
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Send,
+        S::Future: Send,
+    {
+        req.extensions_mut().insert(HotRoute(route));
+        correlate(&self.shared, inner, req).await
+    }
+}
+
+/// The route template of a request dispatched without the router (see [`EdgeLayer::serve`]).
+#[derive(Debug, Clone, Copy)]
+struct HotRoute(&'static str);
+
+/// The route template a request matched: the router's, or the hot route's.
+#[derive(Debug, Clone)]
+enum Template {
+    Matched(MatchedPath),
+    Hot(&'static str),
+}
+
+impl Template {
+    fn of(req: &Request) -> Option<Self> {
+        if let Some(matched) = req.extensions().get::<MatchedPath>() {
+            return Some(Self::Matched(matched.clone()));
+        }
+        req.extensions()
+            .get::<HotRoute>()
+            .map(|hot| Self::Hot(hot.0))
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Matched(matched) => matched.as_str(),
+            Self::Hot(route) => route,
+        }
+    }
+}
+
 /// The service of [`EdgeLayer`].
 #[derive(Debug, Clone)]
 pub struct Edge<S> {
@@ -112,28 +154,29 @@ where
     }
 }
 
-/// Step 1: request id and span; the one log line of a failed request (its [`ErrorLog`],
+/// Step 1: request id (and with it the request span of log lines); the one log line of a failed request (its [`ErrorLog`],
 /// written inside the span, under the flood rule).
 async fn correlate<S>(shared: &EdgeShared, inner: S, mut req: Request) -> Response
 where
     S: Service<Request, Response = Response, Error = Infallible> + Send,
     S::Future: Send,
 {
-    let id = RequestId::from_headers(req.headers());
+    // The id, current for everything inside, is also the request span of every line logged
+    // meanwhile (the log formatters write it from the task-local): nothing is recorded for a
+    // request that logs nothing.
+    let id = RequestId::from_headers(req.headers()).serving(req.method());
     req.extensions_mut().insert(id.clone());
     let header = id.header_value();
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method());
-    let route = req.extensions().get::<MatchedPath>().cloned();
+    let route = Template::of(&req);
     let mut response = id
         .scope(async {
             let mut response = measure(shared, inner, req).await;
             if let Some(log) = response.extensions_mut().remove::<ErrorLog>() {
-                let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+                let route = route.as_ref().map_or("unmatched", Template::as_str);
                 write_error_log(&shared.flood, route, response.status(), &log);
             }
             response
         })
-        .instrument(span)
         .await;
     response.headers_mut().insert(X_REQUEST_ID, header);
     response
@@ -191,7 +234,7 @@ where
     let mut measured = Measured {
         metrics: &shared.metrics,
         started: Instant::now(),
-        route: req.extensions().get::<MatchedPath>().cloned(),
+        route: Template::of(&req),
         method: req.method().clone(),
         status: None,
     };
@@ -206,7 +249,7 @@ where
 struct Measured<'a> {
     metrics: &'a Metrics,
     started: Instant,
-    route: Option<MatchedPath>,
+    route: Option<Template>,
     method: http::Method,
     status: Option<http::StatusCode>,
 }
@@ -218,7 +261,7 @@ impl Drop for Measured<'_> {
                 .unwrap_or(http::StatusCode::BAD_REQUEST)
         });
         self.metrics.observe_http(
-            self.route.as_ref().map(MatchedPath::as_str),
+            self.route.as_ref().map(Template::as_str),
             &self.method,
             status,
             self.started.elapsed(),

@@ -28,7 +28,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -135,7 +134,7 @@ impl Drop for OpenConnection {
 /// or `hard_stop` fires.
 pub(super) async fn serve(
     listener: TcpListener,
-    router: Router,
+    router: super::dispatch::Dispatch,
     limits: ConnectionLimits,
     stop_accepting: CancellationToken,
     hard_stop: CancellationToken,

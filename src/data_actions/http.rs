@@ -291,9 +291,17 @@ async fn execute_action(
     name: Result<Path<String>, axum::extract::rejection::PathRejection>,
     req: Request,
 ) -> Response {
+    let name = name.ok().map(|Path(name)| name);
+    serve_action(&state, name.as_deref(), req).await
+}
+
+/// `POST /v1/actions/{name}` for the action named `name` (percent-decoded; `None` when the
+/// path segment is not UTF-8 once decoded, which names no action): what the route's handler
+/// does, callable without the router (the server dispatches this hot route itself).
+pub async fn serve_action(state: &DataActionsState, name: Option<&str>, req: Request) -> Response {
     let started = Instant::now();
     let set = state.registry.load();
-    let action = name.ok().and_then(|Path(name)| set.get(&name));
+    let action = name.and_then(|name| set.get(name));
     if let Err(err) = set.auth().check_request(req.uri(), req.headers()) {
         return refuse(&set, action, started, err);
     }
@@ -345,6 +353,12 @@ struct Envelope<'a> {
               (status = 503, description = "`upstream.unavailable` or `circuit.open`"),
               (status = 504, description = "`request.timeout`")))]
 async fn execute_envelope(State(state): State<DataActionsState>, req: Request) -> Response {
+    serve_envelope(&state, req).await
+}
+
+/// `POST /webhook/data-action`: what the route's handler does, callable without the router (the
+/// server dispatches this hot route itself).
+pub async fn serve_envelope(state: &DataActionsState, req: Request) -> Response {
     let started = Instant::now();
     let set = state.registry.load();
     if let Err(err) = set.auth().check_request(req.uri(), req.headers()) {

@@ -13,7 +13,9 @@
 //!   `restart_required = ?keys` is `["server.listen"]`, not a string holding it.
 //! - `spans` lists the spans in scope, outermost first, each with its `name` and its fields
 //!   (typed the same way). The request id is on the request span, so every line of a request
-//!   carries it. There is no second copy of the innermost span.
+//!   carries it: that span is written from the request's task-local id (see
+//!   `RequestId::serving`), not recorded per request. There is no second copy of the innermost
+//!   span.
 
 use std::fmt;
 
@@ -23,6 +25,8 @@ use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
+
+use super::RequestId;
 
 /// The event format of JSON lines (see the module docs).
 #[derive(Debug, Clone, Copy, Default)]
@@ -66,6 +70,18 @@ impl Fields {
     fn into_map(self) -> Map<String, Value> {
         self.0.into_iter().collect()
     }
+}
+
+/// The `request` span of the request being served, when there is one: `request_id` and
+/// `method`, typed as span fields recorded with `%` are.
+fn request_span() -> Option<Value> {
+    let id = RequestId::current()?;
+    let method = id.method()?;
+    let mut fields = Map::new();
+    fields.insert("name".to_owned(), "request".into());
+    fields.insert("request_id".to_owned(), debug_value(id.to_string()));
+    fields.insert("method".to_owned(), debug_value(method.to_string()));
+    Some(Value::Object(fields))
 }
 
 /// The JSON value of a field recorded through `Debug`: an embedded array or object when its
@@ -180,25 +196,24 @@ where
         line.put("level", meta.level().as_str().into());
         line.put("target", meta.target().into());
         event.record(&mut line);
+        // The request being served (see `RequestId::serving`) is the outermost span.
+        let mut spans: Vec<Value> = request_span().into_iter().collect();
         if let Some(scope) = ctx.event_scope() {
-            let spans: Vec<Value> = scope
-                .from_root()
-                .map(|span| {
-                    let mut fields = Map::new();
-                    fields.insert("name".to_owned(), span.name().into());
-                    let extensions = span.extensions();
-                    if let Some(formatted) = extensions.get::<FormattedFields<N>>()
-                        && let Ok(Value::Object(recorded)) =
-                            serde_json::from_str::<Value>(&formatted.fields)
-                    {
-                        fields.extend(recorded);
-                    }
-                    Value::Object(fields)
-                })
-                .collect();
-            if !spans.is_empty() {
-                line.put("spans", Value::Array(spans));
-            }
+            spans.extend(scope.from_root().map(|span| {
+                let mut fields = Map::new();
+                fields.insert("name".to_owned(), span.name().into());
+                let extensions = span.extensions();
+                if let Some(formatted) = extensions.get::<FormattedFields<N>>()
+                    && let Ok(Value::Object(recorded)) =
+                        serde_json::from_str::<Value>(&formatted.fields)
+                {
+                    fields.extend(recorded);
+                }
+                Value::Object(fields)
+            }));
+        }
+        if !spans.is_empty() {
+            line.put("spans", Value::Array(spans));
         }
         // Keys in the order put: timestamp, level, target, the event's fields, spans.
         writer.write_char('{')?;
@@ -294,6 +309,58 @@ mod tests {
             ])
         );
         assert!(chrono::DateTime::parse_from_rfc3339(line["timestamp"].as_str().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn the_request_being_served_is_the_outermost_span() {
+        let line = |recorded: bool| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let found = lines(|| {
+                rt.block_on(async {
+                    if recorded {
+                        // What a span recorded per request wrote.
+                        let span =
+                            tracing::info_span!("request", request_id = %"r-9", method = %"GET");
+                        let _entered = span.enter();
+                        let inner = tracing::info_span!("call", upstream = "crm");
+                        let _inner = inner.enter();
+                        tracing::warn!(status = 502_u16, "failed");
+                    } else {
+                        let mut headers = http::HeaderMap::new();
+                        headers.insert("x-request-id", http::HeaderValue::from_static("r-9"));
+                        let id = RequestId::from_headers(&headers).serving(&http::Method::GET);
+                        id.scope(async {
+                            let inner = tracing::info_span!("call", upstream = "crm");
+                            let _inner = inner.enter();
+                            tracing::warn!(status = 502_u16, "failed");
+                        })
+                        .await;
+                    }
+                });
+            });
+            let mut line = found.into_iter().next().unwrap();
+            line.as_object_mut().unwrap().remove("timestamp");
+            line
+        };
+        let from_task_local = line(false);
+        assert_eq!(from_task_local, line(true));
+        assert_eq!(
+            from_task_local["spans"],
+            serde_json::json!([
+                {"name": "request", "request_id": "r-9", "method": "GET"},
+                {"name": "call", "upstream": "crm"}
+            ])
+        );
+        // An id no edge marked as served (a background task's) is no span.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let found = lines(|| {
+            rt.block_on(RequestId::generate().scope(async { tracing::info!("background") }));
+        });
+        assert!(found[0].get("spans").is_none());
     }
 
     #[test]

@@ -2,10 +2,18 @@
 //!
 //! One [`Metrics`] per process, shared by `Arc`; families are registered once here so names,
 //! help texts and label sets live in one place. Labels only ever carry bounded values.
+//!
+//! Hot path: the children of the per-request HTTP families are resolved once per thread, route,
+//! method and status and then reached from a thread-local table, most recent route first (no
+//! label hashing, no lock or reference count shared across server threads); the data-action and upstream families are resolved once per
+//! action and upstream where those are built.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets (seconds): fine below a millisecond for the data-action hot path, up to the
@@ -26,6 +34,8 @@ impl RouteLabel {
 /// Every metric family of the gateway.
 #[allow(missing_docs)]
 pub struct Metrics {
+    /// Tells this registry's cached children from another's (several apps in one process).
+    id: u64,
     registry: Registry,
     pub http_requests_total: IntCounterVec,
     pub http_request_duration_seconds: HistogramVec,
@@ -85,7 +95,9 @@ impl Metrics {
                 .expect("unique metric");
             g
         };
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let metrics = Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             http_requests_total: counter(
                 "gateway_http_requests_total",
                 "HTTP requests served, by route template, method and status.",
@@ -235,15 +247,100 @@ impl Metrics {
     ) {
         let route = route.unwrap_or(RouteLabel::UNMATCHED);
         let method = method_label(method);
-        self.http_requests_total
-            .with_label_values(&[route, method, status.as_str()])
-            .inc();
-        self.http_request_duration_seconds
-            .with_label_values(&[route, method])
-            .observe(elapsed.as_secs_f64());
+        HTTP_HANDLES.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let handles = cache.route(self.id, route);
+            handles.count(self, route, method, status).inc();
+            handles
+                .duration(self, route, method)
+                .observe(elapsed.as_secs_f64());
+        });
         // A failure's cause is logged once by the edge, under the flood rule (its `ErrorLog`);
         // a second, unthrottled line here would say less and flood the disk under load.
         tracing::debug!(status = status.as_u16(), route, "request served");
+    }
+}
+
+thread_local! {
+    /// The HTTP metric children used on this thread, per registry (its `id`) and route
+    /// label: resolved by `with_label_values` once, then reached without hashing label values
+    /// or taking the family's lock (shared by every server thread) on each request.
+    static HTTP_HANDLES: RefCell<HttpHandles> = const { RefCell::new(HttpHandles(Vec::new())) };
+}
+
+/// The route labels met on one thread, each with its children, the last one used first: a
+/// request to the route before it costs one comparison (no hashing).
+struct HttpHandles(Vec<(u64, Box<str>, RouteHandles)>);
+
+impl HttpHandles {
+    /// The children of `route` in registry `registry`, moved to the front.
+    fn route(&mut self, registry: u64, route: &str) -> &mut RouteHandles {
+        let found = self
+            .0
+            .iter()
+            .position(|(r, name, _)| *r == registry && **name == *route);
+        let index = match found {
+            Some(index) => index,
+            None => {
+                self.0
+                    .push((registry, route.into(), RouteHandles::default()));
+                self.0.len() - 1
+            }
+        };
+        if index > 0 {
+            self.0.swap(0, index);
+        }
+        &mut self.0[0].2
+    }
+}
+
+/// The children of one route label: by method and status (a handful each).
+#[derive(Default)]
+struct RouteHandles {
+    counts: Vec<(&'static str, u16, IntCounter)>,
+    durations: Vec<(&'static str, Histogram)>,
+}
+
+impl RouteHandles {
+    fn count(
+        &mut self,
+        metrics: &Metrics,
+        route: &str,
+        method: &'static str,
+        status: http::StatusCode,
+    ) -> &IntCounter {
+        let code = status.as_u16();
+        let index = match self
+            .counts
+            .iter()
+            .position(|(m, s, _)| *m == method && *s == code)
+        {
+            Some(index) => index,
+            None => {
+                let counter = metrics.http_requests_total.with_label_values(&[
+                    route,
+                    method,
+                    status.as_str(),
+                ]);
+                self.counts.push((method, code, counter));
+                self.counts.len() - 1
+            }
+        };
+        &self.counts[index].2
+    }
+
+    fn duration(&mut self, metrics: &Metrics, route: &str, method: &'static str) -> &Histogram {
+        let index = match self.durations.iter().position(|(m, _)| *m == method) {
+            Some(index) => index,
+            None => {
+                let histogram = metrics
+                    .http_request_duration_seconds
+                    .with_label_values(&[route, method]);
+                self.durations.push((method, histogram));
+                self.durations.len() - 1
+            }
+        };
+        &self.durations[index].1
     }
 }
 

@@ -4,7 +4,8 @@
 //!   spans in scope listed once; see [`AsJson`] and the `json` module) or text per
 //!   `[telemetry] log_format`, filtered by `RUST_LOG` (default `info`).
 //! - [`RequestId`] is the correlation id of the request being served: it is on the
-//!   request's span (so on every log line), on the response, in error bodies as `contextId`, in
+//!   request's span of every log line (written by the formatters from the request's
+//!   task-local, see [`RequestId::serving`]), on the response, in error bodies as `contextId`, in
 //!   audit records and on outbound calls as `ININ-Correlation-Id`.
 //! - [`Metrics`] owns the registry and every metric family the gateway exports.
 //!
@@ -15,6 +16,7 @@ mod flood;
 mod json;
 mod metrics;
 mod request;
+mod text;
 
 pub use flood::FloodGate;
 pub use json::AsJson;
@@ -54,7 +56,10 @@ where
             .fmt_fields(json::JsonSpanFields)
             .event_format(json::JsonLines)
             .try_init(),
-        LogFormat::Text => builder.with_ansi(false).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(false)
+            .event_format(text::TextLines::default())
+            .try_init(),
     };
     result.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
 }

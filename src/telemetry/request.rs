@@ -1,6 +1,11 @@
 //! The request id: chosen at the edge, carried in a task-local for the request's whole life;
 //! and how a request that ends without an answer ended (its deadline passed, or its caller
 //! went away), for the code whose futures are dropped.
+//!
+//! The task-local is also what puts the request on log lines: the edge marks the id with the
+//! request's method ([`RequestId::serving`]), and the log formatters write that as the
+//! `request` span (`request_id`, `method`) of every line logged while the request is served —
+//! nothing is recorded per request until a line is actually written.
 
 use std::fmt;
 use std::ops::Deref;
@@ -57,13 +62,33 @@ pub fn deadline_passed() -> bool {
 }
 
 /// The correlation id of one request.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RequestId(Arc<str>);
+#[derive(Clone)]
+pub struct RequestId {
+    id: Arc<str>,
+    /// The method of the request the edge is serving under this id (see [`Self::serving`]).
+    method: Option<http::Method>,
+}
+
+impl PartialEq for RequestId {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for RequestId {}
 
 impl RequestId {
+    fn new(id: &str) -> Self {
+        Self {
+            id: Arc::from(id),
+            method: None,
+        }
+    }
+
     /// A new random id (UUID v4).
     pub fn generate() -> Self {
-        Self(Arc::from(uuid::Uuid::new_v4().to_string()))
+        let mut text = uuid::Uuid::encode_buffer();
+        Self::new(uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text))
     }
 
     /// The id the client sent (`X-Request-Id`, else `ININ-Correlation-Id`) when it is a sane
@@ -77,7 +102,20 @@ impl RequestId {
             .find(|v| {
                 !v.is_empty() && v.len() <= MAX_ID_LEN && v.bytes().all(|b| b.is_ascii_graphic())
             })
-            .map_or_else(Self::generate, |v| Self(Arc::from(v)))
+            .map_or_else(Self::generate, Self::new)
+    }
+
+    /// The same id, as the id of a request with `method` being served: log lines written
+    /// while it is current show the `request` span (`request_id`, `method`).
+    #[must_use]
+    pub fn serving(mut self, method: &http::Method) -> Self {
+        self.method = Some(method.clone());
+        self
+    }
+
+    /// The method of the request being served under this id, when the edge set one.
+    pub fn method(&self) -> Option<&http::Method> {
+        self.method.as_ref()
     }
 
     /// The id of the request the current task is serving, if any.
@@ -92,26 +130,26 @@ impl RequestId {
 
     /// The id as a header value.
     pub fn header_value(&self) -> HeaderValue {
-        HeaderValue::from_str(&self.0).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+        HeaderValue::from_str(&self.id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
     }
 }
 
 impl Deref for RequestId {
     type Target = str;
     fn deref(&self) -> &str {
-        &self.0
+        &self.id
     }
 }
 
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.id)
     }
 }
 
 impl fmt::Debug for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RequestId({})", self.0)
+        write!(f, "RequestId({})", self.id)
     }
 }
 
@@ -130,5 +168,16 @@ mod tests {
         assert_eq!(&*RequestId::from_headers(&h), "inin-1");
         let generated = RequestId::from_headers(&http::HeaderMap::new());
         assert!(uuid::Uuid::parse_str(&generated).is_ok());
+        assert_eq!(generated.len(), 36, "hyphenated");
+    }
+
+    #[test]
+    fn serving_marks_the_method_and_keeps_the_id() {
+        let id = RequestId::from_headers(&http::HeaderMap::new());
+        assert_eq!(id.method(), None);
+        let serving = id.clone().serving(&http::Method::POST);
+        assert_eq!(serving.method(), Some(&http::Method::POST));
+        assert_eq!(serving, id, "the same id");
+        assert_eq!(&*serving, &*id);
     }
 }

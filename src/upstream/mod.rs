@@ -30,8 +30,8 @@
 //!    neutral for the breaker: a tight flow deadline does not open the breaker of a healthy but
 //!    slow upstream;
 //! 4. **per-attempt timeout** — `min(timeout_ms, time left to the deadline)`;
-//! 5. **transport** — [`HttpClient`]: hyper-util + rustls, one connection pool per server
-//!    thread, keep-alive, `TCP_NODELAY`, size-capped bodies, no redirects.
+//! 5. **transport** — [`HttpClient`]: hyper's HTTP/1.1 connections + rustls, idle keep-alive
+//!    connections kept per server thread, `TCP_NODELAY`, size-capped bodies, no redirects.
 //!
 //! Hot path: the URL is joined from a pre-split base, metric children are resolved once, the
 //! breaker's closed path takes no lock, and the caller's header map is copied only for an

@@ -5,5 +5,6 @@
 mod common;
 mod genesys_client;
 mod genesys_notifications;
+mod transport;
 mod upstream_ssrf;
 mod upstream_stack;
