@@ -1,4 +1,4 @@
-//! The HTTP surface of data actions (SPEC §3.2): `POST /v1/actions/{name}` and the
+//! The HTTP surface of data actions: `POST /v1/actions/{name}` and the
 //! `POST /webhook/data-action` envelope.
 //!
 //! # Auth

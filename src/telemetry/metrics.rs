@@ -1,4 +1,4 @@
-//! The Prometheus registry and every metric family of SPEC §7.
+//! The Prometheus registry and every metric family the gateway exposes.
 //!
 //! One [`Metrics`] per process, shared by `Arc`; families are registered once here so names,
 //! help texts and label sets live in one place. Labels only ever carry bounded values.
