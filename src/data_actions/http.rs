@@ -305,7 +305,7 @@ pub async fn serve_action(state: &DataActionsState, name: Option<&str>, req: Req
     if let Err(err) = set.auth().check_request(req.uri(), req.headers()) {
         return refuse(&set, action, started, err);
     }
-    let mut execution = Execution::new(&set, &state, started);
+    let mut execution = Execution::new(&set, state, started);
     if let Err(err) = parse_query::<NoParams>(req.uri().query()) {
         return execution.finish(Err(ActionError::Input(err)));
     }
@@ -364,7 +364,7 @@ pub async fn serve_envelope(state: &DataActionsState, req: Request) -> Response 
     if let Err(err) = set.auth().check_request(req.uri(), req.headers()) {
         return refuse(&set, None, started, err);
     }
-    let mut execution = Execution::new(&set, &state, started);
+    let mut execution = Execution::new(&set, state, started);
     if let Err(err) = parse_query::<NoParams>(req.uri().query()) {
         return execution.finish(Err(ActionError::Input(err)));
     }
