@@ -1,6 +1,8 @@
 //! Shared test harness: a real gateway on 127.0.0.1:0 with its own SQLite file.
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use std::path::Path;
 
 use genesys_gateway::app::{Application, ApplicationBuilder, ShutdownHandle};

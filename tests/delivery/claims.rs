@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use genesys_gateway::store::{DestinationRow, Finish, MessageRow, NewDelivery, Store};
 use secrecy::SecretString;
 
-use crate::postgres::PgDatabase;
+use crate::common::postgres::PgDatabase;
 
 const CONFIG: &str = r#"{"endpointUrl":"https://example.com/x","auth":{"type":"NONE"},"retryPolicy":{"maxRetries":1,"backoffStrategy":"LINEAR","initialDelaySeconds":1},"headers":{},"eventTypes":["*"]}"#;
 

@@ -5,83 +5,11 @@
 
 use std::collections::HashMap;
 
-use sqlx::Connection as _;
-
 use crate::common::TestApp;
+use crate::common::postgres::PgDatabase;
 use crate::support::{
     Answer, Target, await_delivery, await_target_status, config, enqueue, eventually, message,
 };
-
-const PG_ENV: &str = "GATEWAY_TEST_DATABASE_URL";
-
-/// A database of one test, dropped when this is dropped.
-pub struct PgDatabase {
-    admin_url: String,
-    name: String,
-    pub url: String,
-}
-
-impl PgDatabase {
-    pub async fn create() -> Option<Self> {
-        let Ok(admin_url) = std::env::var(PG_ENV) else {
-            use std::io::Write;
-            let test = std::thread::current()
-                .name()
-                .unwrap_or("a PostgreSQL test")
-                .to_owned();
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipped: {test} (PostgreSQL): {PG_ENV} not set"
-            );
-            return None;
-        };
-        let name = format!("gw_test_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = sqlx::PgConnection::connect(&admin_url)
-            .await
-            .expect("connect");
-        sqlx::query(&format!(r#"CREATE DATABASE "{name}""#))
-            .execute(&mut admin)
-            .await
-            .expect("create test database");
-        admin.close().await.ok();
-        let (base, query) = admin_url
-            .split_once('?')
-            .map_or((admin_url.as_str(), None), |(b, q)| (b, Some(q)));
-        let authority = base.find("://").expect("a url") + 3;
-        let path = base[authority..]
-            .find('/')
-            .map_or(base.len(), |i| authority + i);
-        let mut url = format!("{}/{name}", &base[..path]);
-        if let Some(query) = query {
-            url.push('?');
-            url.push_str(query);
-        }
-        Some(Self {
-            admin_url,
-            name,
-            url,
-        })
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let admin_url = self.admin_url.clone();
-        let sql = format!(r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#, self.name);
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
-                sqlx::query(&sql).execute(&mut admin).await?;
-                admin.close().await
-            })
-        })
-        .join();
-    }
-}
 
 #[tokio::test]
 async fn two_replicas_deliver_every_event_exactly_once_and_share_verification() {
