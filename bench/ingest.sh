@@ -19,12 +19,12 @@ CONNS="${CONNS:-64}"
 GW_PORT=19183 RECV_PORT=19184
 OUT=bench/out; mkdir -p "$OUT"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ingest-bench.XXXXXX")
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; nginx -p "$WORK" -c nginx.conf -s stop 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 need() { command -v "$1" >/dev/null 2>&1; }
-if ! need wrk; then
+if ! need wrk || ! need nginx; then
   [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light wrk >/dev/null
 fi
 if [ -z "${GATEWAY_BIN:-}" ]; then
   cargo build --release --quiet
@@ -39,17 +39,25 @@ fi
 DISK=$("$DISK_BIN" "$WORK" 3)
 echo "disk ($WORK): $DISK"
 
-# --- a trivial local target -------------------------------------------------------------------
-python3 - "$RECV_PORT" <<'PY' &
-import http.server, sys
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("content-length", 0)))
-        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
-    def log_message(self, *a): pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-PY
+# --- a trivial local target: nginx answering 200 to every POST (one worker, so that the target
+# takes a bounded share of the two cores; a Python receiver was slower than the gateway) -------
+mkdir -p "$WORK/logs"
+cat > "$WORK/nginx.conf" <<NGINX
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_buffer_size 64k;
+  server {
+    listen 127.0.0.1:$RECV_PORT;
+    location / { return 200; }
+  }
+}
+NGINX
+nginx -p "$WORK" -c nginx.conf
 
 # --- wrk scripts: a new transaction_id per event ------------------------------------------------
 cat > "$WORK/events.lua" <<'LUA'

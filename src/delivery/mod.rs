@@ -25,9 +25,12 @@
 //!    `dead` at once ("target disabled" / "target failed verification") for a DISABLED or
 //!    FAILED one. The producer commits, then calls [`DeliveryEngine::wake`].
 //! 2. The dispatcher claims due deliveries in acceptance order with a 30 s lease (renewed every
-//!    10 s while the attempt runs), as many as `[delivery] workers` has free slots, and starts
-//!    their attempts in that order. Only destinations that are VERIFIED receive deliveries; a
-//!    delivery waiting for a retry is simply not due, so it never holds back later ones.
+//!    10 s while the attempt runs): what the free slots of `[delivery] workers` can start, plus
+//!    a read-ahead of about a quarter second of attempts at the recent rate (one claim is one
+//!    write, so at thousands of deliveries a second claims stay few); it starts their attempts
+//!    in that order as slots free, and gives back what has not started within 10 s. Only
+//!    destinations that are VERIFIED receive deliveries; a delivery waiting for a retry is
+//!    simply not due, so it never holds back later ones.
 //! 3. An attempt POSTs the body with `Content-Type: application/json`, `Idempotency-Key`,
 //!    `webhook-id` (`msg_<message>_<destination>`, the same on every attempt), `webhook-
 //!    timestamp`, `webhook-signature`, the destination's auth and headers. 2xx → `delivered`;
@@ -35,8 +38,11 @@
 //!    `Retry-After` replaces the wait; capped at 1 h); other 4xx, a refused address or
 //!    exhausted retries → `dead` with the reason; 410 → `dead`, the target DISABLED and its
 //!    pending deliveries `dead` ("target disabled").
-//! 4. Outcomes (and their audit records) are written through the [`GroupCommitter`], guarded
-//!    by the lease: a worker whose lease was taken over writes nothing.
+//! 4. An attempt's outcome is queued for the settlement, which frees its worker slot; the
+//!    settlement writes every queued outcome (and its audit record) as one unit of the
+//!    [`GroupCommitter`] — the `delivered` ones with one statement — guarded by the lease: a
+//!    worker whose lease was taken over writes nothing. A crash before that commit leaves the
+//!    delivery `delivering` until its lease expires, and it is attempted again.
 //! 5. The sweeper (every second) refreshes the destination cache (changes made by other
 //!    replicas), the queue depth and lag, makes deliveries stranded at a failed, disabled or
 //!    deleted destination dead, and wakes the dispatcher, so nothing due stays unclaimed — also
@@ -63,7 +69,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -248,6 +254,12 @@ pub(crate) struct Inner {
     pub(crate) guarded: HttpClient,
     pub(crate) policy: NetworkPolicy,
     pub(crate) workers: usize,
+    /// One permit per worker: an attempt holds one until its outcome is queued.
+    pub(crate) slots: Arc<Semaphore>,
+    /// Where attempts queue their outcomes for the settlement.
+    pub(crate) settle: mpsc::Sender<worker::Outcome>,
+    /// The settlement's end of that queue, until [`DeliveryEngine::spawn`] starts it.
+    settle_queue: std::sync::Mutex<Option<mpsc::Receiver<worker::Outcome>>>,
 }
 
 impl DeliveryEngine {
@@ -262,6 +274,8 @@ impl DeliveryEngine {
             max_response_bytes: 1024 * 1024,
             ..HttpClientOptions::default()
         };
+        let workers = parts.settings.workers.max(1);
+        let (settle, settle_queue) = mpsc::channel(worker::SETTLE_QUEUE);
         Self {
             inner: Arc::new(Inner {
                 store: parts.store,
@@ -275,7 +289,10 @@ impl DeliveryEngine {
                 trusted: HttpClient::new(NetworkPolicy::Trusted, &options),
                 guarded: HttpClient::new(policy.clone(), &options),
                 policy,
-                workers: parts.settings.workers.max(1),
+                workers,
+                slots: Arc::new(Semaphore::new(workers)),
+                settle,
+                settle_queue: std::sync::Mutex::new(Some(settle_queue)),
             }),
         }
     }
@@ -284,9 +301,24 @@ impl DeliveryEngine {
         &self.inner
     }
 
-    /// Starts the dispatcher and the sweeper on `tasks`; they stop on `shutdown` (attempts in
-    /// flight give their deliveries back, due at once).
+    /// Starts the dispatcher, the settlement of outcomes and the sweeper on `tasks`; they stop
+    /// on `shutdown` (attempts in flight give their deliveries back, due at once; outcomes
+    /// already decided are written). Once: a second call starts nothing.
     pub fn spawn(&self, tasks: &TaskTracker, shutdown: CancellationToken) {
+        let queue = self
+            .inner
+            .settle_queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some(queue) = queue else {
+            return;
+        };
+        tasks.spawn(worker::settle_outcomes(
+            self.clone(),
+            queue,
+            shutdown.clone(),
+        ));
         tasks.spawn(worker::dispatch(
             self.clone(),
             tasks.clone(),
@@ -321,72 +353,131 @@ impl DeliveryEngine {
         self.enqueue_matching(tx, message, Some(kind)).await
     }
 
+    /// Like [`DeliveryEngine::enqueue_for`] for many messages at once (a batch of events): the
+    /// messages and their deliveries are written with one statement per few hundred rows, the
+    /// deliveries in the order of `messages`. Answers the deliveries of each message, in order.
+    ///
+    /// # Errors
+    /// When the store refuses a write.
+    pub async fn enqueue_all_for(
+        &self,
+        tx: &mut Transaction,
+        messages: &[OutboundMessage],
+        kind: DestinationKind,
+    ) -> Result<Vec<Vec<DeliveryId>>, StoreError> {
+        self.enqueue_many(tx, messages, Some(kind)).await
+    }
+
     async fn enqueue_matching(
         &self,
         tx: &mut Transaction,
         message: &OutboundMessage,
         kind: Option<DestinationKind>,
     ) -> Result<Vec<DeliveryId>, StoreError> {
+        let mut ids = self
+            .enqueue_many(tx, std::slice::from_ref(message), kind)
+            .await?;
+        Ok(ids.pop().unwrap_or_default())
+    }
+
+    async fn enqueue_many(
+        &self,
+        tx: &mut Transaction,
+        messages: &[OutboundMessage],
+        kind: Option<DestinationKind>,
+    ) -> Result<Vec<Vec<DeliveryId>>, StoreError> {
         let set = self.inner.destinations.load();
-        let mut matching: Vec<&Arc<Destination>> = set
+        let mut candidates: Vec<&Arc<Destination>> = set
             .by_id
             .values()
-            .filter(|d| kind.is_none_or(|k| d.kind == k) && d.takes(&message.event_type))
+            .filter(|d| kind.is_none_or(|k| d.kind == k))
             .collect();
-        if matching.is_empty() {
-            return Ok(Vec::new());
-        }
-        matching.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+        candidates.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
         let now_ms = Utc::now().timestamp_millis();
-        let message_id = message.id.to_string();
-        tx.insert_message(&MessageRow {
-            id: &message_id,
-            event_type: &message.event_type,
-            idempotency_key: &message.idempotency_key,
-            body: &message.body,
-            created_ms: now_ms,
-        })
-        .await?;
-        let mut ids = Vec::with_capacity(matching.len());
-        let mut pending = 0;
-        for destination in matching {
-            let id = Uuid::now_v7();
-            let id_text = id.to_string();
-            let dead_reason = match destination.status {
-                TargetStatus::Verified | TargetStatus::PendingVerification => None,
-                TargetStatus::Failed => Some("target failed verification"),
-                TargetStatus::Disabled => Some("target disabled"),
-            };
-            tx.insert_delivery(&NewDelivery {
-                id: &id_text,
-                message_id: &message_id,
-                destination_id: &destination.id,
-                purpose: purpose::EVENT,
-                status: if dead_reason.is_some() {
-                    DeliveryStatus::Dead.as_str()
-                } else {
-                    DeliveryStatus::Pending.as_str()
-                },
-                last_error: dead_reason,
-                now_ms,
+        let message_ids: Vec<String> = messages.iter().map(|m| m.id.to_string()).collect();
+        // Per message, its destinations with a delivery id each, in the order written.
+        let mut planned: Vec<Vec<(&Arc<Destination>, Uuid, String)>> =
+            Vec::with_capacity(messages.len());
+        for message in messages {
+            planned.push(
+                candidates
+                    .iter()
+                    .filter(|d| d.takes(&message.event_type))
+                    .map(|d| {
+                        let id = Uuid::now_v7();
+                        (*d, id, id.to_string())
+                    })
+                    .collect(),
+            );
+        }
+        let rows: Vec<MessageRow<'_>> = messages
+            .iter()
+            .zip(&message_ids)
+            .zip(&planned)
+            .filter(|(_, destinations)| !destinations.is_empty())
+            .map(|((message, id), _)| MessageRow {
+                id,
+                event_type: &message.event_type,
+                idempotency_key: &message.idempotency_key,
+                body: &message.body,
+                created_ms: now_ms,
             })
-            .await?;
-            match dead_reason {
-                Some(reason) => {
-                    tx.append_audit(&dead_record(&id_text, &message_id, destination, 0, reason))
-                        .await?;
-                    self.inner
-                        .metrics
-                        .deliveries_total
-                        .with_label_values(&[destination.name.as_str(), "dead"])
-                        .inc();
+            .collect();
+        if rows.is_empty() {
+            return Ok(vec![Vec::new(); messages.len()]);
+        }
+        tx.insert_messages(&rows).await?;
+        let dead_reason = |destination: &Destination| match destination.status {
+            TargetStatus::Verified | TargetStatus::PendingVerification => None,
+            TargetStatus::Failed => Some("target failed verification"),
+            TargetStatus::Disabled => Some("target disabled"),
+        };
+        let mut deliveries = Vec::new();
+        let mut dead = Vec::new();
+        let mut pending = 0;
+        for (message_id, destinations) in message_ids.iter().zip(&planned) {
+            for (destination, _, id_text) in destinations {
+                let reason = dead_reason(destination);
+                deliveries.push(NewDelivery {
+                    id: id_text,
+                    message_id,
+                    destination_id: &destination.id,
+                    purpose: purpose::EVENT,
+                    status: if reason.is_some() {
+                        DeliveryStatus::Dead.as_str()
+                    } else {
+                        DeliveryStatus::Pending.as_str()
+                    },
+                    last_error: reason,
+                    now_ms,
+                });
+                match reason {
+                    Some(reason) => {
+                        dead.push(dead_record(id_text, message_id, destination, 0, reason));
+                        self.inner
+                            .metrics
+                            .deliveries_total
+                            .with_label_values(&[destination.name.as_str(), "dead"])
+                            .inc();
+                    }
+                    None => pending += 1,
                 }
-                None => pending += 1,
             }
-            ids.push(DeliveryId(id));
+        }
+        tx.insert_deliveries(&deliveries).await?;
+        if !dead.is_empty() {
+            tx.append_audit_batch(&dead).await?;
         }
         self.inner.enqueued.fetch_add(pending, Ordering::Relaxed);
-        Ok(ids)
+        Ok(planned
+            .into_iter()
+            .map(|destinations| {
+                destinations
+                    .into_iter()
+                    .map(|(_, id, _)| DeliveryId(id))
+                    .collect()
+            })
+            .collect())
     }
 
     /// Wakes the workers; call after the commit that enqueued.

@@ -2,6 +2,7 @@
 //! worker slot), the attempt itself, the outcome written through the group committer, and the
 //! sweeper.
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures_util::future::BoxFuture;
 use http::{HeaderName, HeaderValue, Method, StatusCode, header};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -56,63 +57,150 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// The dispatcher: claims due deliveries while worker slots are free and starts their attempts
-/// in acceptance order; sleeps until woken, a second passes, or a slot frees.
+/// The most deliveries one claim takes (the dispatcher's read-ahead).
+const MAX_CLAIM: usize = 512;
+/// A claimed delivery not started within this long of its claim is given back rather than
+/// attempted: its 30 s lease must outlast the wait and the attempt's first renewal, 10 s in.
+const START_WITHIN: Duration = Duration::from_secs(10);
+/// Outcomes one settlement writes at most (one unit of the group committer).
+const MAX_SETTLE: usize = 1024;
+/// Outcomes waiting for the settlement; a full queue holds the attempts' worker slots, so
+/// that the dispatcher slows down with the store.
+pub(crate) const SETTLE_QUEUE: usize = 4096;
+
+/// A claimed delivery waiting for a worker slot.
+struct Ready {
+    delivery: ClaimedDelivery,
+    token: Arc<str>,
+    claimed_at: Instant,
+}
+
+/// Attempts started over the last second: the read-ahead of the next claim.
+struct StartRate {
+    since: Instant,
+    count: usize,
+    last: usize,
+}
+
+impl StartRate {
+    fn new() -> Self {
+        Self {
+            since: Instant::now(),
+            count: 0,
+            last: 0,
+        }
+    }
+
+    fn started(&mut self) {
+        self.count += 1;
+    }
+
+    /// Roughly the attempts a quarter of a second takes at the recent rate.
+    fn read_ahead(&mut self) -> usize {
+        let elapsed = self.since.elapsed();
+        if elapsed >= Duration::from_secs(1) {
+            self.last = self.count;
+            self.count = 0;
+            self.since = Instant::now();
+        }
+        self.last.max(self.count) / 4
+    }
+}
+
+/// The dispatcher: claims due deliveries and starts their attempts in acceptance order, one per
+/// free worker slot; sleeps until woken, a second passes, or a slot frees.
+///
+/// A claim takes what the free slots can start plus a read-ahead of about a quarter second of
+/// attempts at the recent rate (at most [`MAX_CLAIM`]): a claim is a write (on SQLite a commit
+/// of its own), and at thousands of deliveries a second one claim per free slot would spend
+/// the disk's commits on claims. What is claimed waits in order for a slot; what has not
+/// started within [`START_WITHIN`] is given back.
 pub(crate) async fn dispatch(
     engine: DeliveryEngine,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(engine.inner().workers));
+    let slots = engine.inner().slots.clone();
     let store = engine.inner().store.clone();
+    let mut ready: VecDeque<Ready> = VecDeque::new();
+    let mut rate = StartRate::new();
+    // Whether the last claim found everything it asked for (more may be due).
+    let mut more_due = true;
     loop {
         if shutdown.is_cancelled() {
             break;
         }
-        let free = slots.available_permits();
-        if free == 0 {
+        while let Some(front) = ready.front() {
+            if front.claimed_at.elapsed() > START_WITHIN {
+                let stale = ready.pop_front().expect("front exists");
+                let _ = store
+                    .release_lease(&stale.delivery.id, &stale.token, now_ms())
+                    .await;
+                continue;
+            }
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                break;
+            };
+            let next = ready.pop_front().expect("front exists");
+            rate.started();
+            tasks.spawn(attempt(
+                engine.clone(),
+                next.delivery,
+                next.token.to_string(),
+                permit,
+                shutdown.clone(),
+            ));
+        }
+        if !ready.is_empty() {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 permit = slots.clone().acquire_owned() => drop(permit),
             }
             continue;
         }
-        let token = Uuid::new_v4().to_string();
-        let mut full = false;
-        match store
-            .claim_deliveries(
-                now_ms(),
-                u32::try_from(free).unwrap_or(u32::MAX),
-                &token,
-                millis(LEASE),
-            )
-            .await
-        {
-            Ok(claimed) => {
-                full = claimed.len() >= free;
-                for delivery in claimed {
-                    let Ok(permit) = slots.clone().try_acquire_owned() else {
-                        break;
-                    };
-                    tasks.spawn(attempt(
-                        engine.clone(),
+        if more_due {
+            let free = slots.available_permits();
+            let limit = (free + rate.read_ahead()).clamp(1, MAX_CLAIM);
+            let token: Arc<str> = Uuid::new_v4().to_string().into();
+            match store
+                .claim_deliveries(
+                    now_ms(),
+                    u32::try_from(limit).unwrap_or(u32::MAX),
+                    &token,
+                    millis(LEASE),
+                )
+                .await
+            {
+                Ok(claimed) => {
+                    more_due = claimed.len() >= limit;
+                    let claimed_at = Instant::now();
+                    ready.extend(claimed.into_iter().map(|delivery| Ready {
                         delivery,
-                        token.clone(),
-                        permit,
-                        shutdown.clone(),
-                    ));
+                        token: token.clone(),
+                        claimed_at,
+                    }));
+                }
+                Err(err) => {
+                    more_due = false;
+                    tracing::warn!(error = %err, "claiming deliveries failed; trying again");
                 }
             }
-            Err(err) => tracing::warn!(error = %err, "claiming deliveries failed; trying again"),
-        }
-        if full {
-            continue;
+            if !ready.is_empty() {
+                continue;
+            }
         }
         tokio::select! {
             () = shutdown.cancelled() => break,
             () = engine.inner().notify.notified() => {}
             () = tokio::time::sleep(POLL) => {}
         }
+        more_due = true;
+    }
+    // Claimed but not started: given back, due at once.
+    for left in ready {
+        let _ = store
+            .release_lease(&left.delivery.id, &left.token, now_ms())
+            .await;
     }
 }
 
@@ -363,7 +451,7 @@ async fn attempt(
     engine: DeliveryEngine,
     claimed: ClaimedDelivery,
     token: String,
-    _slot: OwnedSemaphorePermit,
+    slot: OwnedSemaphorePermit,
     shutdown: CancellationToken,
 ) {
     let store = engine.inner().store.clone();
@@ -417,7 +505,7 @@ async fn attempt(
         }
         outcome = sent => outcome,
     };
-    settle(engine, destination, claimed, token, outcome).await;
+    settle(engine, destination, claimed, token, outcome, slot).await;
 }
 
 /// What an attempt's outcome makes of the delivery.
@@ -482,65 +570,169 @@ fn decide(claimed: &ClaimedDelivery, destination: &Destination, outcome: Attempt
     }
 }
 
-/// Writes the outcome of an attempt (one unit of the group committer), then refreshes the
-/// destinations when a target's status changed.
+/// An attempt's outcome, decided, waiting to be written by the settlement.
+pub(crate) struct Outcome {
+    destination: Arc<Destination>,
+    claimed: ClaimedDelivery,
+    token: String,
+    decision: Decision,
+}
+
+/// Decides what an attempt's outcome makes of the delivery and queues it for the settlement;
+/// the worker slot is free once it is queued.
 async fn settle(
     engine: DeliveryEngine,
     destination: Arc<Destination>,
     claimed: ClaimedDelivery,
     token: String,
     outcome: Attempt,
+    slot: OwnedSemaphorePermit,
 ) {
     let decision = decide(&claimed, &destination, outcome);
-    let status_changes = matches!(
-        decision,
-        Decision::Gone { .. } | Decision::Verified | Decision::VerificationFailed { .. }
-    );
-    let label = match &decision {
-        Decision::Delivered => Some("delivered"),
-        Decision::Retry { .. } => (claimed.purpose == purpose::EVENT).then_some("retry"),
-        Decision::Dead { .. } | Decision::Gone { .. } => Some("dead"),
-        Decision::Verified | Decision::VerificationFailed { .. } => None,
-    };
+    let queued = engine
+        .inner()
+        .settle
+        .send(Outcome {
+            destination,
+            claimed,
+            token,
+            decision,
+        })
+        .await;
+    drop(slot);
+    if queued.is_err() {
+        // Only after the shutdown: the lease expires and the delivery is attempted again.
+        tracing::warn!("a delivery outcome came after the shutdown: it is attempted again later");
+    }
+}
+
+/// The settlement: writes the queued outcomes, as many as are waiting (at most
+/// [`MAX_SETTLE`]), as one unit of the group committer — the `delivered` ones with one
+/// statement and one audit insert, the others one by one — then counts them and refreshes
+/// the destinations when a target's status changed. On `shutdown` it waits for the attempts
+/// still running (every worker slot back: each has queued its outcome or given its delivery
+/// back), writes what is queued and ends.
+pub(crate) async fn settle_outcomes(
+    engine: DeliveryEngine,
+    mut outcomes: mpsc::Receiver<Outcome>,
+    shutdown: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(MAX_SETTLE);
+    let mut closing = false;
+    loop {
+        let received = if closing {
+            outcomes.recv_many(&mut batch, MAX_SETTLE).await
+        } else {
+            tokio::select! {
+                received = outcomes.recv_many(&mut batch, MAX_SETTLE) => received,
+                () = shutdown.cancelled() => {
+                    let workers = u32::try_from(engine.inner().workers).unwrap_or(u32::MAX);
+                    let _all_back = engine.inner().slots.acquire_many(workers).await;
+                    outcomes.close();
+                    closing = true;
+                    continue;
+                }
+            }
+        };
+        if received == 0 {
+            break;
+        }
+        write_outcomes(&engine, batch.drain(..).collect()).await;
+    }
+}
+
+async fn write_outcomes(engine: &DeliveryEngine, outcomes: Vec<Outcome>) {
     let unit_engine = engine.clone();
-    let unit_destination = destination.clone();
     let unit = CommitFn::new(move |tx: &mut Transaction| {
         Box::pin(async move {
-            write_outcome(
-                tx,
-                &unit_engine,
-                &unit_destination,
-                &claimed,
-                &token,
-                decision,
-            )
-            .await
+            let now = now_ms();
+            let delivered: Vec<(&str, &str)> = outcomes
+                .iter()
+                .filter(|o| matches!(o.decision, Decision::Delivered))
+                .map(|o| (o.claimed.id.as_str(), o.token.as_str()))
+                .collect();
+            let delivered = if delivered.is_empty() {
+                HashSet::new()
+            } else {
+                tx.finish_delivered(&delivered, now).await?
+            };
+            let mut written = Vec::with_capacity(outcomes.len());
+            let mut records = Vec::new();
+            for o in &outcomes {
+                if matches!(o.decision, Decision::Delivered) {
+                    let done = delivered.contains(&o.claimed.id);
+                    if done {
+                        records.push(
+                            AuditRecord::now("delivery.delivered", "system", "delivered")
+                                .with_subject(o.claimed.id.clone())
+                                .with_detail(serde_json::json!({
+                                    "eventId": o.claimed.message_id,
+                                    "targetId": o.destination.id,
+                                    "targetName": o.destination.name,
+                                    "attempts": o.claimed.attempts + 1,
+                                })),
+                        );
+                    }
+                    written.push(done);
+                } else {
+                    written.push(
+                        write_outcome(
+                            tx,
+                            &unit_engine,
+                            &o.destination,
+                            &o.claimed,
+                            &o.token,
+                            &o.decision,
+                        )
+                        .await?,
+                    );
+                }
+            }
+            if !records.is_empty() {
+                tx.append_audit_batch(&records).await?;
+            }
+            Ok((outcomes, written))
         }) as BoxFuture<'_, _>
     });
-    match engine.inner().committer.submit(unit).await {
-        Ok(true) => {
-            if let Some(label) = label {
-                engine
-                    .inner()
-                    .metrics
-                    .deliveries_total
-                    .with_label_values(&[destination.name.as_str(), label])
-                    .inc();
+    let (outcomes, written): (Vec<Outcome>, Vec<bool>) =
+        match engine.inner().committer.submit(unit).await {
+            Ok(done) => done,
+            Err(err) => {
+                // The leases expire and the deliveries are attempted again.
+                tracing::error!(error = %err, "writing delivery outcomes failed");
+                return;
             }
-            if status_changes {
-                if let Err(err) = engine.refresh_destinations().await {
-                    tracing::warn!(error = %err, "reading the delivery destinations failed");
-                }
-                engine.wake();
-            }
-        }
-        Ok(false) => {
+        };
+    let mut status_changed = false;
+    for (o, written) in outcomes.iter().zip(written) {
+        if !written {
             tracing::warn!("a delivery's lease was taken over before its outcome was written");
+            continue;
         }
-        Err(err) => {
-            // The lease expires and the delivery is attempted again.
-            tracing::error!(error = %err, "writing a delivery outcome failed");
+        let label = match &o.decision {
+            Decision::Delivered => Some("delivered"),
+            Decision::Retry { .. } => (o.claimed.purpose == purpose::EVENT).then_some("retry"),
+            Decision::Dead { .. } | Decision::Gone { .. } => Some("dead"),
+            Decision::Verified | Decision::VerificationFailed { .. } => None,
+        };
+        if let Some(label) = label {
+            engine
+                .inner()
+                .metrics
+                .deliveries_total
+                .with_label_values(&[o.destination.name.as_str(), label])
+                .inc();
         }
+        status_changed |= matches!(
+            o.decision,
+            Decision::Gone { .. } | Decision::Verified | Decision::VerificationFailed { .. }
+        );
+    }
+    if status_changed {
+        if let Err(err) = engine.refresh_destinations().await {
+            tracing::warn!(error = %err, "reading the delivery destinations failed");
+        }
+        engine.wake();
     }
 }
 
@@ -550,11 +742,11 @@ async fn write_outcome(
     destination: &Destination,
     claimed: &ClaimedDelivery,
     token: &str,
-    decision: Decision,
+    decision: &Decision,
 ) -> Result<bool, crate::store::StoreError> {
     let now = now_ms();
     let attempts = claimed.attempts + 1;
-    let (status, next_at, error, delivered) = match &decision {
+    let (status, next_at, error, delivered) = match decision {
         Decision::Delivered | Decision::Verified => {
             (DeliveryStatus::Delivered, now, None, Some(now))
         }
@@ -587,7 +779,7 @@ async fn write_outcome(
     if !written {
         return Ok(false);
     }
-    match &decision {
+    match decision {
         Decision::Delivered => {
             tx.append_audit(
                 &AuditRecord::now("delivery.delivered", "system", "delivered")

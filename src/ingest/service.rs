@@ -9,19 +9,21 @@
 //! # One request, one unit of the group committer
 //! The events of a request (one, or a whole batch) are one unit of work of the process's
 //! [`GroupCommitter`], so that concurrent requests share commits (on SQLite one fsync for many
-//! requests). In the unit, for each event in order:
-//! 1. insert its `ingest_events` row under a new [`EventId`] unless its idempotency key is taken
-//!    for this issuer (the database enforces it; see [`crate::store`]'s `events` topic);
-//! 2. inserted: hand the body to [`DeliveryEngine::enqueue_for`] targets (the message row and one delivery
-//!    per matching target, in the same transaction) and note an `event.accepted` audit record —
-//!    `queued`;
-//! 3. not inserted: read the row that holds the key; the same fingerprint is a `duplicate`
-//!    answered with that row's id (nothing enqueued); another fingerprint is a conflict, and
-//!    the whole request is refused (409): what the unit wrote for the earlier events of a batch
-//!    is rolled back to the batch's savepoint.
+//! requests). In the unit, with one statement per kind of row for the whole request (every
+//! sqlx statement on SQLite is a round trip to its connection's thread):
+//! 1. insert the `ingest_events` rows, each under a new [`EventId`] unless its idempotency key
+//!    is taken for this issuer (the database enforces it, also between two events of the batch;
+//!    see [`crate::store`]'s `events` topic);
+//! 2. read the rows that hold the keys that were taken; for each event in order, one not
+//!    inserted with the same fingerprint is a `duplicate` answered with that row's id (nothing
+//!    enqueued); another fingerprint is a conflict, and the whole request is refused (409):
+//!    what the unit wrote is rolled back to the batch's savepoint;
+//! 3. hand the inserted events to [`DeliveryEngine::enqueue_all_for`] targets (the message
+//!    rows and one delivery per matching target, in the same transaction), and write one
+//!    `event.accepted` audit record each — `queued`.
 //!
-//! Then the audit records are written (one statement). The answer comes after the commit; the
-//! workers are woken ([`DeliveryEngine::wake`]) only then.
+//! The answer comes after the commit; the workers are woken ([`DeliveryEngine::wake`]) only
+//! then.
 //!
 //! A request whose client goes away after its unit was queued is committed all the same: a
 //! retry of it is a `duplicate` with the same ids.
@@ -32,6 +34,7 @@
 //! and `Retry-After`, so that a consumer that cannot keep up slows producers down instead of
 //! filling the disk.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -331,55 +334,54 @@ impl CommitWork for AcceptUnit {
             tx.begin_event_batch().await?;
         }
         let now = Utc::now();
-        let mut results = Vec::with_capacity(self.events.len());
-        let mut records = Vec::new();
-        for event in &self.events {
-            let key = event.idempotency_key.as_str();
-            let id = EventId::new_v7();
-            let row = EventRow {
+        let ids: Vec<EventId> = self.events.iter().map(|_| EventId::new_v7()).collect();
+        let rows: Vec<EventRow> = self
+            .events
+            .iter()
+            .zip(&ids)
+            .map(|(event, id)| EventRow {
                 id: id.to_string(),
                 iss: self.iss.clone(),
-                idempotency_key: key.to_owned(),
+                idempotency_key: event.idempotency_key.as_str().to_owned(),
                 fingerprint: event.fingerprint.as_bytes().to_vec(),
                 event_type: event.event_type.clone(),
                 event_time_ms: event.event_time.timestamp_millis(),
                 accepted_ms: now.timestamp_millis(),
-            };
-            if tx.insert_event(&row).await? {
-                let message = OutboundMessage {
+            })
+            .collect();
+        let inserted = tx.insert_events(&rows).await?;
+        // Keys that were taken (by an earlier request, another replica, or an earlier event of
+        // this batch): the rows that hold them decide.
+        let taken: Vec<&str> = rows
+            .iter()
+            .filter(|row| !inserted.contains(&row.id))
+            .map(|row| row.idempotency_key.as_str())
+            .collect();
+        let stored = if taken.is_empty() {
+            HashMap::new()
+        } else {
+            tx.events_by_keys(&self.iss, &taken).await?
+        };
+        let mut results = Vec::with_capacity(self.events.len());
+        let mut messages = Vec::with_capacity(inserted.len());
+        for ((event, id), row) in self.events.iter().zip(&ids).zip(&rows) {
+            let key = event.idempotency_key.as_str();
+            if inserted.contains(&row.id) {
+                messages.push(OutboundMessage {
                     id: *id.as_uuid(),
                     event_type: event.event_type.clone(),
                     idempotency_key: key.to_owned(),
-                    body: event.body(&id),
-                };
-                let deliveries = self
-                    .delivery
-                    .enqueue_for(tx, &message, DestinationKind::Target)
-                    .await?;
-                let mut record = AuditRecord::now(EVENT_ACCEPTED, self.actor.as_str(), "queued")
-                    .with_subject(row.id)
-                    .with_detail(json!({
-                        "eventType": event.event_type,
-                        "idempotencyKey": key,
-                        "deliveries": deliveries.len(),
-                    }));
-                record.at = now;
-                if let Some(request_id) = &self.request_id {
-                    record = record.with_request_id(request_id.as_str());
-                }
-                records.push(record);
+                    body: event.body(id),
+                });
                 results.push(EventResult {
-                    event_id: id,
+                    event_id: *id,
                     idempotency_key: key.to_owned(),
                     status: EventStatus::Queued,
                 });
                 continue;
             }
-            // The key is taken (by an earlier request, another replica, or an earlier event of
-            // this batch): the row that holds it decides.
-            let stored = tx
-                .event_by_key(&self.iss, key)
-                .await?
+            let stored = stored
+                .get(key)
                 .ok_or(StoreError::Database(sqlx::Error::RowNotFound))?;
             if stored.fingerprint.as_slice() != event.fingerprint.as_bytes() {
                 if savepoint {
@@ -395,7 +397,30 @@ impl CommitWork for AcceptUnit {
                 status: EventStatus::Duplicate,
             });
         }
-        if !records.is_empty() {
+        if !messages.is_empty() {
+            let deliveries = self
+                .delivery
+                .enqueue_all_for(tx, &messages, DestinationKind::Target)
+                .await?;
+            let records: Vec<AuditRecord> = messages
+                .iter()
+                .zip(&deliveries)
+                .map(|(message, deliveries)| {
+                    let mut record =
+                        AuditRecord::now(EVENT_ACCEPTED, self.actor.as_str(), "queued")
+                            .with_subject(message.id.to_string())
+                            .with_detail(json!({
+                                "eventType": message.event_type,
+                                "idempotencyKey": message.idempotency_key,
+                                "deliveries": deliveries.len(),
+                            }));
+                    record.at = now;
+                    if let Some(request_id) = &self.request_id {
+                        record = record.with_request_id(request_id.as_str());
+                    }
+                    record
+                })
+                .collect();
             tx.append_audit_batch(&records).await?;
         }
         if savepoint {

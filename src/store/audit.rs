@@ -37,8 +37,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::page::Cursor;
 use super::{
-    CommitError, CommitWork, GroupCommitter, Page, PageRequest, Store, StoreError, Transaction,
-    with_pool, with_tx,
+    CommitError, CommitWork, GroupCommitter, POSTGRES_ROWS_PER_STATEMENT, Page, PageRequest,
+    SQLITE_ROWS_PER_STATEMENT, Store, StoreError, Transaction, sqlite_multi_row, with_pool,
+    with_tx,
 };
 use crate::backoff::{Backoff, Jitter};
 use crate::telemetry::Metrics;
@@ -143,26 +144,9 @@ const INSERT_ONE: &str = "INSERT INTO audit_log (at_ms, kind, actor, request_id,
 /// its cached plan) is the same whatever the batch size.
 const INSERT_MANY_POSTGRES: &str = "INSERT INTO audit_log (at_ms, kind, actor, request_id, subject, outcome, detail) \
      SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])";
-/// Rows per PostgreSQL batch statement.
-const MAX_ROWS_PER_STATEMENT: usize = 1000;
-/// Rows per SQLite batch statement (7 parameters each, far below SQLite's 32 766).
-const SQLITE_ROWS_PER_STATEMENT: usize = 500;
-
-/// `INSERT ... VALUES (?, ?, ?, ?, ?, ?, ?), (...)` for `rows` records (SQLite).
-fn sqlite_insert_many(rows: usize) -> String {
-    const PREFIX: &str =
-        "INSERT INTO audit_log (at_ms, kind, actor, request_id, subject, outcome, detail) VALUES ";
-    const ROW: &str = "(?, ?, ?, ?, ?, ?, ?)";
-    let mut sql = String::with_capacity(PREFIX.len() + rows * (ROW.len() + 2));
-    sql.push_str(PREFIX);
-    for row in 0..rows {
-        if row > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str(ROW);
-    }
-    sql
-}
+const INSERT_PREFIX: &str =
+    "INSERT INTO audit_log (at_ms, kind, actor, request_id, subject, outcome, detail) VALUES ";
+const INSERT_ROW: &str = "(?, ?, ?, ?, ?, ?, ?)";
 
 /// A row of `audit_log` as selected by [`Store::query_audit`].
 type AuditRow = (
@@ -269,10 +253,8 @@ impl Transaction {
     }
 
     /// Writes several audit records as part of this transaction with one statement per 500
-    /// (SQLite) or 1 000 (PostgreSQL) records: on SQLite a multi-row `INSERT` with anonymous
-    /// `?` parameters (numbered `$N` parameters make SQLite's prepare quadratic in their
-    /// count), on PostgreSQL one array per column (`UNNEST`). One statement per batch matters:
-    /// every sqlx SQLite statement is a round trip to the connection's worker thread.
+    /// (SQLite) or 1 000 (PostgreSQL) records: on SQLite a multi-row `INSERT`
+    /// ([`sqlite_multi_row`]), on PostgreSQL one array per column (`UNNEST`).
     ///
     /// # Errors
     /// [`StoreError::Database`] when an insert fails.
@@ -280,9 +262,8 @@ impl Transaction {
         match &mut self.inner {
             super::TransactionInner::Sqlite(tx) => {
                 for chunk in records.chunks(SQLITE_ROWS_PER_STATEMENT) {
-                    let sql = sqlite_insert_many(chunk.len());
-                    // Batch sizes vary: do not fill the statement cache with one entry per size.
-                    let mut query = sqlx::query(&sql).persistent(false);
+                    let sql = sqlite_multi_row(INSERT_PREFIX, INSERT_ROW, chunk.len(), "");
+                    let mut query = sqlx::query(&sql).persistent(chunk.len() == 1);
                     for record in chunk {
                         query = bind_record!(query, record);
                     }
@@ -290,7 +271,7 @@ impl Transaction {
                 }
             }
             super::TransactionInner::Postgres(tx) => {
-                for chunk in records.chunks(MAX_ROWS_PER_STATEMENT) {
+                for chunk in records.chunks(POSTGRES_ROWS_PER_STATEMENT) {
                     let mut at = Vec::with_capacity(chunk.len());
                     let mut kind = Vec::with_capacity(chunk.len());
                     let mut actor = Vec::with_capacity(chunk.len());
@@ -842,12 +823,13 @@ mod tests {
 
     #[test]
     fn sqlite_batches_use_one_row_of_anonymous_parameters_per_record() {
-        let two = sqlite_insert_many(2);
+        let two = sqlite_multi_row(INSERT_PREFIX, INSERT_ROW, 2, "");
         assert!(
             two.ends_with("VALUES (?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?)"),
             "{two}"
         );
-        assert_eq!(sqlite_insert_many(500).matches('?').count(), 3500);
+        let full = sqlite_multi_row(INSERT_PREFIX, INSERT_ROW, SQLITE_ROWS_PER_STATEMENT, "");
+        assert_eq!(full.matches('?').count(), 3500);
     }
 
     #[test]

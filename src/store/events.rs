@@ -4,23 +4,37 @@
 //! not stored here: the delivery engine keeps it in its message row of the same id.
 //!
 //! # Idempotency, enforced by the database
-//! `(iss, idempotency_key)` is unique. [`Transaction::insert_event`] inserts with
-//! `ON CONFLICT (iss, idempotency_key) DO NOTHING` and says whether the row went in; when it
-//! did not, [`Transaction::event_by_key`] reads the row that holds the key. On PostgreSQL an
+//! `(iss, idempotency_key)` is unique. [`Transaction::insert_events`] inserts with
+//! `ON CONFLICT (iss, idempotency_key) DO NOTHING` and says which rows went in; for the others
+//! [`Transaction::events_by_keys`] reads the rows that hold their keys. On PostgreSQL an
 //! insert that meets a key another transaction has written but not yet committed waits for that
 //! transaction: if it commits, the insert does nothing and the following read (a new snapshot
 //! under `READ COMMITTED`) sees the winner's row; if it rolls back, the insert goes in. So two
 //! replicas accepting the same event at the same moment end with one row, and the loser learns
 //! the winner's id. On SQLite every writing transaction holds the one writer, so there is no
-//! race at all. Both dialects run the same statement texts.
+//! race at all. A batch is one multi-row statement on SQLite and one array per column on
+//! PostgreSQL, with the same effect row by row.
 
-use super::{Store, StoreError, Transaction, with_pool, with_tx};
+use std::collections::{HashMap, HashSet};
 
-const INSERT: &str = "INSERT INTO ingest_events (id, iss, idempotency_key, fingerprint, \
-     event_type, event_time_ms, accepted_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-     ON CONFLICT (iss, idempotency_key) DO NOTHING";
-const BY_KEY: &str = "SELECT id, fingerprint FROM ingest_events \
-     WHERE iss = $1 AND idempotency_key = $2";
+use super::{
+    POSTGRES_ROWS_PER_STATEMENT, SQLITE_ROWS_PER_STATEMENT, Store, StoreError, Transaction,
+    TransactionInner, sqlite_multi_row, with_pool, with_tx,
+};
+
+const INSERT_MANY_PREFIX: &str = "INSERT INTO ingest_events (id, iss, idempotency_key, \
+     fingerprint, event_type, event_time_ms, accepted_ms) VALUES ";
+const INSERT_MANY_ROW: &str = "(?, ?, ?, ?, ?, ?, ?)";
+const INSERT_MANY_SUFFIX: &str = " ON CONFLICT (iss, idempotency_key) DO NOTHING RETURNING id";
+/// Rows go in in array order (`ORDINALITY`), like SQLite's `VALUES`: of two rows with one key
+/// in a batch, the first is the one inserted.
+const INSERT_MANY_POSTGRES: &str = "INSERT INTO ingest_events (id, iss, idempotency_key, \
+     fingerprint, event_type, event_time_ms, accepted_ms) \
+     SELECT id, iss, k, f, t, e, a FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bytea[], \
+     $5::text[], $6::bigint[], $7::bigint[]) WITH ORDINALITY AS u(id, iss, k, f, t, e, a, n) \
+     ORDER BY n ON CONFLICT (iss, idempotency_key) DO NOTHING RETURNING id";
+const BY_KEYS_POSTGRES: &str = "SELECT idempotency_key, id, fingerprint FROM ingest_events \
+     WHERE iss = $1 AND idempotency_key = ANY($2)";
 const BY_ID: &str = "SELECT id, iss, idempotency_key, fingerprint, event_type, event_time_ms, \
      accepted_ms FROM ingest_events WHERE id = $1 AND iss = $2";
 
@@ -107,46 +121,111 @@ impl Transaction {
         Ok(())
     }
 
-    /// Inserts `row` unless its `(iss, idempotency_key)` is taken (see the module docs);
-    /// answers whether it was inserted.
+    /// Inserts `rows` (one statement per few hundred rows), each unless its
+    /// `(iss, idempotency_key)` is taken, by an earlier row of `rows` too (see the module
+    /// docs); answers the ids of the rows that went in.
     ///
     /// # Errors
-    /// [`StoreError::Database`] when the statement fails (the transaction, or the unit's
+    /// [`StoreError::Database`] when a statement fails (the transaction, or the unit's
     /// savepoint, must then be rolled back).
-    pub async fn insert_event(&mut self, row: &EventRow) -> Result<bool, StoreError> {
-        let done = with_tx!(self, |conn| {
-            sqlx::query(INSERT)
-                .bind(row.id.as_str())
-                .bind(row.iss.as_str())
-                .bind(row.idempotency_key.as_str())
-                .bind(row.fingerprint.as_slice())
-                .bind(row.event_type.as_str())
-                .bind(row.event_time_ms)
-                .bind(row.accepted_ms)
-                .execute(conn)
-                .await?
-                .rows_affected()
-        });
-        Ok(done == 1)
+    pub async fn insert_events(
+        &mut self,
+        rows: &[EventRow],
+    ) -> Result<HashSet<String>, StoreError> {
+        let mut inserted = HashSet::with_capacity(rows.len());
+        match &mut self.inner {
+            TransactionInner::Sqlite(tx) => {
+                for chunk in rows.chunks(SQLITE_ROWS_PER_STATEMENT) {
+                    let sql = sqlite_multi_row(
+                        INSERT_MANY_PREFIX,
+                        INSERT_MANY_ROW,
+                        chunk.len(),
+                        INSERT_MANY_SUFFIX,
+                    );
+                    let mut query = sqlx::query_scalar(&sql).persistent(chunk.len() == 1);
+                    for row in chunk {
+                        query = query
+                            .bind(row.id.as_str())
+                            .bind(row.iss.as_str())
+                            .bind(row.idempotency_key.as_str())
+                            .bind(row.fingerprint.as_slice())
+                            .bind(row.event_type.as_str())
+                            .bind(row.event_time_ms)
+                            .bind(row.accepted_ms);
+                    }
+                    let ids: Vec<String> = query.fetch_all(&mut **tx).await?;
+                    inserted.extend(ids);
+                }
+            }
+            TransactionInner::Postgres(tx) => {
+                for chunk in rows.chunks(POSTGRES_ROWS_PER_STATEMENT) {
+                    let column = |f: fn(&EventRow) -> &str| chunk.iter().map(f).collect::<Vec<_>>();
+                    let ids: Vec<String> = sqlx::query_scalar(INSERT_MANY_POSTGRES)
+                        .bind(column(|r| r.id.as_str()))
+                        .bind(column(|r| r.iss.as_str()))
+                        .bind(column(|r| r.idempotency_key.as_str()))
+                        .bind(
+                            chunk
+                                .iter()
+                                .map(|r| r.fingerprint.as_slice())
+                                .collect::<Vec<_>>(),
+                        )
+                        .bind(column(|r| r.event_type.as_str()))
+                        .bind(chunk.iter().map(|r| r.event_time_ms).collect::<Vec<_>>())
+                        .bind(chunk.iter().map(|r| r.accepted_ms).collect::<Vec<_>>())
+                        .fetch_all(&mut **tx)
+                        .await?;
+                    inserted.extend(ids);
+                }
+            }
+        }
+        Ok(inserted)
     }
 
-    /// The event that holds `idempotency_key` for `iss`, as this transaction sees it.
+    /// The events that hold `keys` for `iss`, as this transaction sees them, by key.
     ///
     /// # Errors
-    /// [`StoreError::Database`] when the statement fails.
-    pub async fn event_by_key(
+    /// [`StoreError::Database`] when a statement fails.
+    pub async fn events_by_keys(
         &mut self,
         iss: &str,
-        idempotency_key: &str,
-    ) -> Result<Option<StoredKey>, StoreError> {
-        let found: Option<(String, Vec<u8>)> = with_tx!(self, |conn| {
-            sqlx::query_as(BY_KEY)
-                .bind(iss)
-                .bind(idempotency_key)
-                .fetch_optional(conn)
-                .await?
-        });
-        Ok(found.map(|(id, fingerprint)| StoredKey { id, fingerprint }))
+        keys: &[&str],
+    ) -> Result<HashMap<String, StoredKey>, StoreError> {
+        let mut found = HashMap::with_capacity(keys.len());
+        let mut add = |rows: Vec<(String, String, Vec<u8>)>| {
+            for (key, id, fingerprint) in rows {
+                found.insert(key, StoredKey { id, fingerprint });
+            }
+        };
+        match &mut self.inner {
+            TransactionInner::Sqlite(tx) => {
+                for chunk in keys.chunks(SQLITE_ROWS_PER_STATEMENT) {
+                    let sql = sqlite_multi_row(
+                        "SELECT idempotency_key, id, fingerprint FROM ingest_events \
+                         WHERE iss = ? AND idempotency_key IN (",
+                        "?",
+                        chunk.len(),
+                        ")",
+                    );
+                    let mut query = sqlx::query_as(&sql).persistent(chunk.len() == 1).bind(iss);
+                    for key in chunk {
+                        query = query.bind(*key);
+                    }
+                    add(query.fetch_all(&mut **tx).await?);
+                }
+            }
+            TransactionInner::Postgres(tx) => {
+                for chunk in keys.chunks(POSTGRES_ROWS_PER_STATEMENT) {
+                    let rows = sqlx::query_as(BY_KEYS_POSTGRES)
+                        .bind(iss)
+                        .bind(chunk)
+                        .fetch_all(&mut **tx)
+                        .await?;
+                    add(rows);
+                }
+            }
+        }
+        Ok(found)
     }
 }
 

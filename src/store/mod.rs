@@ -280,6 +280,31 @@ impl PostgresDb {
 
 /// The index of the pool serving `worker` among `pools` pools (the last is the background
 /// pool).
+/// Rows per multi-row SQLite statement (at most 10 parameters a row: far below SQLite's 32 766).
+pub(crate) const SQLITE_ROWS_PER_STATEMENT: usize = 500;
+/// Rows per PostgreSQL statement of one array per column (`UNNEST`).
+pub(crate) const POSTGRES_ROWS_PER_STATEMENT: usize = 1000;
+
+/// `{prefix}{row}, {row}, … {suffix}` with `rows` copies of `row` (SQLite multi-row `INSERT`s).
+/// `row` uses anonymous `?` parameters: numbered `$N` parameters make SQLite's prepare
+/// quadratic in their count. One statement per batch matters: every sqlx SQLite statement is
+/// a round trip to the connection's worker thread. Run the result with
+/// `sqlx::query(&sql).persistent(rows == 1)`: batch sizes vary, and one cached statement per
+/// size would fill the statement cache, but the one-row text (a single event, a single
+/// outcome) is the common one and is worth keeping prepared.
+pub(crate) fn sqlite_multi_row(prefix: &str, row: &str, rows: usize, suffix: &str) -> String {
+    let mut sql = String::with_capacity(prefix.len() + rows * (row.len() + 2) + suffix.len());
+    sql.push_str(prefix);
+    for n in 0..rows {
+        if n > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(row);
+    }
+    sql.push_str(suffix);
+    sql
+}
+
 fn pool_slot(worker: Option<usize>, pools: usize) -> usize {
     let background = pools - 1;
     worker.filter(|&i| i < background).unwrap_or(background)
