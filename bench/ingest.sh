@@ -11,7 +11,9 @@
 # receiver), and the delivery queue depth is sampled from /metrics during each run.
 # Bounded: each run lasts DURATION seconds. Usage: bench/ingest.sh [DURATION] (default 10).
 # GATEWAY_BIN=path measures a prebuilt binary instead of building target/release; DISK_BIN=path
-# likewise for the disk probe (examples/disk_commits).
+# likewise for the disk probe (examples/disk_commits). PROFILE=1 also samples the gateway with
+# `perf record -g` during each run (bench/out/ingest-<store>-<batch>.perf; read it with
+# `perf report -i FILE --no-children`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
@@ -133,9 +135,15 @@ run() { # $1 = label, $2 = store url
     local depth_log="$WORK/depth-$label-$batch"
     ( while sleep 1; do curl -fs "http://127.0.0.1:$GW_PORT/metrics" | awk '/^gateway_delivery_queue_depth /{print $2}'; done ) > "$depth_log" &
     local sampler=$!
+    local perf=""
+    if [ -n "${PROFILE:-}" ]; then
+      perf record -q -F 499 -g -p "$gw" -o "$OUT/ingest-$label-$batch.perf" -- sleep "$DURATION" 2>/dev/null &
+      perf=$!
+    fi
     local line
     line=$(BATCH=$batch TOKEN=$token wrk -t2 -c"$CONNS" -d"${DURATION}s" -s "$WORK/events.lua" "http://127.0.0.1:$GW_PORT" | tee "$OUT/ingest-$label-$batch.wrk" | grep '^BENCH')
     kill "$sampler" 2>/dev/null || true
+    [ -z "$perf" ] || wait "$perf" || true
     local requests non2xx
     requests=$(sed -E 's/.*requests=([0-9]+).*/\1/' <<<"$line")
     non2xx=$(sed -E 's/.*non2xx=([0-9]+).*/\1/' <<<"$line")

@@ -618,26 +618,29 @@ pub(crate) async fn settle_outcomes(
     shutdown: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(MAX_SETTLE);
+    let slots = engine.inner().slots.clone();
+    let workers = u32::try_from(engine.inner().workers).unwrap_or(u32::MAX);
     let mut closing = false;
     loop {
-        let received = if closing {
-            outcomes.recv_many(&mut batch, MAX_SETTLE).await
-        } else {
-            tokio::select! {
-                received = outcomes.recv_many(&mut batch, MAX_SETTLE) => received,
-                () = shutdown.cancelled() => {
-                    let workers = u32::try_from(engine.inner().workers).unwrap_or(u32::MAX);
-                    let _all_back = engine.inner().slots.acquire_many(workers).await;
-                    outcomes.close();
-                    closing = true;
-                    continue;
+        tokio::select! {
+            received = outcomes.recv_many(&mut batch, MAX_SETTLE) => {
+                if received == 0 {
+                    return;
                 }
+                write_outcomes(&engine, batch.drain(..).collect()).await;
             }
-        };
-        if received == 0 {
-            break;
+            () = shutdown.cancelled(), if !closing => closing = true,
+            // Outcomes keep being written meanwhile: an attempt waiting for room in the queue
+            // holds its slot.
+            all = slots.acquire_many(workers), if closing => {
+                let _all = all;
+                outcomes.close();
+                while outcomes.recv_many(&mut batch, MAX_SETTLE).await > 0 {
+                    write_outcomes(&engine, batch.drain(..).collect()).await;
+                }
+                return;
+            }
         }
-        write_outcomes(&engine, batch.drain(..).collect()).await;
     }
 }
 

@@ -6,24 +6,29 @@
 //! token and a request body and answers one [`EventResult`] per event, in input order, only
 //! once everything it wrote is committed.
 //!
-//! # One request, one unit of the group committer
-//! The events of a request (one, or a whole batch) are one unit of work of the process's
-//! [`GroupCommitter`], so that concurrent requests share commits (on SQLite one fsync for many
-//! requests). In the unit, with one statement per kind of row for the whole request (every
-//! sqlx statement on SQLite is a round trip to its connection's thread):
+//! # Concurrent requests, one unit of the group committer
+//! Requests that arrive while a unit is being written wait together, and the next unit takes
+//! them all (at most 2 000 events): one unit of the process's [`GroupCommitter`] writes the
+//! events of many requests, so that they share statements as well as the commit (on SQLite one
+//! fsync, and a few statements, for dozens of requests: every sqlx statement on SQLite is a
+//! round trip to its connection's thread). The flush runs in a task of its own while requests
+//! wait, and ends when none does. In the unit, inside a savepoint, with one statement per kind
+//! of row for all of its requests:
 //! 1. insert the `ingest_events` rows, each under a new [`EventId`] unless its idempotency key
-//!    is taken for this issuer (the database enforces it, also between two events of the batch;
+//!    is taken for its issuer (the database enforces it, also between two events of the unit;
 //!    see [`crate::store`]'s `events` topic);
 //! 2. read the rows that hold the keys that were taken; for each event in order, one not
 //!    inserted with the same fingerprint is a `duplicate` answered with that row's id (nothing
-//!    enqueued); another fingerprint is a conflict, and the whole request is refused (409):
-//!    what the unit wrote is rolled back to the batch's savepoint;
+//!    enqueued); another fingerprint is a conflict, and that whole request is refused (409);
 //! 3. hand the inserted events to [`DeliveryEngine::enqueue_all_for`] targets (the message
 //!    rows and one delivery per matching target, in the same transaction), and write one
 //!    `event.accepted` audit record each — `queued`.
 //!
-//! The answer comes after the commit; the workers are woken ([`DeliveryEngine::wake`]) only
-//! then.
+//! When a request conflicts, the unit rolls back to its savepoint and writes its requests one
+//! by one in arrival order, each in a savepoint of its own, so that every request is answered
+//! as if it had been alone: the conflicting one with 409 and nothing kept, the others as they
+//! would have been. The answers come after the commit; the workers are woken
+//! ([`DeliveryEngine::wake`]) only then.
 //!
 //! A request whose client goes away after its unit was queued is committed all the same: a
 //! retry of it is a `duplicate` with the same ids.
@@ -35,12 +40,13 @@
 //! filling the disk.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeZone, Utc};
 use http::HeaderMap;
 use serde::Serialize;
 use serde_json::json;
+use tokio::sync::oneshot;
 
 use super::error::AcceptError;
 use super::event::{EventId, EventPipeline, PreparedEvent};
@@ -49,7 +55,7 @@ use super::timestamp::format_event_time;
 use crate::auth::jwt::{JwtVerifier, VerifiedToken};
 use crate::delivery::{DeliveryEngine, DestinationKind, OutboundMessage};
 use crate::store::{
-    AuditRecord, CommitWork, EventRow, GroupCommitter, Store, StoreError, Transaction,
+    AuditRecord, CommitError, CommitWork, EventRow, GroupCommitter, Store, StoreError, Transaction,
 };
 use crate::telemetry::{Metrics, RequestId};
 
@@ -150,6 +156,7 @@ pub struct IngestParts {
 #[derive(Debug, Clone)]
 pub struct Ingest {
     inner: Arc<IngestParts>,
+    merger: Arc<Mutex<Merger>>,
 }
 
 impl Ingest {
@@ -157,6 +164,7 @@ impl Ingest {
     pub fn new(parts: IngestParts) -> Self {
         Self {
             inner: Arc::new(parts),
+            merger: Arc::default(),
         }
     }
 
@@ -221,14 +229,13 @@ impl Ingest {
         let key = IdempotencyKey::from_headers(headers)?;
         let events = parts.pipeline.prepare(body, &token.iss, key)?;
         let batch = body_is_array(body);
-        let unit = AcceptUnit {
+        let request = Request {
             iss: token.iss.to_string(),
             actor: format!("issuer:{}", token.issuer),
             request_id: RequestId::current().map(|id| id.to_string()),
             events,
-            delivery: parts.delivery.clone(),
         };
-        match parts.committer.submit(unit).await? {
+        match self.merged(request).await? {
             Accepted::Results(results) => {
                 let mut queued = 0_u64;
                 for result in &results {
@@ -316,55 +323,193 @@ enum Accepted {
     Conflict { index: usize },
 }
 
-/// The writes of one request (see "One request, one unit of the group committer").
-struct AcceptUnit {
+/// One request's events, as the merger holds them.
+struct Request {
     iss: String,
     actor: String,
     request_id: Option<String>,
     events: Vec<PreparedEvent>,
+}
+
+/// A request waiting for the next merged unit, and where its answer goes.
+struct Waiting {
+    request: Request,
+    reply: oneshot::Sender<Result<Accepted, AcceptError>>,
+}
+
+/// The requests waiting for a unit, and whether a flush is running.
+#[derive(Default)]
+struct Merger {
+    waiting: Vec<Waiting>,
+    flushing: bool,
+}
+
+impl std::fmt::Debug for Merger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Merger")
+            .field("waiting", &self.waiting.len())
+            .field("flushing", &self.flushing)
+            .finish()
+    }
+}
+
+/// The most events one merged unit takes (further requests wait for the next one).
+const MAX_MERGED_EVENTS: usize = 2000;
+
+impl Ingest {
+    /// Hands `request` to the merger and waits for its answer (see "Concurrent requests, one
+    /// unit" in the module docs).
+    async fn merged(&self, request: Request) -> Result<Accepted, AcceptError> {
+        let (reply, answer) = oneshot::channel();
+        let start = {
+            let mut merger = self.merger();
+            merger.waiting.push(Waiting { request, reply });
+            !std::mem::replace(&mut merger.flushing, true)
+        };
+        if start {
+            // A task of its own: a request that goes away must not take the flush with it.
+            tokio::spawn(self.clone().flush());
+        }
+        answer.await.unwrap_or(Err(AcceptError::Unavailable))
+    }
+
+    fn merger(&self) -> std::sync::MutexGuard<'_, Merger> {
+        self.merger
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes what waits, one merged unit after the other, until nothing does.
+    async fn flush(self) {
+        loop {
+            let taken = {
+                let mut merger = self.merger();
+                let mut events = 0;
+                let count = merger
+                    .waiting
+                    .iter()
+                    .take_while(|w| {
+                        let take =
+                            events == 0 || events + w.request.events.len() <= MAX_MERGED_EVENTS;
+                        events += w.request.events.len();
+                        take
+                    })
+                    .count();
+                if count == 0 {
+                    merger.flushing = false;
+                    return;
+                }
+                merger.waiting.drain(..count).collect::<Vec<_>>()
+            };
+            let (requests, replies): (Vec<Request>, Vec<_>) =
+                taken.into_iter().map(|w| (w.request, w.reply)).unzip();
+            let unit = AcceptUnit {
+                requests,
+                delivery: self.inner.delivery.clone(),
+            };
+            match self.inner.committer.submit(unit).await {
+                Ok(answers) => {
+                    for (reply, answer) in replies.into_iter().zip(answers) {
+                        let _ = reply.send(Ok(answer));
+                    }
+                }
+                Err(err) => {
+                    let unavailable = matches!(err, CommitError::Stopped | CommitError::Full);
+                    for reply in replies {
+                        let _ = reply.send(Err(if unavailable {
+                            AcceptError::Unavailable
+                        } else {
+                            AcceptError::Store(err.to_string())
+                        }));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The writes of the requests of one merged unit (see "Concurrent requests, one unit").
+struct AcceptUnit {
+    requests: Vec<Request>,
     delivery: DeliveryEngine,
 }
 
 impl CommitWork for AcceptUnit {
-    type Output = Accepted;
+    type Output = Vec<Accepted>;
 
-    async fn write(self, tx: &mut Transaction) -> Result<Accepted, StoreError> {
-        let savepoint = self.events.len() > 1;
-        if savepoint {
-            tx.begin_event_batch().await?;
+    async fn write(self, tx: &mut Transaction) -> Result<Vec<Accepted>, StoreError> {
+        match write_requests(tx, &self.delivery, &self.requests).await? {
+            Ok(answers) => Ok(answers),
+            // One request conflicts: nothing was kept; each request alone, in order, so that
+            // the others are accepted as if they had come one after the other.
+            Err(_) if self.requests.len() > 1 => {
+                let mut answers = Vec::with_capacity(self.requests.len());
+                for request in &self.requests {
+                    let one = std::slice::from_ref(request);
+                    answers.push(match write_requests(tx, &self.delivery, one).await? {
+                        Ok(mut answer) => answer.pop().unwrap_or(Accepted::Results(Vec::new())),
+                        Err(index) => Accepted::Conflict { index },
+                    });
+                }
+                Ok(answers)
+            }
+            Err(index) => Ok(vec![Accepted::Conflict { index }]),
         }
-        let now = Utc::now();
-        let ids: Vec<EventId> = self.events.iter().map(|_| EventId::new_v7()).collect();
-        let rows: Vec<EventRow> = self
-            .events
-            .iter()
-            .zip(&ids)
-            .map(|(event, id)| EventRow {
+    }
+}
+
+/// Writes the events of `requests` with one statement per kind of row: each request's
+/// answer, in order; or, when an event of one of them reuses a key with other content, that
+/// event's index in its request, with nothing of `requests` kept.
+async fn write_requests(
+    tx: &mut Transaction,
+    delivery: &DeliveryEngine,
+    requests: &[Request],
+) -> Result<Result<Vec<Accepted>, usize>, StoreError> {
+    tx.begin_event_batch().await?;
+    let now = Utc::now();
+    let mut rows = Vec::new();
+    let mut ids = Vec::new();
+    for request in requests {
+        for event in &request.events {
+            let id = EventId::new_v7();
+            rows.push(EventRow {
                 id: id.to_string(),
-                iss: self.iss.clone(),
+                iss: request.iss.clone(),
                 idempotency_key: event.idempotency_key.as_str().to_owned(),
                 fingerprint: event.fingerprint.as_bytes().to_vec(),
                 event_type: event.event_type.clone(),
                 event_time_ms: event.event_time.timestamp_millis(),
                 accepted_ms: now.timestamp_millis(),
-            })
-            .collect();
-        let inserted = tx.insert_events(&rows).await?;
-        // Keys that were taken (by an earlier request, another replica, or an earlier event of
-        // this batch): the rows that hold them decide.
+            });
+            ids.push(id);
+        }
+    }
+    let inserted = tx.insert_events(&rows).await?;
+    // Keys that were taken (by an earlier request, another replica, or an earlier event of
+    // these requests): the rows that hold them decide.
+    let mut stored = HashMap::new();
+    for request in requests {
         let taken: Vec<&str> = rows
             .iter()
-            .filter(|row| !inserted.contains(&row.id))
+            .filter(|row| row.iss == request.iss && !inserted.contains(&row.id))
             .map(|row| row.idempotency_key.as_str())
             .collect();
-        let stored = if taken.is_empty() {
-            HashMap::new()
-        } else {
-            tx.events_by_keys(&self.iss, &taken).await?
-        };
-        let mut results = Vec::with_capacity(self.events.len());
-        let mut messages = Vec::with_capacity(inserted.len());
-        for ((event, id), row) in self.events.iter().zip(&ids).zip(&rows) {
+        if !taken.is_empty() && !stored.contains_key(&request.iss) {
+            let found = tx.events_by_keys(&request.iss, &taken).await?;
+            stored.insert(request.iss.clone(), found);
+        }
+    }
+    let mut answers = Vec::with_capacity(requests.len());
+    let mut messages = Vec::with_capacity(inserted.len());
+    // Per message: the actor and request id of its audit record.
+    let mut origins = Vec::with_capacity(inserted.len());
+    let mut at = 0;
+    for request in requests {
+        let mut results = Vec::with_capacity(request.events.len());
+        for event in &request.events {
+            let (id, row) = (&ids[at], &rows[at]);
+            at += 1;
             let key = event.idempotency_key.as_str();
             if inserted.contains(&row.id) {
                 messages.push(OutboundMessage {
@@ -373,6 +518,7 @@ impl CommitWork for AcceptUnit {
                     idempotency_key: key.to_owned(),
                     body: event.body(id),
                 });
+                origins.push((request.actor.as_str(), request.request_id.as_deref()));
                 results.push(EventResult {
                     event_id: *id,
                     idempotency_key: key.to_owned(),
@@ -380,16 +526,15 @@ impl CommitWork for AcceptUnit {
                 });
                 continue;
             }
-            let stored = stored
-                .get(key)
+            let holder = stored
+                .get(&request.iss)
+                .and_then(|found| found.get(key))
                 .ok_or(StoreError::Database(sqlx::Error::RowNotFound))?;
-            if stored.fingerprint.as_slice() != event.fingerprint.as_bytes() {
-                if savepoint {
-                    tx.discard_event_batch().await?;
-                }
-                return Ok(Accepted::Conflict { index: event.index });
+            if holder.fingerprint.as_slice() != event.fingerprint.as_bytes() {
+                tx.discard_event_batch().await?;
+                return Ok(Err(event.index));
             }
-            let original = EventId::parse(&stored.id)
+            let original = EventId::parse(&holder.id)
                 .map_err(|err| StoreError::Database(sqlx::Error::Decode(Box::new(err))))?;
             results.push(EventResult {
                 event_id: original,
@@ -397,35 +542,33 @@ impl CommitWork for AcceptUnit {
                 status: EventStatus::Duplicate,
             });
         }
-        if !messages.is_empty() {
-            let deliveries = self
-                .delivery
-                .enqueue_all_for(tx, &messages, DestinationKind::Target)
-                .await?;
-            let records: Vec<AuditRecord> = messages
-                .iter()
-                .zip(&deliveries)
-                .map(|(message, deliveries)| {
-                    let mut record =
-                        AuditRecord::now(EVENT_ACCEPTED, self.actor.as_str(), "queued")
-                            .with_subject(message.id.to_string())
-                            .with_detail(json!({
-                                "eventType": message.event_type,
-                                "idempotencyKey": message.idempotency_key,
-                                "deliveries": deliveries.len(),
-                            }));
-                    record.at = now;
-                    if let Some(request_id) = &self.request_id {
-                        record = record.with_request_id(request_id.as_str());
-                    }
-                    record
-                })
-                .collect();
-            tx.append_audit_batch(&records).await?;
-        }
-        if savepoint {
-            tx.keep_event_batch().await?;
-        }
-        Ok(Accepted::Results(results))
+        answers.push(Accepted::Results(results));
     }
+    if !messages.is_empty() {
+        let deliveries = delivery
+            .enqueue_all_for(tx, &messages, DestinationKind::Target)
+            .await?;
+        let records: Vec<AuditRecord> = messages
+            .iter()
+            .zip(&deliveries)
+            .zip(&origins)
+            .map(|((message, deliveries), (actor, request_id))| {
+                let mut record = AuditRecord::now(EVENT_ACCEPTED, *actor, "queued")
+                    .with_subject(message.id.to_string())
+                    .with_detail(json!({
+                        "eventType": message.event_type,
+                        "idempotencyKey": message.idempotency_key,
+                        "deliveries": deliveries.len(),
+                    }));
+                record.at = now;
+                if let Some(request_id) = request_id {
+                    record = record.with_request_id(*request_id);
+                }
+                record
+            })
+            .collect();
+        tx.append_audit_batch(&records).await?;
+    }
+    tx.keep_event_batch().await?;
+    Ok(Ok(answers))
 }

@@ -16,7 +16,7 @@
 //! The same statement texts run on both dialects, except the claim's `FOR UPDATE SKIP
 //! LOCKED`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::page::Cursor;
 use super::{
@@ -67,14 +67,15 @@ const RELEASE: &str = "UPDATE deliveries SET status = 'pending', lease_token = N
 const FINISH: &str = "UPDATE deliveries SET status = $3, attempts = $4, next_at_ms = $5, \
      last_error = $6, delivered_ms = $7, updated_ms = $8, lease_token = NULL, \
      lease_until_ms = NULL WHERE id = $1 AND lease_token = $2 AND status = 'delivering'";
-/// The part of a batch of `delivered` outcomes before the `(id, lease_token)` pairs; `attempts`
+/// A batch of `delivered` outcomes of one claim (one lease token), before the ids; `attempts`
 /// counts this attempt (the lease guarantees nobody else changed the row since its claim).
-/// `{now}` stands for the time's parameter: sqlx numbers SQLite's anonymous `?` on its own, so
-/// a statement's parameters are all `?` or all `$N`.
+/// `{now}`, `{token}` stand for parameters: sqlx numbers SQLite's anonymous `?` on its own, so
+/// a statement's parameters are all `?` or all `$N`. The ids are looked up in their unique
+/// index (a row-value `IN` of pairs would scan the table on SQLite).
 const FINISH_DELIVERED: &str = "UPDATE deliveries SET status = 'delivered', \
      attempts = attempts + 1, next_at_ms = {now}, last_error = NULL, delivered_ms = {now}, \
      updated_ms = {now}, lease_token = NULL, lease_until_ms = NULL \
-     WHERE status = 'delivering' AND (id, lease_token) IN ";
+     WHERE status = 'delivering' AND lease_token = {token} AND id ";
 const KILL_OPEN: &str = "UPDATE deliveries SET status = 'dead', last_error = $2, updated_ms = $3, \
      lease_token = NULL, lease_until_ms = NULL \
      WHERE destination_id = $1 AND status = 'pending' AND purpose = $4";
@@ -453,37 +454,47 @@ impl Transaction {
         claims: &[(&str, &str)],
         now_ms: i64,
     ) -> Result<HashSet<String>, StoreError> {
+        let mut by_token: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (id, token) in claims {
+            by_token.entry(*token).or_default().push(*id);
+        }
         let mut written = HashSet::with_capacity(claims.len());
-        match &mut self.inner {
-            TransactionInner::Sqlite(tx) => {
-                for chunk in claims.chunks(SQLITE_ROWS_PER_STATEMENT) {
-                    let head = format!("{}(VALUES ", FINISH_DELIVERED.replace("{now}", "?"));
-                    let sql = sqlite_multi_row(&head, "(?, ?)", chunk.len(), ") RETURNING id");
-                    let mut query = sqlx::query_scalar(&sql)
-                        .persistent(chunk.len() == 1)
-                        .bind(now_ms)
-                        .bind(now_ms)
-                        .bind(now_ms);
-                    for (id, token) in chunk {
-                        query = query.bind(*id).bind(*token);
+        for (token, ids) in by_token {
+            match &mut self.inner {
+                TransactionInner::Sqlite(tx) => {
+                    let head = FINISH_DELIVERED
+                        .replace("{now}", "?")
+                        .replace("{token}", "?")
+                        + "IN (";
+                    for chunk in ids.chunks(SQLITE_ROWS_PER_STATEMENT) {
+                        let sql = sqlite_multi_row(&head, "?", chunk.len(), ") RETURNING id");
+                        let mut query = sqlx::query_scalar(&sql)
+                            .persistent(chunk.len() == 1)
+                            .bind(now_ms)
+                            .bind(now_ms)
+                            .bind(now_ms)
+                            .bind(token);
+                        for id in chunk {
+                            query = query.bind(*id);
+                        }
+                        let ids: Vec<String> = query.fetch_all(&mut **tx).await?;
+                        written.extend(ids);
                     }
-                    let ids: Vec<String> = query.fetch_all(&mut **tx).await?;
-                    written.extend(ids);
                 }
-            }
-            TransactionInner::Postgres(tx) => {
-                let sql = format!(
-                    "{}(SELECT * FROM UNNEST($2::text[], $3::text[])) RETURNING id",
-                    FINISH_DELIVERED.replace("{now}", "$1")
-                );
-                for chunk in claims.chunks(POSTGRES_ROWS_PER_STATEMENT) {
-                    let ids: Vec<String> = sqlx::query_scalar(&sql)
-                        .bind(now_ms)
-                        .bind(chunk.iter().map(|c| c.0).collect::<Vec<_>>())
-                        .bind(chunk.iter().map(|c| c.1).collect::<Vec<_>>())
-                        .fetch_all(&mut **tx)
-                        .await?;
-                    written.extend(ids);
+                TransactionInner::Postgres(tx) => {
+                    let sql = FINISH_DELIVERED
+                        .replace("{now}", "$1")
+                        .replace("{token}", "$2")
+                        + "= ANY($3) RETURNING id";
+                    for chunk in ids.chunks(POSTGRES_ROWS_PER_STATEMENT) {
+                        let ids: Vec<String> = sqlx::query_scalar(&sql)
+                            .bind(now_ms)
+                            .bind(token)
+                            .bind(chunk)
+                            .fetch_all(&mut **tx)
+                            .await?;
+                        written.extend(ids);
+                    }
                 }
             }
         }

@@ -397,3 +397,70 @@ async fn beyond_max_queue_depth_ingest_is_503_with_retry_after() {
     );
     app.stop().await;
 }
+
+/// Concurrent requests share units of the group committer: each is still answered as if it had
+/// come alone — a conflicting one refused whole, the others kept; repeats of one event are one
+/// event.
+#[tokio::test]
+async fn concurrent_requests_are_answered_as_if_each_came_alone() {
+    let app = spawn("").await;
+    let taken = txid("taken");
+    app.accepted(&token(), &event(&taken)).await;
+    let mut conflicting = event(&taken);
+    conflicting["amount"] = json!(13);
+    let twin = txid("twin-concurrent");
+    let fresh: Vec<String> = (0..40).map(|i| txid(&format!("fresh-{i}"))).collect();
+    // 40 new events, 10 repeats of one new event, and 10 conflicting batches (each with a new
+    // event that must not be kept), all at once.
+    let mut bodies: Vec<(String, Value)> = Vec::new();
+    for tx in &fresh {
+        bodies.push(("fresh".into(), event(tx)));
+    }
+    for _ in 0..10 {
+        bodies.push(("twin".into(), event(&twin)));
+    }
+    for i in 0..10 {
+        let lost = txid(&format!("lost-{i}"));
+        bodies.push((lost.clone(), json!([event(&lost), conflicting.clone()])));
+    }
+    let answers = futures_util::future::join_all(bodies.iter().map(|(label, body)| {
+        let app = &app;
+        async move {
+            let response = app.post_events(&token(), body).await;
+            let status = response.status().as_u16();
+            (label.clone(), status, response.json::<Value>().await.unwrap())
+        }
+    }))
+    .await;
+    let mut twin_ids = std::collections::HashSet::new();
+    let mut twin_queued = 0;
+    for (label, status, body) in &answers {
+        match label.as_str() {
+            "fresh" => {
+                assert_eq!(*status, 202, "{body}");
+                assert_eq!(body["results"][0]["status"], "queued", "{body}");
+            }
+            "twin" => {
+                assert_eq!(*status, 202, "{body}");
+                twin_ids.insert(body["results"][0]["eventId"].to_string());
+                if body["results"][0]["status"] == "queued" {
+                    twin_queued += 1;
+                }
+            }
+            _ => {
+                assert_eq!(*status, 409, "{body}");
+                assert_eq!(body["details"][0]["fieldName"], "/1", "{body}");
+            }
+        }
+    }
+    assert_eq!(twin_ids.len(), 1, "every repeat answered with one id");
+    assert_eq!(twin_queued, 1, "one queued, the others duplicates");
+    // The new events of the refused batches were not kept.
+    for (label, _, _) in answers.iter().filter(|(l, _, _)| l.starts_with("lost")) {
+        let results = app.accepted(&token(), &event(label)).await;
+        assert_eq!(results[0]["status"], "queued", "{label} was not kept before");
+    }
+    // One accepted record per event: the first, 40 fresh, 1 twin, 10 lost ones now.
+    assert_eq!(app.audit("event.accepted").await.len(), 52);
+    app.stop().await;
+}
