@@ -113,7 +113,8 @@ impl StartRate {
 /// A claim takes what the free slots can start plus a read-ahead of about a quarter second of
 /// attempts at the recent rate (at most [`MAX_CLAIM`]): a claim is a write (on SQLite a commit
 /// of its own), and at thousands of deliveries a second one claim per free slot would spend
-/// the disk's commits on claims. What is claimed waits in order for a slot; what has not
+/// the disk's commits on claims. What is claimed waits in order for a slot; the next claim
+/// runs while the attempts of the last one do, once fewer than half of it wait; what has not
 /// started within [`START_WITHIN`] is given back.
 pub(crate) async fn dispatch(
     engine: DeliveryEngine,
@@ -126,6 +127,9 @@ pub(crate) async fn dispatch(
     let mut rate = StartRate::new();
     // Whether the last claim found everything it asked for (more may be due).
     let mut more_due = true;
+    // The claim in flight, with the size it asked for.
+    let mut claiming: Option<(BoxFuture<'static, ClaimResult>, usize)> = None;
+    let mut last_claim = 1;
     loop {
         if shutdown.is_cancelled() {
             break;
@@ -151,50 +155,63 @@ pub(crate) async fn dispatch(
                 shutdown.clone(),
             ));
         }
-        if !ready.is_empty() {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                permit = slots.clone().acquire_owned() => drop(permit),
-            }
-            continue;
-        }
-        if more_due {
+        if claiming.is_none() && more_due && ready.len() * 2 < last_claim {
             let free = slots.available_permits();
             let limit = (free + rate.read_ahead()).clamp(1, MAX_CLAIM);
-            let token: Arc<str> = Uuid::new_v4().to_string().into();
-            match store
-                .claim_deliveries(
-                    now_ms(),
-                    u32::try_from(limit).unwrap_or(u32::MAX),
-                    &token,
-                    millis(LEASE),
-                )
-                .await
-            {
-                Ok(claimed) => {
-                    more_due = claimed.len() >= limit;
-                    let claimed_at = Instant::now();
-                    ready.extend(claimed.into_iter().map(|delivery| Ready {
-                        delivery,
-                        token: token.clone(),
-                        claimed_at,
-                    }));
-                }
-                Err(err) => {
-                    more_due = false;
-                    tracing::warn!(error = %err, "claiming deliveries failed; trying again");
-                }
-            }
-            if !ready.is_empty() {
-                continue;
-            }
+            last_claim = limit;
+            let store = store.clone();
+            let claim: BoxFuture<'static, ClaimResult> = Box::pin(async move {
+                let token: Arc<str> = Uuid::new_v4().to_string().into();
+                let claimed = store
+                    .claim_deliveries(
+                        now_ms(),
+                        u32::try_from(limit).unwrap_or(u32::MAX),
+                        &token,
+                        millis(LEASE),
+                    )
+                    .await;
+                (claimed, token)
+            });
+            claiming = Some((claim, limit));
         }
+        let idle = ready.is_empty() && claiming.is_none();
         tokio::select! {
             () = shutdown.cancelled() => break,
-            () = engine.inner().notify.notified() => {}
-            () = tokio::time::sleep(POLL) => {}
+            (claimed, token) = async { (&mut claiming.as_mut().expect("claim in flight").0).await },
+                if claiming.is_some() =>
+            {
+                let (_, limit) = claiming.take().expect("claim in flight");
+                match claimed {
+                    Ok(claimed) => {
+                        more_due = claimed.len() >= limit;
+                        let claimed_at = Instant::now();
+                        ready.extend(claimed.into_iter().map(|delivery| Ready {
+                            delivery,
+                            token: token.clone(),
+                            claimed_at,
+                        }));
+                    }
+                    Err(err) => {
+                        more_due = false;
+                        tracing::warn!(error = %err, "claiming deliveries failed; trying again");
+                    }
+                }
+            }
+            permit = slots.clone().acquire_owned(), if !ready.is_empty() => drop(permit),
+            () = engine.inner().notify.notified(), if idle => more_due = true,
+            () = tokio::time::sleep(POLL), if idle => more_due = true,
         }
-        more_due = true;
+    }
+    // A claim in flight is finished, so that its deliveries are given back too.
+    if let Some((claim, _)) = claiming {
+        if let (Ok(claimed), token) = claim.await {
+            let claimed_at = Instant::now();
+            ready.extend(claimed.into_iter().map(|delivery| Ready {
+                delivery,
+                token: token.clone(),
+                claimed_at,
+            }));
+        }
     }
     // Claimed but not started: given back, due at once.
     for left in ready {
@@ -203,6 +220,12 @@ pub(crate) async fn dispatch(
             .await;
     }
 }
+
+/// What a claim in flight comes to, with its lease token.
+type ClaimResult = (
+    Result<Vec<ClaimedDelivery>, crate::store::StoreError>,
+    Arc<str>,
+);
 
 /// The sweeper: every second, the destination cache, the queue depth and lag, stranded
 /// deliveries, and a wake-up for the dispatcher when anything is due.

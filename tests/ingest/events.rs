@@ -428,7 +428,11 @@ async fn concurrent_requests_are_answered_as_if_each_came_alone() {
         async move {
             let response = app.post_events(&token(), body).await;
             let status = response.status().as_u16();
-            (label.clone(), status, response.json::<Value>().await.unwrap())
+            (
+                label.clone(),
+                status,
+                response.json::<Value>().await.unwrap(),
+            )
         }
     }))
     .await;
@@ -458,7 +462,10 @@ async fn concurrent_requests_are_answered_as_if_each_came_alone() {
     // The new events of the refused batches were not kept.
     for (label, _, _) in answers.iter().filter(|(l, _, _)| l.starts_with("lost")) {
         let results = app.accepted(&token(), &event(label)).await;
-        assert_eq!(results[0]["status"], "queued", "{label} was not kept before");
+        assert_eq!(
+            results[0]["status"], "queued",
+            "{label} was not kept before"
+        );
     }
     // One accepted record per event: the first, 40 fresh, 1 twin, 10 lost ones now.
     assert_eq!(app.audit("event.accepted").await.len(), 52);
