@@ -203,15 +203,15 @@ pub(crate) async fn dispatch(
         }
     }
     // A claim in flight is finished, so that its deliveries are given back too.
-    if let Some((claim, _)) = claiming {
-        if let (Ok(claimed), token) = claim.await {
-            let claimed_at = Instant::now();
-            ready.extend(claimed.into_iter().map(|delivery| Ready {
-                delivery,
-                token: token.clone(),
-                claimed_at,
-            }));
-        }
+    if let Some((claim, _)) = claiming
+        && let (Ok(claimed), token) = claim.await
+    {
+        let claimed_at = Instant::now();
+        ready.extend(claimed.into_iter().map(|delivery| Ready {
+            delivery,
+            token: token.clone(),
+            claimed_at,
+        }));
     }
     // Claimed but not started: given back, due at once.
     for left in ready {
@@ -650,7 +650,7 @@ pub(crate) async fn settle_outcomes(
                 if received == 0 {
                     return;
                 }
-                write_outcomes(&engine, batch.drain(..).collect()).await;
+                write_outcomes(&engine, std::mem::replace(&mut batch, Vec::with_capacity(MAX_SETTLE))).await;
             }
             () = shutdown.cancelled(), if !closing => closing = true,
             // Outcomes keep being written meanwhile: an attempt waiting for room in the queue
@@ -659,7 +659,7 @@ pub(crate) async fn settle_outcomes(
                 let _all = all;
                 outcomes.close();
                 while outcomes.recv_many(&mut batch, MAX_SETTLE).await > 0 {
-                    write_outcomes(&engine, batch.drain(..).collect()).await;
+                    write_outcomes(&engine, std::mem::replace(&mut batch, Vec::with_capacity(MAX_SETTLE))).await;
                 }
                 return;
             }
