@@ -35,65 +35,13 @@ if [ -z "${GATEWAY_BIN:-}" ]; then
 fi
 
 # --- nginx: trivial upstream + proxy -------------------------------------------------------
-mkdir -p "$WORK/logs"
-cat > "$WORK/nginx.conf" <<NGINX
-worker_processes auto;
-pid $WORK/nginx.pid;
-error_log $WORK/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  upstream trivial { server 127.0.0.1:$UP_PORT; keepalive 64; }
-  server {
-    listen 127.0.0.1:$UP_PORT reuseport;
-    location / {
-      default_type application/json;
-      return 200 '{"id":"u-1","name":"Ada Lovelace","email":"ada@example.com","state":"active","version":3}';
-    }
-  }
-  server {
-    listen 127.0.0.1:$NGX_PORT reuseport;
-    location / {
-      proxy_pass http://trivial;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-}
-NGINX
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+bench_nginx_conf "$UP_PORT" "$NGX_PORT"
 nginx -p "$WORK" -c nginx.conf
 
 # --- gateway ---------------------------------------------------------------------------------
-cat > "$WORK/gateway.toml" <<TOML
-[server]
-listen = "127.0.0.1:$GW_PORT"
-io_threads = ${GW_IO_THREADS:-0}
-[store]
-url = "sqlite://data/gateway.db"
-[genesys]
-simulate = true
-[upstreams.trivial]
-base_url = "http://127.0.0.1:$UP_PORT"
-timeout_ms = 2000
-auth = { type = "api_key", header = "X-Api-Key", key = "bench-upstream-key" }
-[data_actions]
-auth = { type = "basic", username = "genesys", password = "bench-password" }
-[[actions]]
-name = "benchUser"
-upstream = "trivial"
-method = "GET"
-path = "/users/{userId}"
-timeout_ms = 5000
-input_schema = { type = "object", required = ["userId"], properties = { userId = { type = "string", minLength = 1 } } }
-output_schema = { type = "object", required = ["id", "name"], properties = { id = { type = "string" }, name = { type = "string" }, email = { type = "string" } } }
-[actions.params]
-userId = "/userId"
-[actions.output]
-"/id" = "/id"
-"/name" = "/name"
-"/email" = "/email"
-TOML
+bench_gateway_toml "$GW_PORT" "$UP_PORT"
 "$BARE_BIN" "127.0.0.1:$BARE_PORT" "http://127.0.0.1:$UP_PORT" "$(nproc)" &
 RUST_LOG="${GW_RUST_LOG:-info}" "$GATEWAY_BIN" serve --config "$WORK/gateway.toml" > "$WORK/gateway.log" 2>&1 &
 for _ in $(seq 50); do curl -fs "http://127.0.0.1:$GW_PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done

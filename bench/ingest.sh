@@ -43,22 +43,9 @@ echo "disk ($WORK): $DISK"
 
 # --- a trivial local target: nginx answering 200 to every POST (one worker, so that the target
 # takes a bounded share of the two cores; a Python receiver was slower than the gateway) -------
-mkdir -p "$WORK/logs"
-cat > "$WORK/nginx.conf" <<NGINX
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_buffer_size 64k;
-  server {
-    listen 127.0.0.1:$RECV_PORT;
-    location / { return 200; }
-  }
-}
-NGINX
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+bench_nginx_receiver "$RECV_PORT"
 nginx -p "$WORK" -c nginx.conf
 
 # --- wrk scripts: a new transaction_id per event ------------------------------------------------

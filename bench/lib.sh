@@ -33,6 +33,28 @@ http {
 NGINX
 }
 
+# nginx as a trivial event target on $1 (loopback): one worker answering 200 to every request,
+# so that the target takes a bounded share of the cores.
+bench_nginx_receiver() {
+  local port=$1
+  mkdir -p "$WORK/logs"
+  cat > "$WORK/nginx.conf" <<NGINX
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_buffer_size 64k;
+  server {
+    listen 127.0.0.1:$port;
+    location / { return 200; }
+  }
+}
+NGINX
+}
+
 # The gateway listening on $1 with the benchmark action calling the upstream on $2: Basic
 # inbound auth, a path param, an upstream with an API key, input schema, 3-field output mapping
 # and output schema; metrics, audit, retries and the breaker as shipped.
