@@ -1,18 +1,25 @@
 # Shared by the scripts of bench/: the trivial upstream (+ nginx proxy_pass) and the gateway
 # with the realistic benchmark action. Source it; the functions write into "$WORK".
 
-# nginx: the trivial upstream on $1 and proxy_pass to it on $2 (both loopback).
-bench_nginx_conf() {
-  local up_port=$1 ngx_port=$2
+# The start of every nginx.conf of bench/ ($1 worker processes), up to inside `http {`.
+bench_nginx_head() {
   mkdir -p "$WORK/logs"
   cat > "$WORK/nginx.conf" <<NGINX
-worker_processes auto;
+worker_processes $1;
 pid $WORK/nginx.pid;
 error_log $WORK/logs/error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
   keepalive_requests 1000000;
+NGINX
+}
+
+# nginx: the trivial upstream on $1 and proxy_pass to it on $2 (both loopback).
+bench_nginx_conf() {
+  local up_port=$1 ngx_port=$2
+  bench_nginx_head auto
+  cat >> "$WORK/nginx.conf" <<NGINX
   upstream trivial { server 127.0.0.1:$up_port; keepalive 64; }
   server {
     listen 127.0.0.1:$up_port reuseport;
@@ -37,15 +44,8 @@ NGINX
 # so that the target takes a bounded share of the cores.
 bench_nginx_receiver() {
   local port=$1
-  mkdir -p "$WORK/logs"
-  cat > "$WORK/nginx.conf" <<NGINX
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
+  bench_nginx_head 1
+  cat >> "$WORK/nginx.conf" <<NGINX
   client_body_buffer_size 64k;
   server {
     listen 127.0.0.1:$port;

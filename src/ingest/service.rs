@@ -488,17 +488,16 @@ async fn write_requests(
     let inserted = tx.insert_events(&rows).await?;
     // Keys that were taken (by an earlier request, another replica, or an earlier event of
     // these requests): the rows that hold them decide.
-    let mut stored = HashMap::new();
-    for request in requests {
-        let taken: Vec<&str> = rows
-            .iter()
-            .filter(|row| row.iss == request.iss && !inserted.contains(&row.id))
-            .map(|row| row.idempotency_key.as_str())
-            .collect();
-        if !taken.is_empty() && !stored.contains_key(&request.iss) {
-            let found = tx.events_by_keys(&request.iss, &taken).await?;
-            stored.insert(request.iss.clone(), found);
-        }
+    let mut taken: HashMap<&str, Vec<&str>> = HashMap::new();
+    for row in rows.iter().filter(|row| !inserted.contains(&row.id)) {
+        taken
+            .entry(row.iss.as_str())
+            .or_default()
+            .push(row.idempotency_key.as_str());
+    }
+    let mut stored = HashMap::with_capacity(taken.len());
+    for (iss, keys) in taken {
+        stored.insert(iss, tx.events_by_keys(iss, &keys).await?);
     }
     let mut answers = Vec::with_capacity(requests.len());
     let mut messages = Vec::with_capacity(inserted.len());
@@ -527,7 +526,7 @@ async fn write_requests(
                 continue;
             }
             let holder = stored
-                .get(&request.iss)
+                .get(request.iss.as_str())
                 .and_then(|found| found.get(key))
                 .ok_or(StoreError::Database(sqlx::Error::RowNotFound))?;
             if holder.fingerprint.as_slice() != event.fingerprint.as_bytes() {
