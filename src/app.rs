@@ -317,6 +317,7 @@ impl Application {
         )
         .await
         .context("cannot open the store")?;
+        tasks.spawn(store.maintenance(shutdown.clone()));
         if let Some(retention) = AuditRetention::from_days(settings.store.audit_retention_days) {
             tasks.spawn(store.audit_pruner(retention, shutdown.clone()));
         }

@@ -472,7 +472,7 @@ pub(crate) fn signed_request(
 /// One attempt of a claimed delivery, its lease renewed while it runs, its outcome written.
 async fn attempt(
     engine: DeliveryEngine,
-    claimed: ClaimedDelivery,
+    mut claimed: ClaimedDelivery,
     token: String,
     slot: OwnedSemaphorePermit,
     shutdown: CancellationToken,
@@ -508,12 +508,14 @@ async fn attempt(
             }
         }
     };
+    // The body is not needed once sent: moved, not copied.
+    let body = Bytes::from(std::mem::take(&mut claimed.body));
     let sent = send(
         &engine,
         &destination,
         &claimed.message_id,
         &claimed.idempotency_key,
-        Bytes::from(claimed.body.clone()),
+        body,
         timeout,
     );
     let outcome = tokio::select! {

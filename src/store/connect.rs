@@ -142,6 +142,13 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// being read back from the operating system's cache on every statement. It fills only as
 /// the database is used; readers keep the default.
 const SQLITE_WRITER_CACHE_KIB: i64 = -32 * 1024;
+/// The writer's own WAL checkpoint threshold, in pages (SQLite's default is 1 000): a
+/// backstop only. [`checkpoint_periodically`] checkpoints from a reader connection, on that
+/// connection's thread, long before the WAL reaches it, so that the writer does not spend its
+/// time copying pages back into the database between commits.
+const SQLITE_WRITER_AUTOCHECKPOINT_PAGES: u32 = 16_384;
+/// How often the background checkpoint runs.
+const SQLITE_CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// SQLite: how long a writer waits for the one writer connection.
 const SQLITE_WRITER_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// SQLite: reader connections (WAL lets them read beside the writer).
@@ -233,7 +240,15 @@ async fn open_sqlite(path: &Path) -> Result<Backend, StoreError> {
         .connect_with(
             options
                 .clone()
-                .pragma("cache_size", SQLITE_WRITER_CACHE_KIB.to_string()),
+                .pragma("cache_size", SQLITE_WRITER_CACHE_KIB.to_string())
+                // Statement journals and savepoint journals (every multi-row insert and
+                // every merged ingest unit keeps one) in memory, not written to a temporary
+                // file: they are only needed until the statement or the transaction ends.
+                .pragma("temp_store", "MEMORY")
+                .pragma(
+                    "wal_autocheckpoint",
+                    SQLITE_WRITER_AUTOCHECKPOINT_PAGES.to_string(),
+                ),
         )
         .await?;
     if let Err(err) = migrate(SQLITE_MIGRATIONS, &writer).await {
@@ -439,5 +454,38 @@ mod tests {
         assert_eq!(password_of("postgres://gw@db/gw"), None);
         assert_eq!(password_of("postgres://db/gw"), None);
         assert_eq!(password_of("postgres://a:b@db/x@y"), Some("b"));
+    }
+}
+
+/// The SQLite background checkpoint: every [`SQLITE_CHECKPOINT_EVERY`], a `PASSIVE` checkpoint
+/// on a reader connection (it copies what the WAL holds back into the database beside the
+/// writer, never blocking it or the readers; the WAL restarts from its beginning at the next
+/// commit once everything was copied). Ends with `shutdown`; closing the store checkpoints
+/// what is left.
+pub(super) async fn checkpoint_periodically(
+    readers: sqlx::SqlitePool,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(SQLITE_CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&readers)
+            .await
+        {
+            Ok(_) => failing = false,
+            // Once per run of failures: the writer's own checkpoint is the backstop.
+            Err(err) if !failing => {
+                failing = true;
+                tracing::warn!(error = %err, "the background WAL checkpoint failed; trying again");
+            }
+            Err(_) => {}
+        }
     }
 }

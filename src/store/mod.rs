@@ -422,6 +422,23 @@ impl Store {
         Ok(Transaction { inner })
     }
 
+    /// The store's own background work until `shutdown`: on SQLite the WAL checkpoint, off
+    /// the writer's thread; nothing on PostgreSQL.
+    pub fn maintenance(
+        &self,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let readers = match &self.backend {
+            Backend::Sqlite(db) => Some(db.readers.clone()),
+            Backend::Postgres(_) => None,
+        };
+        async move {
+            if let Some(readers) = readers {
+                connect::checkpoint_periodically(readers, shutdown).await;
+            }
+        }
+    }
+
     /// Closes every connection (waiting for those in use to come back); later calls fail with
     /// [`StoreError::Database`].
     pub async fn close(&self) {
