@@ -355,6 +355,39 @@ fn password_of(url: &str) -> Option<&str> {
     userinfo.split_once(':').map(|(_, password)| password)
 }
 
+/// The SQLite background checkpoint: every [`SQLITE_CHECKPOINT_EVERY`], a `PASSIVE` checkpoint
+/// on a reader connection (it copies what the WAL holds back into the database beside the
+/// writer, never blocking it or the readers; the WAL restarts from its beginning at the next
+/// commit once everything was copied). Ends with `shutdown`; closing the store checkpoints
+/// what is left.
+pub(super) async fn checkpoint_periodically(
+    readers: sqlx::SqlitePool,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(SQLITE_CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&readers)
+            .await
+        {
+            Ok(_) => failing = false,
+            // Once per run of failures: the writer's own checkpoint is the backstop.
+            Err(err) if !failing => {
+                failing = true;
+                tracing::warn!(error = %err, "the background WAL checkpoint failed; trying again");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -454,38 +487,5 @@ mod tests {
         assert_eq!(password_of("postgres://gw@db/gw"), None);
         assert_eq!(password_of("postgres://db/gw"), None);
         assert_eq!(password_of("postgres://a:b@db/x@y"), Some("b"));
-    }
-}
-
-/// The SQLite background checkpoint: every [`SQLITE_CHECKPOINT_EVERY`], a `PASSIVE` checkpoint
-/// on a reader connection (it copies what the WAL holds back into the database beside the
-/// writer, never blocking it or the readers; the WAL restarts from its beginning at the next
-/// commit once everything was copied). Ends with `shutdown`; closing the store checkpoints
-/// what is left.
-pub(super) async fn checkpoint_periodically(
-    readers: sqlx::SqlitePool,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    let mut tick = tokio::time::interval(SQLITE_CHECKPOINT_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failing = false;
-    loop {
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&readers)
-            .await
-        {
-            Ok(_) => failing = false,
-            // Once per run of failures: the writer's own checkpoint is the backstop.
-            Err(err) if !failing => {
-                failing = true;
-                tracing::warn!(error = %err, "the background WAL checkpoint failed; trying again");
-            }
-            Err(_) => {}
-        }
     }
 }
