@@ -6,9 +6,13 @@
 #      above the single-row commit rate is what group commit buys;
 #   1. single-event requests (ES256 token, a new transaction_id each) with wrk -c${CONNS};
 #   2. batches of 100 events per request;
+#   3. batches of 100 offered at about PACED_EVENTS events/s (default 22 000, just above the
+#      20 000 target): does delivery keep up with acceptance at that rate (queue depth each
+#      second)? After each run, the drain: how fast the rest is delivered with no load beside it;
 # on SQLite, then on PostgreSQL when GATEWAY_BENCH_DATABASE_URL is set: a database of the
-# bench's own (it is migrated and filled, never cleaned) — not the server's `postgres` database. Every accepted event goes to one local target (a trivial HTTP
-# receiver), and the delivery queue depth is sampled from /metrics during each run.
+# bench's own (it is migrated and filled, never cleaned) — not the server's `postgres` database.
+# Every accepted event goes to one local target (a trivial HTTP receiver), and the delivery queue
+# depth is sampled from /metrics during each run. WORKERS sets `[delivery] workers` (default 8).
 # Bounded: each run lasts DURATION seconds. Usage: bench/ingest.sh [DURATION] (default 10).
 # GATEWAY_BIN=path measures a prebuilt binary instead of building target/release; DISK_BIN=path
 # likewise for the disk probe (examples/disk_commits). PROFILE=1 also samples the gateway with
@@ -18,10 +22,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
 CONNS="${CONNS:-64}"
+PACED_EVENTS="${PACED_EVENTS:-22000}" PACED_CONNS="${PACED_CONNS:-16}"
+WORKERS="${WORKERS:-8}" # [delivery] workers: concurrent delivery attempts (8 is the default)
 GW_PORT=19183 RECV_PORT=19184
 OUT=bench/out; mkdir -p "$OUT"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ingest-bench.XXXXXX")
-trap 'kill $(jobs -p) 2>/dev/null || true; nginx -p "$WORK" -c nginx.conf -s stop 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; nginx -p "$WORK" -c nginx.conf -s stop 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
 
 need() { command -v "$1" >/dev/null 2>&1; }
 if ! need wrk || ! need nginx; then
@@ -53,8 +59,11 @@ cat > "$WORK/events.lua" <<'LUA'
 local counter = 0
 local batch = tonumber(os.getenv("BATCH") or "1")
 local token = os.getenv("TOKEN")
-local prefix = tostring(math.random(1, 1e9)) .. "-"
-function setup(thread) thread:set("id", tostring(math.random(1, 1e9))) end
+-- RUN names this wrk invocation: LuaJIT's math.random starts from the same seed every time,
+-- so without it each run would repeat the transaction ids of the one before (duplicates).
+local prefix = (os.getenv("RUN") or "run") .. "-"
+local threads = 0
+function setup(thread) threads = threads + 1; thread:set("id", tostring(threads)) end
 function init(args) prefix = prefix .. (id or "t") .. "-" end
 local function event()
   counter = counter + 1
@@ -71,6 +80,8 @@ request = function()
   return wrk.format("POST", "/v1/events",
     {["Authorization"] = "Bearer " .. token, ["Content-Type"] = "application/json"}, body)
 end
+local pause = tonumber(os.getenv("PAUSE_MS") or "0")
+if pause > 0 then delay = function() return pause end end
 done = function(summary, latency, requests)
   io.write(string.format("BENCH requests=%d non2xx=%d errors=%d\n", summary.requests,
     summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
@@ -101,6 +112,7 @@ auth = { type = "jwt", issuers = ["legacy"] }
 max_batch = 500
 max_queue_depth = 10000000
 [delivery]
+workers = $WORKERS
 allow_cidrs = ["127.0.0.0/8"]
 [[targets]]
 name = "bench-receiver"
@@ -111,6 +123,28 @@ secret = "whsec_UBaVFOnYgW8ew5k9ywpCE/a+7VRWKymegwmSkvzy2fs="
 TOML
 }
 
+queue_depth() { curl -fs "http://127.0.0.1:$GW_PORT/metrics" | awk '/^gateway_delivery_queue_depth /{printf "%d", $2}'; }
+
+# What was still queued when the load stopped, and how fast the engine delivers it with no
+# ingest beside it (bounded: at most 60 s). Depth is what the engine still owes the target.
+drain() { # $1 = label
+  local start; start=$(queue_depth); start=${start:-0}
+  local t0; t0=$(date +%s.%N)
+  local left=$start
+  for _ in $(seq 1 600); do
+    [ "${left:-0}" -le 0 ] && break
+    sleep 0.1; left=$(queue_depth)
+  done
+  local t1; t1=$(date +%s.%N)
+  awk -v l="$1" -v s="$start" -v left="${left:-0}" -v t0="$t0" -v t1="$t1" 'BEGIN{
+    d = t1 - t0; r = (d > 0) ? (s - left) / d : 0;
+    printf "%s: drain after the load: %d queued -> %d in %.1f s (%.0f deliveries/s)\n", l, s, left, d, r }'
+  curl -fs "http://127.0.0.1:$GW_PORT/metrics" | awk -v l="$1" '
+    /^gateway_ingest_events_total\{.*outcome="queued"/ { queued += $NF }
+    /^gateway_deliveries_total\{.*outcome="delivered"/ { delivered += $NF }
+    END { printf "%s: since start: %d events queued, %d deliveries delivered\n", l, queued, delivered }'
+}
+
 run() { # $1 = label, $2 = store url
   local label=$1 url=$2
   config "$url" > "$WORK/gateway.toml"
@@ -118,17 +152,25 @@ run() { # $1 = label, $2 = store url
   local gw=$!
   for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$GW_PORT/healthz" >/dev/null && break; sleep 0.1; done
   local token; token=$("$GATEWAY_BIN" token --issuer legacy --ttl-s 3600 --config "$WORK/gateway.toml")
-  for batch in 1 100; do
-    local depth_log="$WORK/depth-$label-$batch"
+  for run_kind in 1 100 paced; do
+    # paced: batches of 100 offered at about PACED_EVENTS events/s (each of PACED_CONNS
+    # connections waits a fixed pause after each answer), to see whether delivery keeps up
+    # with acceptance at that rate rather than at the most ingest can take.
+    local batch=$run_kind conns=$CONNS pause=0
+    if [ "$run_kind" = paced ]; then
+      batch=100 conns=$PACED_CONNS
+      pause=$(awk -v c="$conns" -v e="$PACED_EVENTS" 'BEGIN{printf "%d", c * 1000 * 100 / e}')
+    fi
+    local depth_log="$WORK/depth-$label-$run_kind"
     ( while sleep 1; do curl -fs "http://127.0.0.1:$GW_PORT/metrics" | awk '/^gateway_delivery_queue_depth /{print $2}'; done ) > "$depth_log" &
     local sampler=$!
     local perf=""
     if [ -n "${PROFILE:-}" ]; then
-      perf record -q -F 499 -g -p "$gw" -o "$OUT/ingest-$label-$batch.perf" -- sleep "$DURATION" 2>/dev/null &
+      perf record -q -F 499 -g -p "$gw" -o "$OUT/ingest-$label-$run_kind.perf" -- sleep "$DURATION" 2>/dev/null &
       perf=$!
     fi
     local line
-    line=$(BATCH=$batch TOKEN=$token wrk -t2 -c"$CONNS" -d"${DURATION}s" -s "$WORK/events.lua" "http://127.0.0.1:$GW_PORT" | tee "$OUT/ingest-$label-$batch.wrk" | grep '^BENCH')
+    line=$(RUN="$label-$run_kind-$$" BATCH=$batch PAUSE_MS=$pause TOKEN=$token wrk -t2 -c"$conns" -d"${DURATION}s" -s "$WORK/events.lua" "http://127.0.0.1:$GW_PORT" | tee "$OUT/ingest-$label-$run_kind.wrk" | grep '^BENCH')
     kill "$sampler" 2>/dev/null || true
     [ -z "$perf" ] || wait "$perf" || true
     local requests non2xx
@@ -139,7 +181,12 @@ run() { # $1 = label, $2 = store url
     rps=$(awk -v n="$ok" -v d="$DURATION" 'BEGIN{printf "%.0f", n/d}')
     events=$(awk -v n="$ok" -v b="$batch" -v d="$DURATION" 'BEGIN{printf "%.0f", n*b/d}')
     depth=$(sort -n "$depth_log" | tail -1); depth=${depth:-n/a}
-    echo "$label batch=$batch: accepted requests/s=$rps events/s=$events non-2xx=$non2xx max queue depth=$depth (${CONNS} connections, ${DURATION}s)"
+    local shape="batch=$batch"
+    [ "$run_kind" != paced ] || shape="batch=100 paced (offered ≈ $PACED_EVENTS events/s)"
+    local depths; depths=$(tr '\n' ' ' < "$depth_log")
+    echo "$label $shape: accepted requests/s=$rps events/s=$events non-2xx=$non2xx max queue depth=$depth (${conns} connections, ${DURATION}s)"
+    echo "$label $shape: queue depth each second: $depths"
+    drain "$label $shape"
   done
   kill -TERM "$gw"; wait "$gw" 2>/dev/null || true
 }
