@@ -236,26 +236,8 @@ impl Ingest {
             events,
         };
         match self.merged(request).await? {
-            Accepted::Results(results) => {
-                let mut queued = 0_u64;
-                for result in &results {
-                    if result.status == EventStatus::Queued {
-                        queued += 1;
-                    }
-                }
-                if queued > 0 {
-                    parts.delivery.wake();
-                }
-                let duplicates = results.len() as u64 - queued;
-                let counter = &parts.metrics.ingest_events_total;
-                counter
-                    .with_label_values(&[EventStatus::Queued.label()])
-                    .inc_by(queued);
-                counter
-                    .with_label_values(&[EventStatus::Duplicate.label()])
-                    .inc_by(duplicates);
-                Ok(results)
-            }
+            // Counted, and the engine woken, where the unit committed (`flush`).
+            Accepted::Results(results) => Ok(results),
             Accepted::Conflict { index } => Err(AcceptError::Conflict { index, batch }),
         }
     }
@@ -379,6 +361,34 @@ impl Ingest {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Counts what a unit stored and wakes the delivery engine for it. Here rather than in
+    /// the request, so that events committed for a client that went away before its answer
+    /// (they are owned now, and will be delivered) are counted too.
+    fn committed(&self, answers: &[Accepted]) {
+        let (mut queued, mut duplicates) = (0_u64, 0_u64);
+        for answer in answers {
+            if let Accepted::Results(results) = answer {
+                for result in results {
+                    if result.status == EventStatus::Queued {
+                        queued += 1;
+                    } else {
+                        duplicates += 1;
+                    }
+                }
+            }
+        }
+        if queued > 0 {
+            self.inner.delivery.wake();
+        }
+        let counter = &self.inner.metrics.ingest_events_total;
+        counter
+            .with_label_values(&[EventStatus::Queued.label()])
+            .inc_by(queued);
+        counter
+            .with_label_values(&[EventStatus::Duplicate.label()])
+            .inc_by(duplicates);
+    }
+
     /// Writes what waits, one merged unit after the other, until nothing does.
     async fn flush(self) {
         loop {
@@ -409,6 +419,7 @@ impl Ingest {
             };
             match self.inner.committer.submit(unit).await {
                 Ok(answers) => {
+                    self.committed(&answers);
                     for (reply, answer) in replies.into_iter().zip(answers) {
                         let _ = reply.send(Ok(answer));
                     }
