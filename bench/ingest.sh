@@ -6,14 +6,15 @@
 #      above the single-row commit rate is what group commit buys;
 #   1. single-event requests (ES256 token, a new transaction_id each) with wrk -c${CONNS};
 #   2. batches of 100 events per request;
-#   3. batches of 100 offered at about PACED_EVENTS events/s (default 22 000, just above the
-#      20 000 target): does delivery keep up with acceptance at that rate (queue depth each
-#      second)? After each run, the drain: how fast the rest is delivered with no load beside it;
+#   3. batches of 100 offered on a fixed schedule at PACED_EVENTS events/s (default 20 000, the
+#      target) by PACED_CONNS connections (default 64): does delivery keep up with acceptance at
+#      that rate (queue depth each second)? After each run, the drain: how fast the rest is delivered with no load beside it;
 # on SQLite, then on PostgreSQL when GATEWAY_BENCH_DATABASE_URL is set: a database of the
 # bench's own (it is migrated and filled, never cleaned) — not the server's `postgres` database.
 # Every accepted event goes to one local target (a trivial HTTP receiver), and the delivery queue
 # depth is sampled from /metrics during each run. WORKERS sets `[delivery] workers` (default 8).
 # Bounded: each run lasts DURATION seconds. Usage: bench/ingest.sh [DURATION] (default 10).
+# RUNS picks runs (default "1 100 paced"; e.g. RUNS=paced for the paced run alone).
 # GATEWAY_BIN=path measures a prebuilt binary instead of building target/release; DISK_BIN=path
 # likewise for the disk probe (examples/disk_commits). PROFILE=1 also samples the gateway with
 # `perf record -g` during each run (bench/out/ingest-<store>-<batch>.perf; read it with
@@ -22,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
 CONNS="${CONNS:-64}"
-PACED_EVENTS="${PACED_EVENTS:-22000}" PACED_CONNS="${PACED_CONNS:-16}"
+PACED_EVENTS="${PACED_EVENTS:-20000}" PACED_CONNS="${PACED_CONNS:-64}"
 WORKERS="${WORKERS:-8}" # [delivery] workers: concurrent delivery attempts (8 is the default)
 GW_PORT=19183 RECV_PORT=19184
 OUT=bench/out; mkdir -p "$OUT"
@@ -80,8 +81,36 @@ request = function()
   return wrk.format("POST", "/v1/events",
     {["Authorization"] = "Bearer " .. token, ["Content-Type"] = "application/json"}, body)
 end
-local pause = tonumber(os.getenv("PAUSE_MS") or "0")
-if pause > 0 then delay = function() return pause end end
+-- RATE (requests/s of this wrk thread): requests leave on a fixed schedule, one every
+-- 1000/RATE ms, whatever the answers' latency (wrk's delay() runs before each next request of a
+-- connection; every connection of the thread takes the next free slot). A fixed pause after
+-- each answer, as before, offered far less than intended once the answers slowed down (16
+-- connections × one batch per pause + 46 ms of service time gave 14 000 events/s, not 22 000).
+-- When the gateway cannot keep the schedule the slots fall behind and requests go at once:
+-- the run is then as fast as it can be and the accepted rate says by how much it fell short.
+local rate = tonumber(os.getenv("RATE") or "0")
+if rate > 0 then
+  local ffi = require("ffi")
+  ffi.cdef[[
+    typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+    int clock_gettime(int clock, bench_timespec *ts);
+  ]]
+  local ts = ffi.new("bench_timespec")
+  local function now_ms()
+    ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
+    return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+  end
+  local interval = 1000 / rate
+  local next_slot = nil
+  delay = function()
+    local now = now_ms()
+    if next_slot == nil or next_slot < now - 1000 then next_slot = now end
+    next_slot = next_slot + interval
+    local wait = next_slot - now
+    if wait < 1 then return 0 end
+    return math.floor(wait)
+  end
+end
 done = function(summary, latency, requests)
   io.write(string.format("BENCH requests=%d non2xx=%d errors=%d\n", summary.requests,
     summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
@@ -152,14 +181,15 @@ run() { # $1 = label, $2 = store url
   local gw=$!
   for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$GW_PORT/healthz" >/dev/null && break; sleep 0.1; done
   local token; token=$("$GATEWAY_BIN" token --issuer legacy --ttl-s 3600 --config "$WORK/gateway.toml")
-  for run_kind in 1 100 paced; do
-    # paced: batches of 100 offered at about PACED_EVENTS events/s (each of PACED_CONNS
-    # connections waits a fixed pause after each answer), to see whether delivery keeps up
-    # with acceptance at that rate rather than at the most ingest can take.
-    local batch=$run_kind conns=$CONNS pause=0
+  for run_kind in ${RUNS:-1 100 paced}; do
+    # paced: batches of 100 offered on a fixed schedule at PACED_EVENTS events/s by
+    # PACED_CONNS connections, to see whether delivery keeps up with acceptance at that rate
+    # rather than at the most ingest can take.
+    local batch=$run_kind conns=$CONNS rate=0
     if [ "$run_kind" = paced ]; then
+      # two wrk threads, each offering half of PACED_EVENTS as batches of 100
       batch=100 conns=$PACED_CONNS
-      pause=$(awk -v c="$conns" -v e="$PACED_EVENTS" 'BEGIN{printf "%d", c * 1000 * 100 / e}')
+      rate=$(awk -v e="$PACED_EVENTS" 'BEGIN{printf "%.3f", e / 100 / 2}')
     fi
     local depth_log="$WORK/depth-$label-$run_kind"
     ( while sleep 1; do curl -fs "http://127.0.0.1:$GW_PORT/metrics" | awk '/^gateway_delivery_queue_depth /{print $2}'; done ) > "$depth_log" &
@@ -170,7 +200,7 @@ run() { # $1 = label, $2 = store url
       perf=$!
     fi
     local line
-    line=$(RUN="$label-$run_kind-$$" BATCH=$batch PAUSE_MS=$pause TOKEN=$token wrk -t2 -c"$conns" -d"${DURATION}s" -s "$WORK/events.lua" "http://127.0.0.1:$GW_PORT" | tee "$OUT/ingest-$label-$run_kind.wrk" | grep '^BENCH')
+    line=$(RUN="$label-$run_kind-$$" BATCH=$batch RATE=$rate TOKEN=$token wrk -t2 -c"$conns" -d"${DURATION}s" -s "$WORK/events.lua" "http://127.0.0.1:$GW_PORT" | tee "$OUT/ingest-$label-$run_kind.wrk" | grep '^BENCH')
     kill "$sampler" 2>/dev/null || true
     [ -z "$perf" ] || wait "$perf" || true
     local requests non2xx
