@@ -20,7 +20,7 @@ use super::destination::{Destination, DestinationAuth, DestinationKind, Origin, 
 use super::signing::{signature_header, webhook_id};
 use super::{DeliveryEngine, DeliveryStatus, dead_record, purpose, targets};
 use crate::backoff::{Backoff, Jitter};
-use crate::store::{AuditRecord, ClaimedDelivery, CommitFn, Finish, Transaction};
+use crate::store::{AuditRecord, ClaimedDelivery, CommitFn, Finish, StoreKind, Transaction};
 use crate::upstream::{
     HttpClient, RetryableStatuses, TransportError, UpstreamResponse, classify_answer,
     classify_transport,
@@ -58,15 +58,18 @@ fn millis(d: Duration) -> i64 {
 }
 
 /// The most deliveries one claim takes (the dispatcher's read-ahead).
-const MAX_CLAIM: usize = 512;
+const MAX_CLAIM: usize = 4096;
+/// The least read-ahead of a claim beyond the free worker slots, so that a slow start (or a
+/// rate depressed by a busy store) does not shrink the claims, and with them the rate, further.
+const MIN_READ_AHEAD: usize = 64;
 /// A claimed delivery not started within this long of its claim is given back rather than
 /// attempted: its 30 s lease must outlast the wait and the attempt's first renewal, 10 s in.
 const START_WITHIN: Duration = Duration::from_secs(10);
 /// Outcomes one settlement writes at most (one unit of the group committer).
-const MAX_SETTLE: usize = 1024;
+const MAX_SETTLE: usize = 4096;
 /// Outcomes waiting for the settlement; a full queue holds the attempts' worker slots, so
 /// that the dispatcher slows down with the store.
-pub(crate) const SETTLE_QUEUE: usize = 4096;
+pub(crate) const SETTLE_QUEUE: usize = 16_384;
 
 /// A claimed delivery waiting for a worker slot.
 struct Ready {
@@ -95,7 +98,7 @@ impl StartRate {
         self.count += 1;
     }
 
-    /// Roughly the attempts a quarter of a second takes at the recent rate.
+    /// Roughly the attempts a second takes at the recent rate (at least [`MIN_READ_AHEAD`]).
     fn read_ahead(&mut self) -> usize {
         let elapsed = self.since.elapsed();
         if elapsed >= Duration::from_secs(1) {
@@ -103,17 +106,20 @@ impl StartRate {
             self.count = 0;
             self.since = Instant::now();
         }
-        self.last.max(self.count) / 4
+        self.last.max(self.count).max(MIN_READ_AHEAD)
     }
 }
 
 /// The dispatcher: claims due deliveries and starts their attempts in acceptance order, one per
 /// free worker slot; sleeps until woken, a second passes, or a slot frees.
 ///
-/// A claim takes what the free slots can start plus a read-ahead of about a quarter second of
-/// attempts at the recent rate (at most [`MAX_CLAIM`]): a claim is a write (on SQLite a commit
-/// of its own), and at thousands of deliveries a second one claim per free slot would spend
-/// the disk's commits on claims. What is claimed waits in order for a slot; the next claim
+/// A claim takes what the free slots can start plus a read-ahead of about a second of attempts
+/// at the recent rate (at most [`MAX_CLAIM`]): a claim is a write, and at thousands of
+/// deliveries a second one claim per free slot would spend the store's writes on claims. The
+/// read-ahead must outlast the claim's own latency: while ingest keeps the store's writer busy
+/// a claim waits for a whole batch of its writes, and with a quarter second of read-ahead
+/// (and 512 at most) the claims' latency, not the target, capped delivery at ≈ 4 000/s beside
+/// a full ingest load. What is claimed waits in order for a slot; the next claim
 /// runs while the attempts of the last one do, once fewer than half of it wait; what has not
 /// started within [`START_WITHIN`] is given back.
 pub(crate) async fn dispatch(
@@ -159,17 +165,10 @@ pub(crate) async fn dispatch(
             let free = slots.available_permits();
             let limit = (free + rate.read_ahead()).clamp(1, MAX_CLAIM);
             last_claim = limit;
-            let store = store.clone();
+            let engine = engine.clone();
             let claim: BoxFuture<'static, ClaimResult> = Box::pin(async move {
                 let token: Arc<str> = Uuid::new_v4().to_string().into();
-                let claimed = store
-                    .claim_deliveries(
-                        now_ms(),
-                        u32::try_from(limit).unwrap_or(u32::MAX),
-                        &token,
-                        millis(LEASE),
-                    )
-                    .await;
+                let claimed = claim(&engine, limit, &token).await;
                 (claimed, token)
             });
             claiming = Some((claim, limit));
@@ -222,10 +221,36 @@ pub(crate) async fn dispatch(
 }
 
 /// What a claim in flight comes to, with its lease token.
-type ClaimResult = (
-    Result<Vec<ClaimedDelivery>, crate::store::StoreError>,
-    Arc<str>,
-);
+type ClaimResult = (anyhow::Result<Vec<ClaimedDelivery>>, Arc<str>);
+
+/// Claims at most `limit` due deliveries under `token`. On SQLite the claim is a unit of the
+/// group committer: it joins the batch of ingest units and settlements being written and
+/// shares its commit, instead of holding the one writer for a commit (an fsync) of its own
+/// between two batches. On PostgreSQL it is a transaction of its own on any pooled connection,
+/// so that replicas claim beside each other (`SKIP LOCKED`) and the committer's connection
+/// stays with the writes it groups.
+async fn claim(
+    engine: &DeliveryEngine,
+    limit: usize,
+    token: &Arc<str>,
+) -> anyhow::Result<Vec<ClaimedDelivery>> {
+    let store = &engine.inner().store;
+    let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+    if matches!(store.kind(), StoreKind::Postgres) {
+        return Ok(store
+            .claim_deliveries(now_ms(), limit, token, millis(LEASE))
+            .await?);
+    }
+    let unit_token = token.clone();
+    let unit = CommitFn::new(move |tx: &mut Transaction| {
+        Box::pin(async move {
+            tx.claim_deliveries(now_ms(), limit, &unit_token, millis(LEASE))
+                .await
+        }) as BoxFuture<'_, _>
+    });
+    let claimed = engine.inner().committer.submit(unit).await?;
+    Ok(store.claimed_deliveries(claimed).await?)
+}
 
 /// The sweeper: every second, the destination cache, the queue depth and lag, stranded
 /// deliveries, and a wake-up for the dispatcher when anything is due.

@@ -13,6 +13,11 @@
 //! [`Store::renew_lease`], [`Store::release_lease`]) names the lease token, so a worker whose
 //! lease was taken over writes nothing.
 //!
+//! A claim is a transaction of its own ([`Store::claim_deliveries`]) or part of a larger one
+//! ([`Transaction::claim_deliveries`], then [`Store::claimed_deliveries`] after the commit):
+//! the delivery engine writes its SQLite claims through the group committer, so that they
+//! share the commit of the batch they join.
+//!
 //! The same statement texts run on both dialects, except the claim's `FOR UPDATE SKIP
 //! LOCKED`.
 
@@ -306,7 +311,55 @@ fn claim_sql(postgres: bool) -> String {
 
 type ClaimRow = (i64, String, String, String, String, i64, i64);
 
+/// The rows a claim moved to `delivering` ([`Transaction::claim_deliveries`]), before their
+/// messages are read ([`Store::claimed_deliveries`]).
+#[derive(Debug, Default)]
+pub struct Claim(Vec<ClaimRow>);
+
+impl Claim {
+    /// How many deliveries were claimed.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether nothing was claimed.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 impl Transaction {
+    /// Claims at most `limit` due deliveries for `lease_ms` under `lease_token` (see the module
+    /// docs) as part of this transaction: on SQLite a claim written through the group
+    /// committer shares its batch's commit instead of taking the one writer for a commit (an
+    /// fsync) of its own. Read the claimed deliveries with [`Store::claimed_deliveries`] once
+    /// the transaction committed.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn claim_deliveries(
+        &mut self,
+        now_ms: i64,
+        limit: u32,
+        lease_token: &str,
+        lease_ms: i64,
+    ) -> Result<Claim, StoreError> {
+        let postgres = matches!(self.inner, TransactionInner::Postgres(_));
+        let sql = claim_sql(postgres);
+        let claimed: Vec<ClaimRow> = with_tx!(self, |conn| {
+            sqlx::query_as(&sql)
+                .bind(now_ms)
+                .bind(i64::from(limit))
+                .bind(lease_token)
+                .bind(now_ms + lease_ms)
+                .fetch_all(conn)
+                .await?
+        });
+        Ok(Claim(claimed))
+    }
+
     /// Writes a message (once: a second write of the same id changes nothing).
     ///
     /// # Errors
@@ -614,7 +667,7 @@ impl Transaction {
 
 impl Store {
     /// Claims at most `limit` due deliveries for `lease_ms` under `lease_token` (see the module
-    /// docs), oldest first, with their messages.
+    /// docs), oldest first, with their messages: the claim is a transaction of its own.
     ///
     /// # Errors
     /// [`StoreError::Database`].
@@ -627,7 +680,7 @@ impl Store {
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let postgres = matches!(self.kind(), super::StoreKind::Postgres);
         let sql = claim_sql(postgres);
-        let mut claimed: Vec<ClaimRow> = with_pool!(
+        let claimed: Vec<ClaimRow> = with_pool!(
             self,
             write | pool | {
                 sqlx::query_as(&sql)
@@ -639,33 +692,72 @@ impl Store {
                     .await?
             }
         );
+        self.claimed_deliveries(Claim(claimed)).await
+    }
+
+    /// The deliveries of `claim` (written by [`Transaction::claim_deliveries`] and committed),
+    /// oldest first, with their messages.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn claimed_deliveries(
+        &self,
+        claim: Claim,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let Claim(mut claimed) = claim;
         if claimed.is_empty() {
             return Ok(Vec::new());
         }
         claimed.sort_by_key(|row| row.0);
-        let placeholders: Vec<String> = (1..=claimed.len()).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "SELECT id, event_type, idempotency_key, body FROM delivery_messages WHERE id IN ({})",
-            placeholders.join(", ")
-        );
-        let messages: Vec<(String, String, String, Vec<u8>)> = with_pool!(
-            self,
-            read | pool | {
-                let mut query = sqlx::query_as(&sql);
-                for row in &claimed {
-                    query = query.bind(row.2.as_str());
+        let mut messages: HashMap<String, (String, String, Vec<u8>)> =
+            HashMap::with_capacity(claimed.len());
+        // Anonymous `?` parameters on SQLite: its parser is quadratic in numbered ones
+        // (`$1` … `$512`), see `sqlite_multi_row`.
+        let postgres = matches!(self.kind(), super::StoreKind::Postgres);
+        let chunk = if postgres {
+            POSTGRES_ROWS_PER_STATEMENT
+        } else {
+            SQLITE_ROWS_PER_STATEMENT
+        };
+        for rows in claimed.chunks(chunk) {
+            let found: Vec<(String, String, String, Vec<u8>)> = match &self.backend {
+                super::Backend::Postgres(db) => {
+                    let ids: Vec<&str> = rows.iter().map(|row| row.2.as_str()).collect();
+                    sqlx::query_as(
+                        "SELECT id, event_type, idempotency_key, body \
+                         FROM delivery_messages WHERE id = ANY($1)",
+                    )
+                    .bind(ids)
+                    .fetch_all(db.pool())
+                    .await?
                 }
-                query.fetch_all(pool).await?
-            }
-        );
-        let messages: std::collections::HashMap<_, _> = messages
-            .into_iter()
-            .map(|(id, event_type, key, body)| (id, (event_type, key, body)))
-            .collect();
+                super::Backend::Sqlite(db) => {
+                    let sql = sqlite_multi_row(
+                        "SELECT id, event_type, idempotency_key, body FROM delivery_messages \
+                         WHERE id IN (",
+                        "?",
+                        rows.len(),
+                        ")",
+                    );
+                    let mut query = sqlx::query_as(&sql).persistent(rows.len() == 1);
+                    for row in rows {
+                        query = query.bind(row.2.as_str());
+                    }
+                    query.fetch_all(&db.readers).await?
+                }
+            };
+            messages.extend(
+                found
+                    .into_iter()
+                    .map(|(id, event_type, key, body)| (id, (event_type, key, body))),
+            );
+        }
         Ok(claimed
             .into_iter()
             .filter_map(
                 |(seq, id, message_id, destination_id, purpose, attempts, created_ms)| {
+                    // One message may have deliveries to several destinations: each gets
+                    // its own copy.
                     let (event_type, idempotency_key, body) = messages.get(&message_id)?.clone();
                     Some(ClaimedDelivery {
                         seq,

@@ -133,7 +133,8 @@ pub use commit::{
     POSTGRES_MAX_BATCH, Receipt,
 };
 pub use deliveries::{
-    ClaimedDelivery, DeliveryFilter, DeliveryRow, Finish, MessageRow, NewDelivery, QueueStats,
+    Claim, ClaimedDelivery, DeliveryFilter, DeliveryRow, Finish, MessageRow, NewDelivery,
+    QueueStats,
 };
 pub use events::{EventRow, StoredKey};
 pub use page::{Page, PageRequest};

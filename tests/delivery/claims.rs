@@ -202,3 +202,105 @@ async fn concurrent_postgres_claims_take_disjoint_rows() {
     }
     assert_eq!(total, ids.len(), "every delivery claimed once");
 }
+
+/// A claim written inside a transaction (as the group committer writes the delivery engine's
+/// claims on SQLite) takes effect when the transaction commits and not before, and reads back
+/// every claimed delivery with its message in acceptance order — more of them than one
+/// statement reads at a time.
+async fn claims_inside_a_transaction(store: Store) {
+    destination(&store, "verified", "VERIFIED").await;
+    let ids = deliveries(&store, "verified", "event", 1_203).await;
+
+    // Rolled back: nothing was claimed.
+    let mut tx = store.begin().await.unwrap();
+    let claim = tx
+        .claim_deliveries(now(), 5_000, "a", 30_000)
+        .await
+        .unwrap();
+    assert_eq!(claim.len(), ids.len());
+    tx.rollback().await.unwrap();
+
+    let mut tx = store.begin().await.unwrap();
+    let claim = tx
+        .claim_deliveries(now(), 5_000, "b", 30_000)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let claimed = store.claimed_deliveries(claim).await.unwrap();
+    let claimed_ids: Vec<&str> = claimed.iter().map(|c| c.id.as_str()).collect();
+    let want: Vec<&str> = ids.iter().map(String::as_str).collect();
+    assert_eq!(claimed_ids, want, "every delivery, in acceptance order");
+    assert!(claimed.iter().all(|c| c.body == b"{}" && c.attempts == 0));
+
+    // Committed: leased to "b", so a later claim gets nothing, and "b" may write outcomes.
+    let mut tx = store.begin().await.unwrap();
+    assert!(
+        tx.claim_deliveries(now(), 5_000, "c", 30_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        tx.finish_delivery(&ids[0], "b", &delivered())
+            .await
+            .unwrap()
+    );
+    tx.commit().await.unwrap();
+
+    // One message to two destinations: both deliveries are claimed, each with the message.
+    destination(&store, "second", "VERIFIED").await;
+    let message = uuid::Uuid::now_v7().to_string();
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_message(&MessageRow {
+        id: &message,
+        event_type: "e",
+        idempotency_key: &message,
+        body: b"{\"both\":true}",
+        created_ms: now(),
+    })
+    .await
+    .unwrap();
+    for to in ["verified", "second"] {
+        tx.insert_delivery(&NewDelivery {
+            id: &uuid::Uuid::now_v7().to_string(),
+            message_id: &message,
+            destination_id: to,
+            purpose: "event",
+            status: "pending",
+            last_error: None,
+            now_ms: now(),
+        })
+        .await
+        .unwrap();
+    }
+    let claim = tx.claim_deliveries(now(), 10, "d", 30_000).await.unwrap();
+    tx.commit().await.unwrap();
+    let claimed = store.claimed_deliveries(claim).await.unwrap();
+    let mut to: Vec<&str> = claimed.iter().map(|c| c.destination_id.as_str()).collect();
+    to.sort_unstable();
+    assert_eq!(to, ["second", "verified"]);
+    assert!(claimed.iter().all(|c| c.body == b"{\"both\":true}"));
+}
+
+#[tokio::test]
+async fn sqlite_claims_inside_a_transaction_take_effect_when_it_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&SecretString::from("sqlite://claims.db"), dir.path())
+        .await
+        .unwrap();
+    claims_inside_a_transaction(store).await;
+}
+
+#[tokio::test]
+async fn postgres_claims_inside_a_transaction_take_effect_when_it_commits() {
+    let Some(db) = PgDatabase::create().await else {
+        return;
+    };
+    let store = Store::connect(
+        &SecretString::from(db.url.clone()),
+        std::path::Path::new("."),
+    )
+    .await
+    .unwrap();
+    claims_inside_a_transaction(store).await;
+}
