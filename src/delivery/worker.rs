@@ -59,9 +59,6 @@ fn millis(d: Duration) -> i64 {
 
 /// The most deliveries one claim takes (the dispatcher's read-ahead).
 const MAX_CLAIM: usize = 4096;
-/// The least read-ahead of a claim beyond the free worker slots, so that a slow start (or a
-/// rate depressed by a busy store) does not shrink the claims, and with them the rate, further.
-const MIN_READ_AHEAD: usize = 64;
 /// A claimed delivery not started within this long of its claim is given back rather than
 /// attempted: its 30 s lease must outlast the wait and the attempt's first renewal, 10 s in.
 const START_WITHIN: Duration = Duration::from_secs(10);
@@ -98,7 +95,10 @@ impl StartRate {
         self.count += 1;
     }
 
-    /// Roughly the attempts a second takes at the recent rate (at least [`MIN_READ_AHEAD`]).
+    /// Roughly the attempts a second takes at the recent rate. (No floor: at a low rate, a
+    /// slow target's deliveries claimed ahead would wait for the busy slots past
+    /// [`START_WITHIN`] and be given back, a write each; a second of read-ahead outlasts a
+    /// claim's latency, so the rate does not shrink by itself.)
     fn read_ahead(&mut self) -> usize {
         let elapsed = self.since.elapsed();
         if elapsed >= Duration::from_secs(1) {
@@ -106,7 +106,7 @@ impl StartRate {
             self.count = 0;
             self.since = Instant::now();
         }
-        self.last.max(self.count).max(MIN_READ_AHEAD)
+        self.last.max(self.count)
     }
 }
 
