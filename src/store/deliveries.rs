@@ -678,21 +678,12 @@ impl Store {
         lease_token: &str,
         lease_ms: i64,
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
-        let postgres = matches!(self.kind(), super::StoreKind::Postgres);
-        let sql = claim_sql(postgres);
-        let claimed: Vec<ClaimRow> = with_pool!(
-            self,
-            write | pool | {
-                sqlx::query_as(&sql)
-                    .bind(now_ms)
-                    .bind(i64::from(limit))
-                    .bind(lease_token)
-                    .bind(now_ms + lease_ms)
-                    .fetch_all(pool)
-                    .await?
-            }
-        );
-        self.claimed_deliveries(Claim(claimed)).await
+        let mut tx = self.begin().await?;
+        let claim = tx
+            .claim_deliveries(now_ms, limit, lease_token, lease_ms)
+            .await?;
+        tx.commit().await?;
+        self.claimed_deliveries(claim).await
     }
 
     /// The deliveries of `claim` (written by [`Transaction::claim_deliveries`] and committed),

@@ -17,6 +17,28 @@ fn now() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// A fresh SQLite store (kept alive by the returned folder).
+async fn sqlite() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&SecretString::from("sqlite://claims.db"), dir.path())
+        .await
+        .unwrap();
+    (store, dir)
+}
+
+/// A store on a fresh PostgreSQL database (dropped with the returned guard), or `None` when
+/// no test server is configured.
+async fn postgres() -> Option<(Store, PgDatabase)> {
+    let db = PgDatabase::create().await?;
+    let store = Store::connect(
+        &SecretString::from(db.url.clone()),
+        std::path::Path::new("."),
+    )
+    .await
+    .unwrap();
+    Some((store, db))
+}
+
 async fn destination(store: &Store, id: &str, status: &str) {
     let mut tx = store.begin().await.unwrap();
     tx.insert_destination(&DestinationRow {
@@ -149,24 +171,15 @@ async fn leases_and_take_over(store: Store) {
 
 #[tokio::test]
 async fn sqlite_claims_are_leases_taken_over_when_they_expire() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::connect(&SecretString::from("sqlite://claims.db"), dir.path())
-        .await
-        .unwrap();
+    let (store, _dir) = sqlite().await;
     leases_and_take_over(store).await;
 }
 
 #[tokio::test]
 async fn postgres_claims_are_leases_taken_over_when_they_expire() {
-    let Some(db) = PgDatabase::create().await else {
+    let Some((store, _db)) = postgres().await else {
         return;
     };
-    let store = Store::connect(
-        &SecretString::from(db.url.clone()),
-        std::path::Path::new("."),
-    )
-    .await
-    .unwrap();
     leases_and_take_over(store).await;
 }
 
@@ -284,23 +297,14 @@ async fn claims_inside_a_transaction(store: Store) {
 
 #[tokio::test]
 async fn sqlite_claims_inside_a_transaction_take_effect_when_it_commits() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::connect(&SecretString::from("sqlite://claims.db"), dir.path())
-        .await
-        .unwrap();
+    let (store, _dir) = sqlite().await;
     claims_inside_a_transaction(store).await;
 }
 
 #[tokio::test]
 async fn postgres_claims_inside_a_transaction_take_effect_when_it_commits() {
-    let Some(db) = PgDatabase::create().await else {
+    let Some((store, _db)) = postgres().await else {
         return;
     };
-    let store = Store::connect(
-        &SecretString::from(db.url.clone()),
-        std::path::Path::new("."),
-    )
-    .await
-    .unwrap();
     claims_inside_a_transaction(store).await;
 }
