@@ -8,7 +8,8 @@
 #   2. batches of 100 events per request;
 #   3. batches of 100 offered on a fixed schedule at PACED_EVENTS events/s (default 20 000, the
 #      target) by PACED_CONNS connections (default 64): does delivery keep up with acceptance at
-#      that rate (queue depth each second)? After each run, the drain: how fast the rest is delivered with no load beside it;
+#      that rate (queue depth each second)?
+# After each run, the drain: how fast the rest is delivered with no load beside it;
 # on SQLite, then on PostgreSQL when GATEWAY_BENCH_DATABASE_URL is set: a database of the
 # bench's own (it is migrated and filled, never cleaned) — not the server's `postgres` database.
 # Every accepted event goes to one local target (a trivial HTTP receiver), and the delivery queue

@@ -749,7 +749,15 @@ impl Store {
                 |(seq, id, message_id, destination_id, purpose, attempts, created_ms)| {
                     // One message may have deliveries to several destinations: each gets
                     // its own copy.
-                    let (event_type, idempotency_key, body) = messages.get(&message_id)?.clone();
+                    let Some((event_type, idempotency_key, body)) =
+                        messages.get(&message_id).cloned()
+                    else {
+                        // Cannot happen while the foreign key holds; if it did, the lease
+                        // would keep the delivery for 30 s without an attempt: say so.
+                        tracing::warn!(delivery = %id, message = %message_id,
+                            "a claimed delivery's message was not found; its lease will expire");
+                        return None;
+                    };
                     Some(ClaimedDelivery {
                         seq,
                         id,
