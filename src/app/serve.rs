@@ -288,27 +288,53 @@ impl<T> HeadCapped<T> {
     }
 
     /// Counts `bytes` (just read) against the current head. `Err` when the head outgrew the cap.
+    ///
+    /// Only the line feeds are looked at (found with `memchr`, not byte by byte): a head ends at
+    /// a line that is empty or a lone carriage return, and the state between two reads is where
+    /// the last line stands (`scan`).
     fn count_head(&mut self, bytes: &[u8]) -> Result<(), ()> {
         if self.count == HeadProgress::IN_REQUEST {
             return Ok(());
         }
-        for &b in bytes {
-            if self.count == 0 && matches!(b, b'\r' | b'\n') {
-                // Empty lines before a request line are skipped (RFC 9112 §2.2), not counted.
-                continue;
+        let mut rest = bytes;
+        if self.count == 0 {
+            // Empty lines before a request line are skipped (RFC 9112 §2.2), not counted.
+            let blank = rest
+                .iter()
+                .position(|b| !matches!(b, b'\r' | b'\n'))
+                .unwrap_or(rest.len());
+            rest = &rest[blank..];
+        }
+        while let Some(at) = memchr::memchr(b'\n', rest) {
+            let line = &rest[..at];
+            let empty = match self.scan {
+                Scan::LineStart => line.is_empty() || line == b"\r",
+                Scan::LineStartCr => line.is_empty(),
+                Scan::Line => false,
+            };
+            self.count += at;
+            if self.count > self.cap {
+                return Err(());
+            }
+            if empty {
+                // The empty line: the head is whole.
+                self.count = HeadProgress::IN_REQUEST;
+                self.head.0.store(self.count, Ordering::Release);
+                return Ok(());
             }
             self.count += 1;
-            self.scan = match (self.scan, b) {
-                (Scan::LineStart | Scan::LineStartCr, b'\n') => {
-                    // The empty line: the head is whole.
-                    self.count = HeadProgress::IN_REQUEST;
-                    self.head.0.store(self.count, Ordering::Release);
-                    return Ok(());
-                }
-                (Scan::LineStart, b'\r') => Scan::LineStartCr,
-                (_, b'\n') => Scan::LineStart,
+            if self.count > self.cap {
+                return Err(());
+            }
+            self.scan = Scan::LineStart;
+            rest = &rest[at + 1..];
+        }
+        if !rest.is_empty() {
+            self.scan = match self.scan {
+                Scan::LineStart if rest == b"\r" => Scan::LineStartCr,
                 _ => Scan::Line,
             };
+            self.count += rest.len();
             if self.count > self.cap {
                 return Err(());
             }
@@ -492,4 +518,95 @@ fn bind_one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
     Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The head scan byte by byte, as the rule reads: what [`HeadCapped::count_head`] must
+    /// agree with whatever the reads' boundaries.
+    fn reference(reads: &[Vec<u8>], cap: usize) -> (Result<(), ()>, usize) {
+        let (mut count, mut scan) = (0usize, Scan::Line);
+        for read in reads {
+            for &b in read {
+                if count == HeadProgress::IN_REQUEST {
+                    return (Ok(()), count);
+                }
+                if count == 0 && matches!(b, b'\r' | b'\n') {
+                    continue;
+                }
+                count += 1;
+                scan = match (scan, b) {
+                    (Scan::LineStart | Scan::LineStartCr, b'\n') => {
+                        count = HeadProgress::IN_REQUEST;
+                        continue;
+                    }
+                    (Scan::LineStart, b'\r') => Scan::LineStartCr,
+                    (_, b'\n') => Scan::LineStart,
+                    _ => Scan::Line,
+                };
+                if count > cap {
+                    return (Err(()), count);
+                }
+            }
+        }
+        (Ok(()), count)
+    }
+
+    fn scanned(reads: &[Vec<u8>], cap: usize) -> (Result<(), ()>, usize) {
+        let mut capped = HeadCapped::new((), cap, Arc::new(HeadProgress::default()));
+        for read in reads {
+            if capped.count_head(read).is_err() {
+                return (Err(()), capped.count);
+            }
+        }
+        assert_eq!(capped.head.0.load(Ordering::Acquire), capped.count);
+        (Ok(()), capped.count)
+    }
+
+    #[test]
+    fn a_head_ends_at_its_empty_line_and_is_capped() {
+        let head = b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\nbody".to_vec();
+        assert_eq!(
+            scanned(std::slice::from_ref(&head), 1000),
+            (Ok(()), HeadProgress::IN_REQUEST)
+        );
+        assert_eq!(scanned(&[head], 10).0, Err(()));
+        let bare_lf = b"GET / HTTP/1.1\nHost: a\n\n".to_vec();
+        assert_eq!(
+            scanned(&[bare_lf], 1000),
+            (Ok(()), HeadProgress::IN_REQUEST)
+        );
+        let partial = b"GET / HTTP/1.1\r\nHost: a\r\n\r".to_vec();
+        assert_eq!(scanned(&[partial], 1000), (Ok(()), 26));
+    }
+
+    proptest! {
+        #[test]
+        fn the_scan_agrees_with_the_byte_rule_whatever_the_reads(
+            bytes in proptest::collection::vec(
+                prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'a'), Just(b':'), any::<u8>()],
+                0..200,
+            ),
+            cuts in proptest::collection::vec(0usize..200, 0..6),
+            cap in 1usize..220,
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            cuts.sort_unstable();
+            let mut reads = Vec::new();
+            let mut from = 0;
+            for cut in cuts.into_iter().chain([bytes.len()]) {
+                reads.push(bytes[from..cut].to_vec());
+                from = cut;
+            }
+            let expected = reference(&reads, cap);
+            let got = scanned(&reads, cap);
+            prop_assert_eq!(got.0, expected.0);
+            if expected.0.is_ok() {
+                prop_assert_eq!(got.1, expected.1);
+            }
+        }
+    }
 }

@@ -139,6 +139,8 @@ struct BaseUrl {
     authority: Authority,
     /// Path prefix without a trailing slash (empty for the root).
     path: String,
+    /// The `Host` header of every request to it, made once.
+    host: Option<HeaderValue>,
 }
 
 impl BaseUrl {
@@ -155,6 +157,7 @@ impl BaseUrl {
         }
         Ok(Self {
             raw: raw.trim_end_matches('/').to_owned(),
+            host: transport::host_header(&scheme, &authority),
             scheme,
             authority,
             path: uri.path().trim_end_matches('/').to_owned(),
@@ -447,6 +450,11 @@ impl Upstream {
         }
         if !headers.contains_key(header::USER_AGENT) {
             headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+        }
+        if !headers.contains_key(header::HOST)
+            && let Some(host) = &self.base.host
+        {
+            headers.insert(header::HOST, host.clone());
         }
         if let OutboundAuth::Static(name, value) = &self.auth {
             headers.insert(name.clone(), value.clone());

@@ -161,17 +161,22 @@ impl Host {
         })
     }
 
-    /// The `Host` header: the host, and the port unless it is the scheme's default.
+    /// The `Host` header.
     fn header(&self) -> Option<HeaderValue> {
-        let secure = self.scheme == Scheme::HTTPS;
-        match self.authority.port_u16() {
-            Some(443) if secure => HeaderValue::from_str(self.authority.host()).ok(),
-            Some(80) if !secure => HeaderValue::from_str(self.authority.host()).ok(),
-            Some(port) => {
-                HeaderValue::from_maybe_shared(format!("{}:{port}", self.authority.host())).ok()
-            }
-            None => HeaderValue::from_str(self.authority.host()).ok(),
-        }
+        host_header(&self.scheme, &self.authority)
+    }
+}
+
+/// The `Host` header of a request to `scheme://authority`: the host, and the port unless it is
+/// the scheme's default. A caller that sends many requests to one origin can make it once and
+/// set it on each request ([`HttpClient::send`] then leaves it as it is).
+pub(crate) fn host_header(scheme: &Scheme, authority: &Authority) -> Option<HeaderValue> {
+    let secure = *scheme == Scheme::HTTPS;
+    match authority.port_u16() {
+        Some(443) if secure => HeaderValue::from_str(authority.host()).ok(),
+        Some(80) if !secure => HeaderValue::from_str(authority.host()).ok(),
+        Some(port) => HeaderValue::from_maybe_shared(format!("{}:{port}", authority.host())).ok(),
+        None => HeaderValue::from_str(authority.host()).ok(),
     }
 }
 
