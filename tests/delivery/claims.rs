@@ -308,3 +308,56 @@ async fn postgres_claims_inside_a_transaction_take_effect_when_it_commits() {
     };
     claims_inside_a_transaction(store).await;
 }
+
+/// Deliveries that may not be sent (to a destination awaiting verification, to one that failed
+/// it — a verification there too), many
+/// pages of them ahead in acceptance order, are passed over and never claimed: the deliveries
+/// behind them are claimed, oldest first, a claim at a time.
+async fn claims_pass_over_what_may_not_be_sent(store: Store) {
+    destination(&store, "waiting", "PENDING_VERIFICATION").await;
+    destination(&store, "failed", "FAILED").await;
+    destination(&store, "verified", "VERIFIED").await;
+    let held = deliveries(&store, "waiting", "event", 23).await;
+    deliveries(&store, "failed", "event", 9).await;
+    let first = deliveries(&store, "verified", "event", 3).await;
+    deliveries(&store, "failed", "verification", 4).await;
+    let second = deliveries(&store, "verified", "event", 4).await;
+
+    let ids = |claim: Vec<genesys_gateway::store::ClaimedDelivery>| {
+        claim.into_iter().map(|c| c.id).collect::<Vec<_>>()
+    };
+    let mut want = first.clone();
+    want.extend_from_slice(&second[..2]);
+    assert_eq!(
+        ids(store.claim_deliveries(now(), 5, "a", 30_000).await.unwrap()),
+        want
+    );
+    assert_eq!(
+        ids(store.claim_deliveries(now(), 5, "b", 30_000).await.unwrap()),
+        second[2..]
+    );
+    assert!(
+        store
+            .claim_deliveries(now(), 5, "c", 30_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    for id in &held {
+        assert_eq!(store.delivery(id).await.unwrap().unwrap().status, "pending");
+    }
+}
+
+#[tokio::test]
+async fn sqlite_claims_pass_over_what_may_not_be_sent() {
+    let (store, _dir) = sqlite().await;
+    claims_pass_over_what_may_not_be_sent(store).await;
+}
+
+#[tokio::test]
+async fn postgres_claims_pass_over_what_may_not_be_sent() {
+    let Some((store, _db)) = postgres().await else {
+        return;
+    };
+    claims_pass_over_what_may_not_be_sent(store).await;
+}
