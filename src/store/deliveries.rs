@@ -318,6 +318,10 @@ fn claim_sql() -> String {
     )
 }
 
+/// The fewest rows a page of PostgreSQL's claim reads: a small claim behind many rows that may
+/// not be sent yet reads them in a few round trips, not one per `limit` rows.
+const PG_CLAIM_PAGE: usize = 512;
+
 /// Before PostgreSQL's claim: generic plans for the rest of the transaction (restored by
 /// [`PG_RESTORE_PLANS`]); answers the setting it replaced.
 const PG_GENERIC_PLANS: &str = "SELECT current_setting('plan_cache_mode'), \
@@ -379,6 +383,7 @@ async fn postgres_claimable(
         None => false,
     };
     let want = limit as usize;
+    let page_len = want.max(PG_CLAIM_PAGE);
     let mut seqs = Vec::with_capacity(want);
     let mut after = 0_i64;
     let page_sql = pg_due_page_sql();
@@ -386,10 +391,10 @@ async fn postgres_claimable(
         let page: Vec<(i64, String, String)> = sqlx::query_as(&page_sql)
             .bind(now_ms)
             .bind(after)
-            .bind(i64::from(limit))
+            .bind(i64::try_from(page_len).unwrap_or(i64::MAX))
             .fetch_all(&mut **tx)
             .await?;
-        let whole = page.len() == want;
+        let whole = page.len() == page_len;
         for (seq, destination, purpose) in &page {
             if seqs.len() < want && may_receive(destination, purpose) {
                 seqs.push(*seq);
