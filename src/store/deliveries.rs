@@ -68,16 +68,26 @@ const INSERT_DELIVERIES_POSTGRES: &str = "INSERT INTO deliveries (id, message_id
      SELECT id, m, d, p, s, 0, t, e, t, t FROM UNNEST($1::text[], $2::text[], $3::text[], \
      $4::text[], $5::text[], $6::bigint[], $7::text[]) WITH ORDINALITY AS u(id, m, d, p, s, t, e, n) \
      ORDER BY n";
-/// The rows a claim takes (see the module docs); `$1` now, `$2` the limit.
-const CLAIMABLE: &str = "SELECT d.seq FROM deliveries d \
-     JOIN delivery_destinations t ON t.id = d.destination_id \
-     WHERE d.status IN ('pending', 'delivering') \
-       AND ((d.status = 'pending' AND d.next_at_ms <= $1) \
-            OR (d.status = 'delivering' AND d.lease_until_ms < $1)) \
-       AND t.deleted_ms IS NULL \
+/// The condition of a due row of `deliveries d` — `pending` and due, or `delivering` with its
+/// lease expired; `$1` now — written once for both claims.
+macro_rules! due {
+    () => {
+        "d.status IN ('pending', 'delivering') \
+         AND ((d.status = 'pending' AND d.next_at_ms <= $1) \
+              OR (d.status = 'delivering' AND d.lease_until_ms < $1))"
+    };
+}
+
+/// The rows a SQLite claim takes (see the module docs); `$1` now, `$2` the limit.
+const CLAIMABLE: &str = concat!(
+    "SELECT d.seq FROM deliveries d \
+     JOIN delivery_destinations t ON t.id = d.destination_id WHERE ",
+    due!(),
+    " AND t.deleted_ms IS NULL \
        AND (t.status = 'VERIFIED' \
             OR (d.purpose = 'verification' AND t.status = 'PENDING_VERIFICATION')) \
-     ORDER BY d.seq LIMIT $2";
+     ORDER BY d.seq LIMIT $2"
+);
 const RENEW: &str = "UPDATE deliveries SET lease_until_ms = $3 \
      WHERE id = $1 AND lease_token = $2 AND status = 'delivering'";
 const RELEASE: &str = "UPDATE deliveries SET status = 'pending', lease_token = NULL, \
@@ -309,12 +319,19 @@ fn list_sql(status: bool, destination: bool, after: bool) -> String {
     sql
 }
 
+/// What a claim answers of each row it moved to `delivering`.
+macro_rules! claimed_columns {
+    () => {
+        " RETURNING seq, id, message_id, destination_id, purpose, attempts, created_ms"
+    };
+}
+
 /// SQLite's claim statement.
 fn claim_sql() -> String {
     format!(
         "UPDATE deliveries SET status = 'delivering', lease_token = $3, lease_until_ms = $4, \
-         updated_ms = $1 WHERE seq IN ({CLAIMABLE}) \
-         RETURNING seq, id, message_id, destination_id, purpose, attempts, created_ms"
+         updated_ms = $1 WHERE seq IN ({CLAIMABLE}){}",
+        claimed_columns!()
     )
 }
 
@@ -333,30 +350,23 @@ const PG_RESTORE_PLANS: &str = "SELECT set_config('plan_cache_mode', $1, true)";
 /// docs), with their status.
 const PG_ELIGIBLE_DESTINATIONS: &str = "SELECT id, status FROM delivery_destinations \
      WHERE deleted_ms IS NULL AND status IN ('VERIFIED', 'PENDING_VERIFICATION')";
-/// The due open rows: `$1` now.
-const PG_DUE: &str = "status IN ('pending', 'delivering') \
-     AND ((status = 'pending' AND next_at_ms <= $1) \
-          OR (status = 'delivering' AND lease_until_ms < $1))";
-
 /// Step 2, once per page: due open rows after `seq` $2, oldest first, at most $3 (not locked:
 /// rows of destinations that may not receive anything yet are passed over, never written).
-fn pg_due_page_sql() -> String {
-    format!(
-        "SELECT seq, destination_id, purpose FROM deliveries WHERE {PG_DUE} AND seq > $2 \
-         ORDER BY seq LIMIT $3"
-    )
-}
+const PG_DUE_PAGE: &str = concat!(
+    "SELECT d.seq, d.destination_id, d.purpose FROM deliveries d WHERE ",
+    due!(),
+    " AND d.seq > $2 ORDER BY d.seq LIMIT $3"
+);
 
 /// Step 3: the kept rows (`seq` = any of $2) that are still due, locked (rows another replica
 /// holds are skipped), to `delivering` under lease token $3 until $4.
-fn pg_claim_rows_sql() -> String {
-    format!(
-        "UPDATE deliveries SET status = 'delivering', lease_token = $3, lease_until_ms = $4, \
-         updated_ms = $1 WHERE seq IN (SELECT seq FROM deliveries WHERE seq = ANY($2) \
-         AND {PG_DUE} FOR UPDATE SKIP LOCKED) \
-         RETURNING seq, id, message_id, destination_id, purpose, attempts, created_ms"
-    )
-}
+const PG_CLAIM_ROWS: &str = concat!(
+    "UPDATE deliveries SET status = 'delivering', lease_token = $3, lease_until_ms = $4, \
+     updated_ms = $1 WHERE seq IN (SELECT d.seq FROM deliveries d WHERE d.seq = ANY($2) AND ",
+    due!(),
+    " FOR UPDATE SKIP LOCKED)",
+    claimed_columns!()
+);
 
 type ClaimRow = (i64, String, String, String, String, i64, i64);
 
@@ -367,10 +377,13 @@ async fn postgres_claimable(
     now_ms: i64,
     limit: u32,
 ) -> Result<Vec<i64>, StoreError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
     let destinations: Vec<(String, String)> = sqlx::query_as(PG_ELIGIBLE_DESTINATIONS)
         .fetch_all(&mut **tx)
         .await?;
-    if destinations.is_empty() || limit == 0 {
+    if destinations.is_empty() {
         return Ok(Vec::new());
     }
     let verified: HashMap<&str, bool> = destinations
@@ -386,9 +399,8 @@ async fn postgres_claimable(
     let page_len = want.max(PG_CLAIM_PAGE);
     let mut seqs = Vec::with_capacity(want);
     let mut after = 0_i64;
-    let page_sql = pg_due_page_sql();
     loop {
-        let page: Vec<(i64, String, String)> = sqlx::query_as(&page_sql)
+        let page: Vec<(i64, String, String)> = sqlx::query_as(PG_DUE_PAGE)
             .bind(now_ms)
             .bind(after)
             .bind(i64::try_from(page_len).unwrap_or(i64::MAX))
@@ -462,7 +474,7 @@ impl Transaction {
                 let claimed = if seqs.is_empty() {
                     Vec::new()
                 } else {
-                    sqlx::query_as(&pg_claim_rows_sql())
+                    sqlx::query_as(PG_CLAIM_ROWS)
                         .bind(now_ms)
                         .bind(seqs)
                         .bind(lease_token)
