@@ -815,4 +815,14 @@ mod tests {
         assert!(BaseUrl::parse("https://x/a?b=c").is_err());
         assert!(b.join("/a b".to_owned()).is_err());
     }
+
+    #[test]
+    fn base_urls_make_their_host_header_once_without_the_default_port() {
+        let host = |raw: &str| BaseUrl::parse(raw).unwrap().host.unwrap();
+        assert_eq!(host("http://127.0.0.1:8080/api"), "127.0.0.1:8080");
+        assert_eq!(host("https://crm.example.com:443/"), "crm.example.com");
+        assert_eq!(host("http://crm.example.com:80"), "crm.example.com");
+        assert_eq!(host("https://crm.example.com:8443"), "crm.example.com:8443");
+        assert_eq!(host("https://crm.example.com"), "crm.example.com");
+    }
 }
