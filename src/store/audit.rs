@@ -37,9 +37,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::page::Cursor;
 use super::{
-    CommitError, CommitWork, GroupCommitter, POSTGRES_ROWS_PER_STATEMENT, Page, PageRequest,
-    SQLITE_ROWS_PER_STATEMENT, Store, StoreError, Transaction, sqlite_multi_row, with_pool,
-    with_tx,
+    CommitError, CommitWork, GroupCommitter, POSTGRES_ROWS_PER_STATEMENT, Page, PageRequest, Store,
+    StoreError, Transaction, sqlite_chunks, sqlite_multi_row, with_pool, with_tx,
 };
 use crate::backoff::{Backoff, Jitter};
 use crate::telemetry::Metrics;
@@ -261,9 +260,9 @@ impl Transaction {
     pub async fn append_audit_batch(&mut self, records: &[AuditRecord]) -> Result<(), StoreError> {
         match &mut self.inner {
             super::TransactionInner::Sqlite(tx) => {
-                for chunk in records.chunks(SQLITE_ROWS_PER_STATEMENT) {
+                for chunk in sqlite_chunks(records) {
                     let sql = sqlite_multi_row(INSERT_PREFIX, INSERT_ROW, chunk.len(), "");
-                    let mut query = sqlx::query(&sql).persistent(chunk.len() == 1);
+                    let mut query = sqlx::query(&sql);
                     for record in chunk {
                         query = bind_record!(query, record);
                     }
@@ -828,7 +827,12 @@ mod tests {
             two.ends_with("VALUES (?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?)"),
             "{two}"
         );
-        let full = sqlite_multi_row(INSERT_PREFIX, INSERT_ROW, SQLITE_ROWS_PER_STATEMENT, "");
+        let full = sqlite_multi_row(
+            INSERT_PREFIX,
+            INSERT_ROW,
+            super::super::SQLITE_ROWS_PER_STATEMENT,
+            "",
+        );
         assert_eq!(full.matches('?').count(), 3500);
     }
 

@@ -149,6 +149,10 @@ const SQLITE_WRITER_CACHE_KIB: i64 = -32 * 1024;
 const SQLITE_WRITER_AUTOCHECKPOINT_PAGES: u32 = 16_384;
 /// How often the background checkpoint runs.
 const SQLITE_CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// The writer's prepared-statement cache (sqlx keeps 100 by default): every multi-row
+/// statement kind keeps up to ten texts prepared (see `sqlite_chunks`), beside the product's
+/// one-row statements, and an evicted text is parsed and compiled again on its next use.
+const SQLITE_WRITER_STATEMENTS: usize = 256;
 /// SQLite: how long a writer waits for the one writer connection.
 const SQLITE_WRITER_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// SQLite: reader connections (WAL lets them read beside the writer).
@@ -240,6 +244,7 @@ async fn open_sqlite(path: &Path) -> Result<Backend, StoreError> {
         .connect_with(
             options
                 .clone()
+                .statement_cache_capacity(SQLITE_WRITER_STATEMENTS)
                 .pragma("cache_size", SQLITE_WRITER_CACHE_KIB.to_string())
                 // Statement journals and savepoint journals (every multi-row insert and
                 // every merged ingest unit keeps one) in memory, not written to a temporary

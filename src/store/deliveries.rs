@@ -39,8 +39,8 @@ use std::collections::{HashMap, HashSet};
 
 use super::page::Cursor;
 use super::{
-    POSTGRES_ROWS_PER_STATEMENT, Page, PageRequest, SQLITE_ROWS_PER_STATEMENT, Store, StoreError,
-    Transaction, TransactionInner, sqlite_multi_row,
+    POSTGRES_ROWS_PER_STATEMENT, Page, PageRequest, Store, StoreError, Transaction,
+    TransactionInner, sqlite_chunks, sqlite_multi_row,
 };
 use super::{with_pool, with_tx};
 
@@ -518,14 +518,14 @@ impl Transaction {
     pub async fn insert_messages(&mut self, messages: &[MessageRow<'_>]) -> Result<(), StoreError> {
         match &mut self.inner {
             TransactionInner::Sqlite(tx) => {
-                for chunk in messages.chunks(SQLITE_ROWS_PER_STATEMENT) {
+                for chunk in sqlite_chunks(messages) {
                     let sql = sqlite_multi_row(
                         INSERT_MESSAGES_PREFIX,
                         INSERT_MESSAGES_ROW,
                         chunk.len(),
                         " ON CONFLICT (id) DO NOTHING",
                     );
-                    let mut query = sqlx::query(&sql).persistent(chunk.len() == 1);
+                    let mut query = sqlx::query(&sql);
                     for m in chunk {
                         query = query
                             .bind(m.id)
@@ -565,14 +565,14 @@ impl Transaction {
     ) -> Result<(), StoreError> {
         match &mut self.inner {
             TransactionInner::Sqlite(tx) => {
-                for chunk in deliveries.chunks(SQLITE_ROWS_PER_STATEMENT) {
+                for chunk in sqlite_chunks(deliveries) {
                     let sql = sqlite_multi_row(
                         INSERT_DELIVERIES_PREFIX,
                         INSERT_DELIVERIES_ROW,
                         chunk.len(),
                         "",
                     );
-                    let mut query = sqlx::query(&sql).persistent(chunk.len() == 1);
+                    let mut query = sqlx::query(&sql);
                     for d in chunk {
                         query = query
                             .bind(d.id)
@@ -651,10 +651,9 @@ impl Transaction {
                         .replace("{now}", "?")
                         .replace("{token}", "?")
                         + "IN (";
-                    for chunk in ids.chunks(SQLITE_ROWS_PER_STATEMENT) {
+                    for chunk in sqlite_chunks(&ids) {
                         let sql = sqlite_multi_row(&head, "?", chunk.len(), ") RETURNING id");
                         let mut query = sqlx::query_scalar(&sql)
-                            .persistent(chunk.len() == 1)
                             .bind(now_ms)
                             .bind(now_ms)
                             .bind(now_ms)
@@ -836,13 +835,11 @@ impl Store {
             HashMap::with_capacity(claimed.len());
         // Anonymous `?` parameters on SQLite: its parser is quadratic in numbered ones
         // (`$1` … `$512`), see `sqlite_multi_row`.
-        let postgres = matches!(self.kind(), super::StoreKind::Postgres);
-        let chunk = if postgres {
-            POSTGRES_ROWS_PER_STATEMENT
-        } else {
-            SQLITE_ROWS_PER_STATEMENT
+        let chunks: Vec<&[ClaimRow]> = match self.kind() {
+            super::StoreKind::Postgres => claimed.chunks(POSTGRES_ROWS_PER_STATEMENT).collect(),
+            super::StoreKind::Sqlite => sqlite_chunks(&claimed).collect(),
         };
-        for rows in claimed.chunks(chunk) {
+        for rows in chunks {
             let found: Vec<(String, String, String, Vec<u8>)> = match &self.backend {
                 super::Backend::Postgres(db) => {
                     let ids: Vec<&str> = rows.iter().map(|row| row.2.as_str()).collect();
@@ -862,7 +859,7 @@ impl Store {
                         rows.len(),
                         ")",
                     );
-                    let mut query = sqlx::query_as(&sql).persistent(rows.len() == 1);
+                    let mut query = sqlx::query_as(&sql);
                     for row in rows {
                         query = query.bind(row.2.as_str());
                     }

@@ -18,8 +18,8 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{
-    POSTGRES_ROWS_PER_STATEMENT, SQLITE_ROWS_PER_STATEMENT, Store, StoreError, Transaction,
-    TransactionInner, sqlite_multi_row, with_pool, with_tx,
+    POSTGRES_ROWS_PER_STATEMENT, Store, StoreError, Transaction, TransactionInner, sqlite_chunks,
+    sqlite_multi_row, with_pool, with_tx,
 };
 
 const INSERT_MANY_PREFIX: &str = "INSERT INTO ingest_events (id, iss, idempotency_key, \
@@ -135,14 +135,14 @@ impl Transaction {
         let mut inserted = HashSet::with_capacity(rows.len());
         match &mut self.inner {
             TransactionInner::Sqlite(tx) => {
-                for chunk in rows.chunks(SQLITE_ROWS_PER_STATEMENT) {
+                for chunk in sqlite_chunks(rows) {
                     let sql = sqlite_multi_row(
                         INSERT_MANY_PREFIX,
                         INSERT_MANY_ROW,
                         chunk.len(),
                         INSERT_MANY_SUFFIX,
                     );
-                    let mut query = sqlx::query_scalar(&sql).persistent(chunk.len() == 1);
+                    let mut query = sqlx::query_scalar(&sql);
                     for row in chunk {
                         query = query
                             .bind(row.id.as_str())
@@ -199,7 +199,7 @@ impl Transaction {
         };
         match &mut self.inner {
             TransactionInner::Sqlite(tx) => {
-                for chunk in keys.chunks(SQLITE_ROWS_PER_STATEMENT) {
+                for chunk in sqlite_chunks(keys) {
                     let sql = sqlite_multi_row(
                         "SELECT idempotency_key, id, fingerprint FROM ingest_events \
                          WHERE iss = ? AND idempotency_key IN (",
@@ -207,7 +207,7 @@ impl Transaction {
                         chunk.len(),
                         ")",
                     );
-                    let mut query = sqlx::query_as(&sql).persistent(chunk.len() == 1).bind(iss);
+                    let mut query = sqlx::query_as(&sql).bind(iss);
                     for key in chunk {
                         query = query.bind(*key);
                     }

@@ -289,10 +289,8 @@ pub(crate) const POSTGRES_ROWS_PER_STATEMENT: usize = 1000;
 /// `{prefix}{row}, {row}, … {suffix}` with `rows` copies of `row` (SQLite multi-row `INSERT`s).
 /// `row` uses anonymous `?` parameters: numbered `$N` parameters make SQLite's prepare
 /// quadratic in their count. One statement per batch matters: every sqlx SQLite statement is
-/// a round trip to the connection's worker thread. Run the result with
-/// `sqlx::query(&sql).persistent(rows == 1)`: batch sizes vary, and one cached statement per
-/// size would fill the statement cache, but the one-row text (a single event, a single
-/// outcome) is the common one and is worth keeping prepared.
+/// a round trip to the connection's worker thread. Make `rows` one of the chunk sizes of
+/// [`sqlite_chunks`] and run the result as a prepared (persistent, the default) statement.
 pub(crate) fn sqlite_multi_row(prefix: &str, row: &str, rows: usize, suffix: &str) -> String {
     let mut sql = String::with_capacity(prefix.len() + rows * (row.len() + 2) + suffix.len());
     sql.push_str(prefix);
@@ -304,6 +302,30 @@ pub(crate) fn sqlite_multi_row(prefix: &str, row: &str, rows: usize, suffix: &st
     }
     sql.push_str(suffix);
     sql
+}
+
+/// The chunks a multi-row SQLite statement takes `rows` in: as many of
+/// [`SQLITE_ROWS_PER_STATEMENT`] rows as there are, then the rest in powers of two, largest
+/// first (100 rows: 64 + 32 + 4). Every statement kind thus has at most ten texts (500, 256,
+/// …, 2, 1 rows), each prepared once and kept in the connection's statement cache; with one
+/// text per batch size every batch's statements were parsed and compiled anew, which cost the
+/// writer more than executing them (the text of 100 rows takes longer to compile than the
+/// three round trips of 64 + 32 + 4 rows).
+pub(crate) fn sqlite_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let size = if rest.len() >= SQLITE_ROWS_PER_STATEMENT {
+            SQLITE_ROWS_PER_STATEMENT
+        } else {
+            1 << rest.len().ilog2()
+        };
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        Some(chunk)
+    })
 }
 
 fn pool_slot(worker: Option<usize>, pools: usize) -> usize {
@@ -543,6 +565,30 @@ mod tests {
         assert_send(&committer.enqueue(unit()));
         assert_send(&tx);
         assert_send(&tx.commit());
+    }
+
+    #[test]
+    fn sqlite_chunks_take_full_statements_then_powers_of_two() {
+        let sizes = |n: usize| {
+            let rows: Vec<usize> = (0..n).collect();
+            let chunks: Vec<&[usize]> = sqlite_chunks(&rows).collect();
+            // In order, nothing lost or repeated.
+            assert_eq!(chunks.concat(), rows, "{n} rows");
+            chunks.iter().map(|c| c.len()).collect::<Vec<_>>()
+        };
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(1), [1]);
+        assert_eq!(sizes(100), [64, 32, 4]);
+        assert_eq!(sizes(500), [500]);
+        assert_eq!(sizes(1300), [500, 500, 256, 32, 8, 4]);
+        // Whatever the count, a statement kind has at most ten texts.
+        let mut texts = std::collections::HashSet::new();
+        for n in 0..=2 * SQLITE_ROWS_PER_STATEMENT + 1 {
+            texts.extend(sizes(n));
+        }
+        let mut texts: Vec<usize> = texts.into_iter().collect();
+        texts.sort_unstable();
+        assert_eq!(texts, [1, 2, 4, 8, 16, 32, 64, 128, 256, 500]);
     }
 
     #[test]
