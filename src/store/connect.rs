@@ -72,6 +72,11 @@ const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "change retention",
         sql: include_str!("../../migrations/sqlite/0007_change_retention.sql"),
     },
+    EmbeddedMigration {
+        version: 8,
+        description: "delivery indexes",
+        sql: include_str!("../../migrations/sqlite/0008_delivery_indexes.sql"),
+    },
 ];
 
 /// The PostgreSQL migrations, in order.
@@ -105,6 +110,11 @@ const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 7,
         description: "change retention",
         sql: include_str!("../../migrations/postgres/0007_change_retention.sql"),
+    },
+    EmbeddedMigration {
+        version: 8,
+        description: "delivery indexes",
+        sql: include_str!("../../migrations/postgres/0008_delivery_indexes.sql"),
     },
 ];
 

@@ -105,9 +105,13 @@ const FINISH_DELIVERED: &str = "UPDATE deliveries SET status = 'delivered', \
      attempts = attempts + 1, next_at_ms = {now}, last_error = NULL, delivered_ms = {now}, \
      updated_ms = {now}, lease_token = NULL, lease_until_ms = NULL \
      WHERE status = 'delivering' AND lease_token = {token} AND id ";
+/// Found through `deliveries_open` (the open rows), not the destination's index (every
+/// delivery the destination ever had): `destination_id || ''` keeps the planner off the
+/// latter on both stores.
 const KILL_OPEN: &str = "UPDATE deliveries SET status = 'dead', last_error = $2, updated_ms = $3, \
      lease_token = NULL, lease_until_ms = NULL \
-     WHERE destination_id = $1 AND status = 'pending' AND purpose = $4";
+     WHERE destination_id || '' = $1 AND status IN ('pending', 'delivering') \
+       AND status = 'pending' AND purpose = $4";
 const REPLAY_ONE: &str = "UPDATE deliveries SET status = 'pending', attempts = 0, next_at_ms = $2, \
      updated_ms = $2 WHERE id = $1 AND status = 'dead' AND purpose = 'event'";
 const REPLAY_ALL: &str = "UPDATE deliveries SET status = 'pending', attempts = 0, next_at_ms = $2, \
@@ -1090,5 +1094,51 @@ impl Store {
             .into_iter()
             .map(|(id, status, deleted)| (id, status, deleted.is_some()))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::SecretString;
+
+    use super::*;
+
+    /// SQLite's plan of `sql` with `binds` (text) bound, one line per step.
+    async fn plan(store: &Store, sql: &str, binds: &[&str]) -> String {
+        let super::super::Backend::Sqlite(db) = &store.backend else {
+            panic!("a SQLite store");
+        };
+        let explain = format!("EXPLAIN QUERY PLAN {sql}");
+        let mut query = sqlx::query_as::<_, (i64, i64, i64, String)>(&explain);
+        for bind in binds {
+            query = query.bind(*bind);
+        }
+        let rows = query.fetch_all(&db.writer).await.expect("plan");
+        rows.into_iter()
+            .map(|(.., step)| step)
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// Statements that look for a destination's open or dead deliveries use the indexes that
+    /// hold only those (`deliveries_open`, `deliveries_dead`), never a scan of every delivery
+    /// the destination ever had.
+    #[tokio::test]
+    async fn destination_statements_use_the_open_and_dead_indexes_on_sqlite() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::connect(&SecretString::from("sqlite://gw.db"), dir.path())
+            .await
+            .expect("store");
+        let kill = plan(&store, KILL_OPEN, &["t", "gone", "1", "event"]).await;
+        assert!(kill.contains("deliveries_open"), "{kill}");
+        let replay = plan(&store, REPLAY_ALL, &["t", "1"]).await;
+        assert!(replay.contains("deliveries_dead"), "{replay}");
+        let dead_list = plan(&store, &list_sql(true, true, false), &["dead", "t", "10"]).await;
+        assert!(dead_list.contains("deliveries_dead"), "{dead_list}");
+        let target_list = plan(&store, &list_sql(false, true, false), &["t", "10"]).await;
+        assert!(
+            target_list.contains("deliveries_by_destination"),
+            "{target_list}"
+        );
     }
 }
