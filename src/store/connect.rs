@@ -160,9 +160,9 @@ const SQLITE_WRITER_AUTOCHECKPOINT_PAGES: u32 = 16_384;
 /// How often the background checkpoint runs.
 const SQLITE_CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// The writer's prepared-statement cache (sqlx keeps 100 by default): every multi-row
-/// statement kind keeps up to ten texts prepared (see `sqlite_chunks`), beside the product's
+/// statement kind keeps up to 67 texts prepared (see `sqlite_chunks`), beside the product's
 /// one-row statements, and an evicted text is parsed and compiled again on its next use.
-const SQLITE_WRITER_STATEMENTS: usize = 256;
+const SQLITE_WRITER_STATEMENTS: usize = 512;
 /// SQLite: how long a writer waits for the one writer connection.
 const SQLITE_WRITER_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// SQLite: reader connections (WAL lets them read beside the writer).

@@ -304,13 +304,20 @@ pub(crate) fn sqlite_multi_row(prefix: &str, row: &str, rows: usize, suffix: &st
     sql
 }
 
+/// Rows up to which a multi-row SQLite statement takes the rest of a batch in one chunk of its
+/// exact size (see [`sqlite_chunks`]).
+pub(crate) const SQLITE_EXACT_ROWS: usize = 64;
+
 /// The chunks a multi-row SQLite statement takes `rows` in: as many of
-/// [`SQLITE_ROWS_PER_STATEMENT`] rows as there are, then the rest in powers of two, largest
-/// first (100 rows: 64 + 32 + 4). Every statement kind thus has at most ten texts (500, 256,
-/// …, 2, 1 rows), each prepared once and kept in the connection's statement cache; with one
-/// text per batch size every batch's statements were parsed and compiled anew, which cost the
-/// writer more than executing them (the text of 100 rows takes longer to compile than the
-/// three round trips of 64 + 32 + 4 rows).
+/// [`SQLITE_ROWS_PER_STATEMENT`] rows as there are; then, while more than
+/// [`SQLITE_EXACT_ROWS`] are left, the largest power of two that fits; then the rest in one
+/// chunk (100 rows: 64 + 36; 37 rows: 37). Every statement kind thus has at most 67 texts
+/// (500, 256, 128, and 1 to 64 rows), each prepared once and kept in the connection's
+/// statement cache: with one text per batch size, not kept, every batch's statements were
+/// parsed and compiled anew, which cost the writer more than executing them. The exact sizes
+/// up to 64 keep the rows of merged single-event requests (a few dozen) in one statement: each
+/// statement is a round trip to the connection's thread, and splitting them into powers of two
+/// made those commits slower.
 pub(crate) fn sqlite_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
     let mut rest = rows;
     std::iter::from_fn(move || {
@@ -319,6 +326,8 @@ pub(crate) fn sqlite_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
         }
         let size = if rest.len() >= SQLITE_ROWS_PER_STATEMENT {
             SQLITE_ROWS_PER_STATEMENT
+        } else if rest.len() <= SQLITE_EXACT_ROWS {
+            rest.len()
         } else {
             1 << rest.len().ilog2()
         };
@@ -568,7 +577,7 @@ mod tests {
     }
 
     #[test]
-    fn sqlite_chunks_take_full_statements_then_powers_of_two() {
+    fn sqlite_chunks_take_full_statements_then_powers_of_two_then_the_rest() {
         let sizes = |n: usize| {
             let rows: Vec<usize> = (0..n).collect();
             let chunks: Vec<&[usize]> = sqlite_chunks(&rows).collect();
@@ -578,17 +587,21 @@ mod tests {
         };
         assert_eq!(sizes(0), Vec::<usize>::new());
         assert_eq!(sizes(1), [1]);
-        assert_eq!(sizes(100), [64, 32, 4]);
+        assert_eq!(sizes(37), [37]);
+        assert_eq!(sizes(64), [64]);
+        assert_eq!(sizes(100), [64, 36]);
+        assert_eq!(sizes(200), [128, 64, 8]);
         assert_eq!(sizes(500), [500]);
-        assert_eq!(sizes(1300), [500, 500, 256, 32, 8, 4]);
-        // Whatever the count, a statement kind has at most ten texts.
+        assert_eq!(sizes(1300), [500, 500, 256, 44]);
+        // Whatever the count, a statement kind has at most 67 texts.
         let mut texts = std::collections::HashSet::new();
         for n in 0..=2 * SQLITE_ROWS_PER_STATEMENT + 1 {
             texts.extend(sizes(n));
         }
         let mut texts: Vec<usize> = texts.into_iter().collect();
         texts.sort_unstable();
-        assert_eq!(texts, [1, 2, 4, 8, 16, 32, 64, 128, 256, 500]);
+        let expected: Vec<usize> = (1..=SQLITE_EXACT_ROWS).chain([128, 256, 500]).collect();
+        assert_eq!(texts, expected);
     }
 
     #[test]
