@@ -38,38 +38,7 @@ trap cleanup EXIT
 . bench/lib.sh
 bench_nginx_receiver "$RECV_PORT"
 nginx -p "$WORK" -c nginx.conf
-cat > "$WORK/gateway.toml" <<TOML
-[server]
-listen = "127.0.0.1:$GW_PORT"
-max_body_bytes = 4194304
-[telemetry]
-log_format = "json"
-[store]
-url = "sqlite://$WORK/gw.db"
-[genesys]
-simulate = true
-[[jwt_issuers]]
-name = "legacy"
-issuer = "legacy-ordering"
-audiences = ["genesys-gateway"]
-algorithms = ["ES256"]
-key_file = "$PWD/config/keys/legacy.pub.pem"
-private_key_file = "$PWD/config/keys/legacy.key.pem"
-max_token_lifetime_s = 3600
-[ingest]
-auth = { type = "jwt", issuers = ["legacy"] }
-max_batch = 500
-max_queue_depth = 10000000
-[delivery]
-workers = 8
-allow_cidrs = ["127.0.0.0/8"]
-[[targets]]
-name = "bench-receiver"
-endpoint_url = "http://127.0.0.1:$RECV_PORT/events"
-auth = { type = "NONE" }
-event_types = ["custom.legacy.orders.*"]
-secret = "whsec_UBaVFOnYgW8ew5k9ywpCE/a+7VRWKymegwmSkvzy2fs="
-TOML
+bench_ingest_toml "$GW_PORT" "$RECV_PORT" "sqlite://$WORK/gw.db" 8 > "$WORK/gateway.toml"
 TOKEN=$("$GATEWAY_BIN" token --issuer legacy --ttl-s 3600 --config "$WORK/gateway.toml")
 ROOT=$PWD
 cd "$WORK"

@@ -100,3 +100,41 @@ bench_wait_healthy() {
   echo "the gateway on port $1 did not become healthy" >&2
   return 1
 }
+
+# The ingest benchmarks' gateway configuration on stdout: listening on $1, delivering every event
+# to one local target on $2, store URL $3, $4 delivery workers (default 8); the legacy issuer
+# with the repository's sandbox key (ES256), so that `genesys-gateway token` mints for it.
+bench_ingest_toml() {
+  cat <<TOML
+[server]
+listen = "127.0.0.1:$1"
+max_body_bytes = 4194304
+[telemetry]
+log_format = "json"
+[store]
+url = "$3"
+[genesys]
+simulate = true
+[[jwt_issuers]]
+name = "legacy"
+issuer = "legacy-ordering"
+audiences = ["genesys-gateway"]
+algorithms = ["ES256"]
+key_file = "$PWD/config/keys/legacy.pub.pem"
+private_key_file = "$PWD/config/keys/legacy.key.pem"
+max_token_lifetime_s = 3600
+[ingest]
+auth = { type = "jwt", issuers = ["legacy"] }
+max_batch = 500
+max_queue_depth = 10000000
+[delivery]
+workers = ${4:-8}
+allow_cidrs = ["127.0.0.0/8"]
+[[targets]]
+name = "bench-receiver"
+endpoint_url = "http://127.0.0.1:$2/events"
+auth = { type = "NONE" }
+event_types = ["custom.legacy.orders.*"]
+secret = "whsec_UBaVFOnYgW8ew5k9ywpCE/a+7VRWKymegwmSkvzy2fs="
+TOML
+}
