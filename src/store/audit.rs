@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use super::page::Cursor;
 use super::{
     CommitError, CommitWork, GroupCommitter, POSTGRES_ROWS_PER_STATEMENT, Page, PageRequest, Store,
-    StoreError, Transaction, sqlite_chunks, sqlite_multi_row, with_pool, with_tx,
+    StoreError, Transaction, sqlite_statements, with_pool, with_tx,
 };
 use crate::backoff::{Backoff, Jitter};
 use crate::telemetry::Metrics;
@@ -251,17 +251,16 @@ impl Transaction {
         Ok(())
     }
 
-    /// Writes several audit records as part of this transaction with one statement per 500
-    /// (SQLite) or 1 000 (PostgreSQL) records: on SQLite a multi-row `INSERT`
-    /// ([`sqlite_multi_row`]), on PostgreSQL one array per column (`UNNEST`).
+    /// Writes several audit records as part of this transaction in a few statements: on SQLite
+    /// multi-row `INSERT`s of at most 500 records ([`sqlite_statements`]), on PostgreSQL one
+    /// array per column (`UNNEST`) per 1 000 records.
     ///
     /// # Errors
     /// [`StoreError::Database`] when an insert fails.
     pub async fn append_audit_batch(&mut self, records: &[AuditRecord]) -> Result<(), StoreError> {
         match &mut self.inner {
             super::TransactionInner::Sqlite(tx) => {
-                for chunk in sqlite_chunks(records) {
-                    let sql = sqlite_multi_row(INSERT_PREFIX, INSERT_ROW, chunk.len(), "");
+                for (chunk, sql) in sqlite_statements(records, INSERT_PREFIX, INSERT_ROW, "") {
                     let mut query = sqlx::query(&sql);
                     for record in chunk {
                         query = bind_record!(query, record);
@@ -822,12 +821,12 @@ mod tests {
 
     #[test]
     fn sqlite_batches_use_one_row_of_anonymous_parameters_per_record() {
-        let two = sqlite_multi_row(INSERT_PREFIX, INSERT_ROW, 2, "");
+        let two = super::super::sqlite_multi_row(INSERT_PREFIX, INSERT_ROW, 2, "");
         assert!(
             two.ends_with("VALUES (?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?)"),
             "{two}"
         );
-        let full = sqlite_multi_row(
+        let full = super::super::sqlite_multi_row(
             INSERT_PREFIX,
             INSERT_ROW,
             super::super::SQLITE_ROWS_PER_STATEMENT,

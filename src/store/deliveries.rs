@@ -40,7 +40,7 @@ use std::collections::{HashMap, HashSet};
 use super::page::Cursor;
 use super::{
     POSTGRES_ROWS_PER_STATEMENT, Page, PageRequest, Store, StoreError, Transaction,
-    TransactionInner, sqlite_chunks, sqlite_multi_row,
+    TransactionInner, sqlite_statements,
 };
 use super::{with_pool, with_tx};
 
@@ -522,13 +522,12 @@ impl Transaction {
     pub async fn insert_messages(&mut self, messages: &[MessageRow<'_>]) -> Result<(), StoreError> {
         match &mut self.inner {
             TransactionInner::Sqlite(tx) => {
-                for chunk in sqlite_chunks(messages) {
-                    let sql = sqlite_multi_row(
-                        INSERT_MESSAGES_PREFIX,
-                        INSERT_MESSAGES_ROW,
-                        chunk.len(),
-                        " ON CONFLICT (id) DO NOTHING",
-                    );
+                for (chunk, sql) in sqlite_statements(
+                    messages,
+                    INSERT_MESSAGES_PREFIX,
+                    INSERT_MESSAGES_ROW,
+                    " ON CONFLICT (id) DO NOTHING",
+                ) {
                     let mut query = sqlx::query(&sql);
                     for m in chunk {
                         query = query
@@ -569,13 +568,12 @@ impl Transaction {
     ) -> Result<(), StoreError> {
         match &mut self.inner {
             TransactionInner::Sqlite(tx) => {
-                for chunk in sqlite_chunks(deliveries) {
-                    let sql = sqlite_multi_row(
-                        INSERT_DELIVERIES_PREFIX,
-                        INSERT_DELIVERIES_ROW,
-                        chunk.len(),
-                        "",
-                    );
+                for (chunk, sql) in sqlite_statements(
+                    deliveries,
+                    INSERT_DELIVERIES_PREFIX,
+                    INSERT_DELIVERIES_ROW,
+                    "",
+                ) {
                     let mut query = sqlx::query(&sql);
                     for d in chunk {
                         query = query
@@ -655,8 +653,7 @@ impl Transaction {
                         .replace("{now}", "?")
                         .replace("{token}", "?")
                         + "IN (";
-                    for chunk in sqlite_chunks(&ids) {
-                        let sql = sqlite_multi_row(&head, "?", chunk.len(), ") RETURNING id");
+                    for (chunk, sql) in sqlite_statements(&ids, &head, "?", ") RETURNING id") {
                         let mut query = sqlx::query_scalar(&sql)
                             .bind(now_ms)
                             .bind(now_ms)
@@ -835,47 +832,43 @@ impl Store {
             return Ok(Vec::new());
         }
         claimed.sort_by_key(|row| row.0);
-        let mut messages: HashMap<String, (String, String, Vec<u8>)> =
-            HashMap::with_capacity(claimed.len());
-        // Anonymous `?` parameters on SQLite: its parser is quadratic in numbered ones
-        // (`$1` … `$512`), see `sqlite_multi_row`.
-        let chunks: Vec<&[ClaimRow]> = match self.kind() {
-            super::StoreKind::Postgres => claimed.chunks(POSTGRES_ROWS_PER_STATEMENT).collect(),
-            super::StoreKind::Sqlite => sqlite_chunks(&claimed).collect(),
-        };
-        for rows in chunks {
-            let found: Vec<(String, String, String, Vec<u8>)> = match &self.backend {
-                super::Backend::Postgres(db) => {
+        let mut found: Vec<(String, String, String, Vec<u8>)> = Vec::with_capacity(claimed.len());
+        match &self.backend {
+            super::Backend::Postgres(db) => {
+                for rows in claimed.chunks(POSTGRES_ROWS_PER_STATEMENT) {
                     let ids: Vec<&str> = rows.iter().map(|row| row.2.as_str()).collect();
-                    sqlx::query_as(
+                    let some: Vec<_> = sqlx::query_as(
                         "SELECT id, event_type, idempotency_key, body \
                          FROM delivery_messages WHERE id = ANY($1)",
                     )
                     .bind(ids)
                     .fetch_all(db.pool())
-                    .await?
+                    .await?;
+                    found.extend(some);
                 }
-                super::Backend::Sqlite(db) => {
-                    let sql = sqlite_multi_row(
-                        "SELECT id, event_type, idempotency_key, body FROM delivery_messages \
-                         WHERE id IN (",
-                        "?",
-                        rows.len(),
-                        ")",
-                    );
+            }
+            super::Backend::Sqlite(db) => {
+                // Anonymous `?` parameters: SQLite's parser is quadratic in numbered ones.
+                for (rows, sql) in sqlite_statements(
+                    &claimed,
+                    "SELECT id, event_type, idempotency_key, body FROM delivery_messages \
+                     WHERE id IN (",
+                    "?",
+                    ")",
+                ) {
                     let mut query = sqlx::query_as(&sql);
                     for row in rows {
                         query = query.bind(row.2.as_str());
                     }
-                    query.fetch_all(&db.readers).await?
+                    let some: Vec<_> = query.fetch_all(&db.readers).await?;
+                    found.extend(some);
                 }
-            };
-            messages.extend(
-                found
-                    .into_iter()
-                    .map(|(id, event_type, key, body)| (id, (event_type, key, body))),
-            );
+            }
         }
+        let messages: HashMap<String, (String, String, Vec<u8>)> = found
+            .into_iter()
+            .map(|(id, event_type, key, body)| (id, (event_type, key, body)))
+            .collect();
         Ok(claimed
             .into_iter()
             .filter_map(

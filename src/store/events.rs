@@ -18,8 +18,8 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{
-    POSTGRES_ROWS_PER_STATEMENT, Store, StoreError, Transaction, TransactionInner, sqlite_chunks,
-    sqlite_multi_row, with_pool, with_tx,
+    POSTGRES_ROWS_PER_STATEMENT, Store, StoreError, Transaction, TransactionInner,
+    sqlite_statements, with_pool, with_tx,
 };
 
 const INSERT_MANY_PREFIX: &str = "INSERT INTO ingest_events (id, iss, idempotency_key, \
@@ -33,6 +33,8 @@ const INSERT_MANY_POSTGRES: &str = "INSERT INTO ingest_events (id, iss, idempote
      SELECT id, iss, k, f, t, e, a FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bytea[], \
      $5::text[], $6::bigint[], $7::bigint[]) WITH ORDINALITY AS u(id, iss, k, f, t, e, a, n) \
      ORDER BY n ON CONFLICT (iss, idempotency_key) DO NOTHING RETURNING id";
+const BY_KEYS_PREFIX: &str = "SELECT idempotency_key, id, fingerprint FROM ingest_events \
+     WHERE iss = ? AND idempotency_key IN (";
 const BY_KEYS_POSTGRES: &str = "SELECT idempotency_key, id, fingerprint FROM ingest_events \
      WHERE iss = $1 AND idempotency_key = ANY($2)";
 const BY_ID: &str = "SELECT id, iss, idempotency_key, fingerprint, event_type, event_time_ms, \
@@ -135,13 +137,12 @@ impl Transaction {
         let mut inserted = HashSet::with_capacity(rows.len());
         match &mut self.inner {
             TransactionInner::Sqlite(tx) => {
-                for chunk in sqlite_chunks(rows) {
-                    let sql = sqlite_multi_row(
-                        INSERT_MANY_PREFIX,
-                        INSERT_MANY_ROW,
-                        chunk.len(),
-                        INSERT_MANY_SUFFIX,
-                    );
+                for (chunk, sql) in sqlite_statements(
+                    rows,
+                    INSERT_MANY_PREFIX,
+                    INSERT_MANY_ROW,
+                    INSERT_MANY_SUFFIX,
+                ) {
                     let mut query = sqlx::query_scalar(&sql);
                     for row in chunk {
                         query = query
@@ -199,14 +200,7 @@ impl Transaction {
         };
         match &mut self.inner {
             TransactionInner::Sqlite(tx) => {
-                for chunk in sqlite_chunks(keys) {
-                    let sql = sqlite_multi_row(
-                        "SELECT idempotency_key, id, fingerprint FROM ingest_events \
-                         WHERE iss = ? AND idempotency_key IN (",
-                        "?",
-                        chunk.len(),
-                        ")",
-                    );
+                for (chunk, sql) in sqlite_statements(keys, BY_KEYS_PREFIX, "?", ")") {
                     let mut query = sqlx::query_as(&sql).bind(iss);
                     for key in chunk {
                         query = query.bind(*key);

@@ -289,9 +289,9 @@ pub(crate) const POSTGRES_ROWS_PER_STATEMENT: usize = 1000;
 /// `{prefix}{row}, {row}, … {suffix}` with `rows` copies of `row` (SQLite multi-row `INSERT`s).
 /// `row` uses anonymous `?` parameters: numbered `$N` parameters make SQLite's prepare
 /// quadratic in their count. One statement per batch matters: every sqlx SQLite statement is
-/// a round trip to the connection's worker thread. Make `rows` one of the chunk sizes of
-/// [`sqlite_chunks`] and run the result as a prepared (persistent, the default) statement.
-pub(crate) fn sqlite_multi_row(prefix: &str, row: &str, rows: usize, suffix: &str) -> String {
+/// a round trip to the connection's worker thread. Statements take their texts from
+/// [`sqlite_statements`], which only makes texts of the sizes of [`sqlite_chunks`].
+fn sqlite_multi_row(prefix: &str, row: &str, rows: usize, suffix: &str) -> String {
     let mut sql = String::with_capacity(prefix.len() + rows * (row.len() + 2) + suffix.len());
     sql.push_str(prefix);
     for n in 0..rows {
@@ -318,7 +318,7 @@ pub(crate) const SQLITE_EXACT_ROWS: usize = 64;
 /// up to 64 keep the rows of merged single-event requests (a few dozen) in one statement: each
 /// statement is a round trip to the connection's thread, and splitting them into powers of two
 /// made those commits slower.
-pub(crate) fn sqlite_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
+fn sqlite_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
     let mut rest = rows;
     std::iter::from_fn(move || {
         if rest.is_empty() {
@@ -335,6 +335,19 @@ pub(crate) fn sqlite_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
         rest = tail;
         Some(chunk)
     })
+}
+
+/// The multi-row SQLite statements that write or read `rows`: each chunk of [`sqlite_chunks`]
+/// with its text `{prefix}{row}, {row}, … {suffix}` ([`sqlite_multi_row`]). Run each text as a
+/// prepared statement (persistent, sqlx's default): the texts repeat, so they are prepared once.
+pub(crate) fn sqlite_statements<'r, T>(
+    rows: &'r [T],
+    prefix: &'r str,
+    row: &'r str,
+    suffix: &'r str,
+) -> impl Iterator<Item = (&'r [T], String)> + 'r {
+    sqlite_chunks(rows)
+        .map(move |chunk| (chunk, sqlite_multi_row(prefix, row, chunk.len(), suffix)))
 }
 
 fn pool_slot(worker: Option<usize>, pools: usize) -> usize {
