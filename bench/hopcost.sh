@@ -21,12 +21,7 @@ UP_PORT=19181 NGX_PORT=19182 GW_PORT=19183
 OUT=bench/out; mkdir -p "$OUT"
 WORK=$(mktemp -d)
 GW_PID=""
-cleanup() {
-  [ -n "$GW_PID" ] && kill "$GW_PID" 2>/dev/null || true
-  nginx -p "$WORK" -c nginx.conf -s stop 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 

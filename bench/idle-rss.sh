@@ -11,12 +11,7 @@ CONNECTIONS="${1:-1000}"
 UP_PORT=19281 NGX_PORT=19282 GW_PORT=19283
 WORK=$(mktemp -d)
 GW_PID=""
-cleanup() {
-  [ -n "$GW_PID" ] && kill "$GW_PID" 2>/dev/null || true
-  nginx -p "$WORK" -c nginx.conf -s stop 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 ulimit -n $((CONNECTIONS * 2 + 1024))

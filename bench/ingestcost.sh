@@ -28,12 +28,7 @@ BATCHES="${1:-20}"
 GW_PORT=19283 RECV_PORT=19284
 WORK=$(mktemp -d)
 GW_PID=""
-cleanup() {
-  [ -n "$GW_PID" ] && kill "$GW_PID" 2>/dev/null || true
-  nginx -p "$WORK" -c nginx.conf -s stop 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 bench_nginx_receiver "$RECV_PORT"

@@ -138,3 +138,11 @@ event_types = ["custom.legacy.orders.*"]
 secret = "whsec_UBaVFOnYgW8ew5k9ywpCE/a+7VRWKymegwmSkvzy2fs="
 TOML
 }
+
+# The EXIT trap of scripts that run one gateway (pid in GW_PID, may be empty) and an nginx of
+# their own in WORK: `GW_PID=""; trap bench_cleanup EXIT`.
+bench_cleanup() {
+  [ -n "${GW_PID:-}" ] && kill "$GW_PID" 2>/dev/null || true
+  nginx -p "$WORK" -c nginx.conf -s stop 2>/dev/null || true
+  rm -rf "$WORK"
+}
